@@ -1,0 +1,113 @@
+//! Host-side helpers for tests, the benchmark and operator tools: signing keys, their public
+//! JWKs, and token minting with full control over header and claims (so tests can also forge
+//! the malformed tokens the gateway must refuse). Never compiled into the Worker.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+
+/// A signing key of one of the three supported algorithms.
+pub enum SigningKey {
+    Hs256(Vec<u8>),
+    EdDsa(ed25519_dalek::SigningKey),
+    Es256(p256::ecdsa::SigningKey),
+}
+
+impl SigningKey {
+    /// Deterministic keys from a seed, so tests and tools agree without storing key files.
+    pub fn hs256(seed: u8) -> SigningKey {
+        SigningKey::Hs256(vec![seed; 32])
+    }
+
+    pub fn eddsa(seed: u8) -> SigningKey {
+        SigningKey::EdDsa(ed25519_dalek::SigningKey::from_bytes(&[seed; 32]))
+    }
+
+    pub fn es256(seed: u8) -> SigningKey {
+        // Any 32 bytes below the group order are a valid scalar; a repeated small byte is.
+        let scalar = [seed.clamp(1, 0x7f); 32];
+        SigningKey::Es256(p256::ecdsa::SigningKey::from_bytes(&scalar.into()).expect("valid scalar"))
+    }
+
+    pub fn alg(&self) -> &'static str {
+        match self {
+            SigningKey::Hs256(_) => "HS256",
+            SigningKey::EdDsa(_) => "EdDSA",
+            SigningKey::Es256(_) => "ES256",
+        }
+    }
+
+    /// The JWK the gateway is configured with (public part only for asymmetric keys).
+    pub fn jwk(&self, kid: Option<&str>) -> Value {
+        let b64 = |b: &[u8]| URL_SAFE_NO_PAD.encode(b);
+        let mut jwk = match self {
+            SigningKey::Hs256(secret) => json!({"kty": "oct", "alg": "HS256", "k": b64(secret)}),
+            SigningKey::EdDsa(k) => {
+                json!({"kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "x": b64(k.verifying_key().as_bytes())})
+            }
+            SigningKey::Es256(k) => {
+                let point = k.verifying_key().to_encoded_point(false);
+                json!({"kty": "EC", "crv": "P-256", "alg": "ES256",
+                       "x": b64(point.x().expect("uncompressed")), "y": b64(point.y().expect("uncompressed"))})
+            }
+        };
+        if let Some(kid) = kid {
+            jwk["kid"] = json!(kid);
+        }
+        jwk
+    }
+
+    /// Raw signature over `message` (the JWS signing input).
+    pub fn sign(&self, message: &[u8]) -> Vec<u8> {
+        match self {
+            SigningKey::Hs256(secret) => {
+                let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("any key size");
+                mac.update(message);
+                mac.finalize().into_bytes().to_vec()
+            }
+            SigningKey::EdDsa(k) => {
+                use ed25519_dalek::Signer;
+                k.sign(message).to_bytes().to_vec()
+            }
+            SigningKey::Es256(k) => {
+                use p256::ecdsa::signature::Signer;
+                let sig: p256::ecdsa::Signature = k.sign(message);
+                sig.to_bytes().to_vec()
+            }
+        }
+    }
+
+    /// A token with the standard header (`alg`, `typ`, and `kid` when given).
+    pub fn mint(&self, kid: Option<&str>, claims: &Value) -> String {
+        let mut header = json!({"alg": self.alg(), "typ": "JWT"});
+        if let Some(kid) = kid {
+            header["kid"] = json!(kid);
+        }
+        self.mint_with_header(&header, claims)
+    }
+
+    /// A token with any header at all, signed with this key.
+    pub fn mint_with_header(&self, header: &Value, claims: &Value) -> String {
+        let input = format!("{}.{}", b64_json(header), b64_json(claims));
+        let sig = URL_SAFE_NO_PAD.encode(self.sign(input.as_bytes()));
+        format!("{input}.{sig}")
+    }
+}
+
+pub fn b64_json(v: &Value) -> String {
+    URL_SAFE_NO_PAD.encode(v.to_string())
+}
+
+/// A JWKS document from several keys.
+pub fn jwks(keys: &[(&SigningKey, Option<&str>)]) -> String {
+    json!({"keys": keys.iter().map(|(k, kid)| k.jwk(*kid)).collect::<Vec<_>>()}).to_string()
+}
+
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

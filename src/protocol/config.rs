@@ -1,0 +1,139 @@
+//! The deployment's settings (PROTOCOL.md "Configuration"), read through a lookup function
+//! so that the Worker, the Durable Objects and tests share one parser.
+//!
+//! A missing or invalid required setting never falls back to an insecure default: the
+//! endpoint that needs it refuses every request, and the reason is logged.
+
+use super::room::Limits;
+use super::token::{Expectations, KeySet, DEFAULT_MAX_LIFETIME_SECS};
+
+pub struct Config {
+    /// Keys and expectations for tokens, or why sockets are refused.
+    pub tokens: Result<(KeySet, Expectations), String>,
+    /// Secrets for `/publish` and `/revoke`; empty means every request is refused.
+    pub publish_secrets: Vec<Vec<u8>>,
+    pub allowed_origins: Vec<String>,
+    pub allow_query_token: bool,
+    pub require_current_build: bool,
+    pub limits: Limits,
+    /// Where client chat messages are POSTed, and the secret that signs them.
+    pub webhook: Option<(String, Vec<u8>)>,
+    /// Settings that were present but invalid (logged; they refuse their endpoint).
+    pub problems: Vec<String>,
+}
+
+fn list(value: Option<String>) -> Vec<String> {
+    value
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+impl Config {
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Config {
+        let mut problems = Vec::new();
+        let get = |name: &str| get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let mut flag = |name: &str| match get(name).as_deref() {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(_) => {
+                problems.push(format!("{name} must be true or false; treated as false"));
+                false
+            }
+        };
+        let allow_query_token = flag("ALLOW_QUERY_TOKEN");
+        let require_current_build = flag("REQUIRE_CURRENT_BUILD");
+
+        let number = |name: &str, default: i64| -> Result<i64, String> {
+            match get(name) {
+                None => Ok(default),
+                Some(v) => v.parse::<i64>().ok().filter(|n| *n > 0).ok_or(format!("{name} must be a positive integer")),
+            }
+        };
+        let tokens = (|| {
+            let keys = KeySet::from_jwks(&get("JWT_KEYS").ok_or("JWT_KEYS is not set")?)?;
+            let issuer = get("JWT_ISSUER").ok_or("JWT_ISSUER is not set")?;
+            let audience = get("JWT_AUDIENCE").unwrap_or_else(|| "foyer".to_owned());
+            let max_lifetime = number("TOKEN_MAX_LIFETIME", DEFAULT_MAX_LIFETIME_SECS)?;
+            Ok((keys, Expectations { issuer, audience, max_lifetime }))
+        })();
+
+        let mut limits = Limits::default();
+        match (number("RATE_LIMIT_MESSAGES", limits.rate_count as i64), number("RATE_LIMIT_WINDOW", limits.rate_window_ms / 1000)) {
+            (Ok(count), Ok(window)) => {
+                limits.rate_count = count.min(u32::MAX as i64 / 2) as u32;
+                limits.rate_window_ms = window.saturating_mul(1000);
+            }
+            (Err(e), _) | (_, Err(e)) => problems.push(format!("{e}; the default applies")),
+        }
+
+        let webhook = match (get("CHAT_WEBHOOK_URL"), get("CHAT_WEBHOOK_SECRET")) {
+            (Some(url), Some(secret)) => Some((url, secret.into_bytes())),
+            (None, None) => None,
+            (Some(_), None) => {
+                problems.push("CHAT_WEBHOOK_URL is set without CHAT_WEBHOOK_SECRET: the webhook is off".into());
+                None
+            }
+            (None, Some(_)) => None,
+        };
+
+        Config {
+            tokens,
+            publish_secrets: list(get("PUBLISH_SECRETS")).into_iter().map(String::into_bytes).collect(),
+            allowed_origins: list(get("ALLOWED_ORIGINS")),
+            allow_query_token,
+            require_current_build,
+            limits,
+            webhook,
+            problems,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devkit::{jwks, SigningKey};
+    use std::collections::HashMap;
+
+    fn config(pairs: &[(&str, &str)]) -> Config {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn a_complete_configuration_parses() {
+        let keys = jwks(&[(&SigningKey::hs256(1), None)]);
+        let c = config(&[
+            ("JWT_KEYS", &keys),
+            ("JWT_ISSUER", "https://shop"),
+            ("PUBLISH_SECRETS", "a, b,"),
+            ("ALLOWED_ORIGINS", "https://shop.example,https://staff.example"),
+            ("ALLOW_QUERY_TOKEN", "true"),
+            ("TOKEN_MAX_LIFETIME", "300"),
+        ]);
+        let (_, expect) = c.tokens.as_ref().unwrap();
+        assert_eq!((expect.issuer.as_str(), expect.audience.as_str(), expect.max_lifetime), ("https://shop", "foyer", 300));
+        assert_eq!(c.publish_secrets, vec![b"a".to_vec(), b"b".to_vec()]);
+        assert_eq!(c.allowed_origins.len(), 2);
+        assert!(c.allow_query_token && !c.require_current_build);
+        assert!(c.problems.is_empty());
+    }
+
+    #[test]
+    fn missing_or_invalid_settings_refuse_instead_of_defaulting() {
+        let c = config(&[]);
+        assert!(c.tokens.is_err());
+        assert!(c.publish_secrets.is_empty());
+        assert!(!c.allow_query_token);
+        let keys = jwks(&[(&SigningKey::hs256(1), None)]);
+        assert!(config(&[("JWT_KEYS", &keys)]).tokens.is_err(), "issuer required");
+        let c = config(&[("JWT_KEYS", &keys), ("JWT_ISSUER", "i"), ("TOKEN_MAX_LIFETIME", "forever")]);
+        assert!(c.tokens.is_err());
+        let c = config(&[("ALLOW_QUERY_TOKEN", "yes"), ("PUBLISH_SECRETS", " , ")]);
+        assert!(!c.allow_query_token && c.publish_secrets.is_empty() && c.problems.len() == 1);
+    }
+}

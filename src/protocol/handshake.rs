@@ -1,0 +1,311 @@
+//! The checks a connect request passes before any Durable Object is touched, in the order
+//! PROTOCOL.md "Connecting" fixes: path, upgrade, origin, then token and grant.
+//!
+//! Failures of the first three are HTTP answers. Token and grant failures are a socket that
+//! is accepted and closed at once with 4401/4403, because a browser sees only close codes.
+
+use super::channel::{Channel, ChannelError, Kind};
+use super::config::Config;
+use super::room::close;
+use super::token::{self, Claims};
+
+/// The subprotocol the server selects; a client must offer it.
+pub const SUBPROTOCOL: &str = "foyer.v1";
+const BEARER_PREFIX: &str = "bearer.";
+
+/// What the Worker saw of the request.
+pub struct ConnectRequest<'a> {
+    pub path: &'a str,
+    /// Query pairs, already percent-decoded.
+    pub query: &'a [(String, String)],
+    /// `Upgrade: websocket` (case-insensitive) was sent.
+    pub upgrade: bool,
+    pub origin: Option<&'a str>,
+    /// Scheme, host and port of the request URL, serialized as an origin.
+    pub own_origin: &'a str,
+    /// `Sec-WebSocket-Protocol`, as one comma-separated value.
+    pub protocols: Option<&'a str>,
+}
+
+/// A request that passed every check.
+#[derive(Debug, PartialEq)]
+pub struct Admitted {
+    pub channel: Channel,
+    pub claims: Claims,
+    pub since: Option<u64>,
+    /// The client's `build=` id, when it sent one.
+    pub build: Option<String>,
+}
+
+#[derive(Debug, PartialEq)]
+pub enum Verdict {
+    /// Hand the socket to the channel's Durable Object.
+    Admit(Admitted),
+    /// An HTTP error: no upgrade.
+    Http(u16, &'static str),
+    /// Accept the socket and close it at once with this code; select `foyer.v1` if offered.
+    Close { code: u16, reason: &'static str, offered_subprotocol: bool },
+}
+
+/// `/ws/{kind}/{key}` with an optional trailing `/`. Anything else under `/ws/` is 404.
+pub fn parse_path(path: &str) -> Result<Channel, Verdict> {
+    let rest = path.strip_prefix("/ws/").ok_or(Verdict::Http(404, "not found"))?;
+    let (kind, key) = rest.split_once('/').ok_or(Verdict::Http(404, "not found"))?;
+    let kind = Kind::parse(kind).ok_or(Verdict::Http(404, "unknown channel kind"))?;
+    let key = key.strip_suffix('/').unwrap_or(key);
+    if key.contains('/') {
+        return Err(Verdict::Http(404, "not found"));
+    }
+    Channel::new(kind, key).map_err(|e| match e {
+        ChannelError::MalformedKey => Verdict::Http(400, "malformed channel key"),
+        _ => Verdict::Http(404, "not found"),
+    })
+}
+
+/// The subprotocol offer: whether `foyer.v1` was offered, and the bearer token if any.
+fn parse_protocols(header: Option<&str>) -> Result<(bool, Option<&str>), Verdict> {
+    let mut offered = false;
+    let mut token = None;
+    for item in header.unwrap_or("").split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        if item == SUBPROTOCOL {
+            offered = true;
+        } else if let Some(t) = item.strip_prefix(BEARER_PREFIX) {
+            if token.replace(t).is_some() {
+                return Err(Verdict::Http(400, "two tokens offered"));
+            }
+        }
+    }
+    if token.is_some() && !offered {
+        return Err(Verdict::Http(400, "a token was offered without foyer.v1"));
+    }
+    Ok((offered, token))
+}
+
+fn query<'q>(req: &'q ConnectRequest<'_>, name: &str) -> Option<&'q str> {
+    req.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+/// Runs every check in order. `now` is Unix seconds.
+pub fn check(req: &ConnectRequest<'_>, config: &Config, now: i64) -> Verdict {
+    let channel = match parse_path(req.path) {
+        Ok(channel) => channel,
+        Err(verdict) => return verdict,
+    };
+    let since = match query(req, "since") {
+        None => None,
+        Some(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => match s.parse::<u64>() {
+            Ok(n) => Some(n),
+            Err(_) => return Verdict::Http(400, "since is out of range"),
+        },
+        Some(_) => return Verdict::Http(400, "since must be a non-negative integer"),
+    };
+    if !req.upgrade {
+        return Verdict::Http(426, "this endpoint takes WebSocket upgrades only");
+    }
+    if let Some(origin) = req.origin {
+        if origin != req.own_origin && !config.allowed_origins.iter().any(|o| o == origin) {
+            return Verdict::Http(403, "origin not allowed");
+        }
+    }
+    let (offered, bearer) = match parse_protocols(req.protocols) {
+        Ok(offer) => offer,
+        Err(verdict) => return verdict,
+    };
+    let query_token = if config.allow_query_token { query(req, "token") } else { None };
+    let close = |code, reason| Verdict::Close { code, reason, offered_subprotocol: offered };
+    let token = match (bearer, query_token) {
+        (Some(_), Some(_)) => return Verdict::Http(400, "two tokens offered"),
+        (Some(t), None) | (None, Some(t)) => t,
+        (None, None) => return close(close::UNAUTHENTICATED, "token required"),
+    };
+    let Ok((keys, expect)) = &config.tokens else {
+        return close(close::INTERNAL, "gateway misconfigured");
+    };
+    let claims = match token::verify(token, keys, expect, now) {
+        Ok(claims) => claims,
+        Err(e) => return close(close::UNAUTHENTICATED, e.reason()),
+    };
+    if !claims.channels.allows(&channel) {
+        return close(close::FORBIDDEN, "channel not granted");
+    }
+    let build = query(req, "build").filter(|b| !b.is_empty()).map(str::to_owned);
+    Verdict::Admit(Admitted { channel, claims, since, build })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devkit::{jwks, unix_now, SigningKey};
+    use serde_json::json;
+    use std::collections::HashMap;
+
+    fn config(extra: &[(&str, &str)]) -> Config {
+        let mut map: HashMap<String, String> = HashMap::from([
+            ("JWT_KEYS".into(), jwks(&[(&SigningKey::hs256(1), None)])),
+            ("JWT_ISSUER".into(), "iss".into()),
+            ("ALLOWED_ORIGINS".into(), "https://shop.example".into()),
+        ]);
+        map.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    fn token(channels: &[&str]) -> String {
+        let now = unix_now();
+        SigningKey::hs256(1).mint(None, &json!({"sub": "u", "iss": "iss", "aud": "foyer", "iat": now, "exp": now + 300, "channels": channels}))
+    }
+
+    struct Req {
+        path: &'static str,
+        query: Vec<(String, String)>,
+        upgrade: bool,
+        origin: Option<&'static str>,
+        protocols: Option<String>,
+    }
+
+    impl Req {
+        fn new(path: &'static str, token: &str) -> Req {
+            Req { path, query: vec![], upgrade: true, origin: None, protocols: Some(format!("foyer.v1, bearer.{token}")) }
+        }
+        fn check(&self, config: &Config) -> Verdict {
+            let req = ConnectRequest {
+                path: self.path,
+                query: &self.query,
+                upgrade: self.upgrade,
+                origin: self.origin,
+                own_origin: "http://127.0.0.1:8787",
+                protocols: self.protocols.as_deref(),
+            };
+            check(&req, config, unix_now())
+        }
+        fn q(mut self, k: &str, v: &str) -> Req {
+            self.query.push((k.into(), v.into()));
+            self
+        }
+    }
+
+    fn http(v: &Verdict) -> Option<u16> {
+        match v {
+            Verdict::Http(status, _) => Some(*status),
+            _ => None,
+        }
+    }
+
+    fn closed(v: &Verdict) -> Option<(u16, bool)> {
+        match v {
+            Verdict::Close { code, offered_subprotocol, .. } => Some((*code, *offered_subprotocol)),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_granted_token_is_admitted_with_since_and_build() {
+        let t = token(&["orders:v1"]);
+        for path in ["/ws/orders/v1", "/ws/orders/v1/"] {
+            let v = Req::new(path, &t).q("since", "42").q("build", "abc").check(&config(&[]));
+            let Verdict::Admit(a) = v else { panic!("{v:?}") };
+            assert_eq!((a.channel.to_string().as_str(), a.since, a.build.as_deref()), ("orders:v1", Some(42), Some("abc")));
+        }
+    }
+
+    #[test]
+    fn paths_are_checked_first() {
+        let c = config(&[]);
+        for (path, status) in [
+            ("/ws/news/x", 404),
+            ("/ws/orders", 404),
+            ("/ws/orders/", 400),
+            ("/ws/orders/a/b", 404),
+            ("/ws/orders/a//", 404),
+            ("/ws/", 404),
+            ("/ws/orders/bad.key", 400),
+            ("/ws/chat/%20", 400),
+        ] {
+            let mut r = Req::new(path, "x");
+            r.upgrade = false;
+            r.origin = Some("https://evil.example");
+            assert_eq!(http(&r.check(&c)), Some(status), "{path}");
+        }
+    }
+
+    #[test]
+    fn since_must_be_a_non_negative_integer() {
+        let t = token(&["orders:v1"]);
+        for bad in ["", "-1", "1.5", "abc", "0x10", "+3", "99999999999999999999999"] {
+            assert_eq!(http(&Req::new("/ws/orders/v1", &t).q("since", bad).check(&config(&[]))), Some(400), "{bad}");
+        }
+    }
+
+    #[test]
+    fn non_upgrade_requests_get_426_before_origin_is_checked() {
+        let mut r = Req::new("/ws/orders/v1", &token(&["orders:v1"]));
+        r.upgrade = false;
+        r.origin = Some("https://evil.example");
+        assert_eq!(http(&r.check(&config(&[]))), Some(426));
+    }
+
+    #[test]
+    fn origins_match_exactly() {
+        let t = token(&["orders:v1"]);
+        let c = config(&[]);
+        for (origin, ok) in [
+            ("https://shop.example", true),
+            ("http://127.0.0.1:8787", true),
+            ("https://shop.example.evil.com", false),
+            ("https://evil-shop.example", false),
+            ("https://shop.example:443", false),
+            ("http://shop.example", false),
+            ("https://SHOP.example", false),
+            ("http://127.0.0.1:8788", false),
+            ("null", false),
+            ("", false),
+        ] {
+            let mut r = Req::new("/ws/orders/v1", &t);
+            r.origin = Some(origin);
+            assert_eq!(http(&r.check(&c)).is_none(), ok, "{origin}");
+        }
+    }
+
+    #[test]
+    fn subprotocol_offers_are_strict() {
+        let t = token(&["orders:v1"]);
+        let c = config(&[]);
+        let with = |p: &str| {
+            let mut r = Req::new("/ws/orders/v1", &t);
+            r.protocols = Some(p.to_owned());
+            r.check(&c)
+        };
+        assert_eq!(http(&with(&format!("bearer.{t}"))), Some(400), "token without foyer.v1");
+        assert_eq!(http(&with(&format!("foyer.v1, bearer.{t}, bearer.{t}"))), Some(400), "two tokens");
+        assert!(matches!(with(&format!("bearer.{t},foyer.v1")), Verdict::Admit(_)), "order is free");
+        assert_eq!(closed(&with("foyer.v1")), Some((4401, true)), "no token");
+        assert_eq!(closed(&with("")), Some((4401, false)));
+        assert_eq!(closed(&with("foyer.v1, bearer.")), Some((4401, true)), "empty token");
+    }
+
+    #[test]
+    fn query_tokens_only_when_the_deployment_allows_them() {
+        let t = token(&["orders:v1"]);
+        let mut r = Req::new("/ws/orders/v1", "x").q("token", &t);
+        r.protocols = Some("foyer.v1".into());
+        assert_eq!(closed(&r.check(&config(&[]))), Some((4401, true)));
+        assert!(matches!(r.check(&config(&[("ALLOW_QUERY_TOKEN", "true")])), Verdict::Admit(_)));
+        let both = Req::new("/ws/orders/v1", &t).q("token", &t);
+        assert_eq!(http(&both.check(&config(&[("ALLOW_QUERY_TOKEN", "true")]))), Some(400));
+    }
+
+    #[test]
+    fn invalid_tokens_close_4401_and_ungranted_channels_4403() {
+        let c = config(&[]);
+        assert_eq!(closed(&Req::new("/ws/orders/v1", "a.b.c").check(&c)), Some((4401, true)));
+        let other_key = SigningKey::hs256(2).mint(None, &json!({"sub": "u"}));
+        assert_eq!(closed(&Req::new("/ws/orders/v1", &other_key).check(&c)), Some((4401, true)));
+        assert_eq!(closed(&Req::new("/ws/payment/o-2", &token(&["payment:o-1"])).check(&c)), Some((4403, true)));
+        assert_eq!(closed(&Req::new("/ws/orders/v1", &token(&["chat:*"])).check(&c)), Some((4403, true)));
+    }
+
+    #[test]
+    fn a_misconfigured_gateway_closes_1011_rather_than_guessing() {
+        let c = Config::from_lookup(|_| None);
+        assert_eq!(closed(&Req::new("/ws/orders/v1", &token(&["orders:v1"])).check(&c)), Some((1011, true)));
+    }
+}

@@ -1,0 +1,15 @@
+//! The rules of PROTOCOL.md as plain Rust: no `worker` types, no I/O, time passed in.
+//!
+//! The flow of a connection, in file order: [`handshake`] (the checks before any Durable
+//! Object is touched) → [`token`] (who is this) → [`channel`] (what may they see) → [`room`]
+//! (the channel's engine) → [`frame`] (what goes on the wire). Publishing: [`signature`] →
+//! [`publish`] → [`room`]. [`config`] reads the deployment's settings.
+
+pub mod channel;
+pub mod config;
+pub mod frame;
+pub mod handshake;
+pub mod publish;
+pub mod room;
+pub mod signature;
+pub mod token;

@@ -1,0 +1,720 @@
+//! The room engine: one channel's sequence numbers, history, replay, dedupe, presence,
+//! rate limits and expiry. One engine for every kind; the kinds differ by [`Policy`] only.
+//!
+//! It is sans-IO: storage is the [`Store`] port (SQLite in a Durable Object, a `Vec` in unit
+//! tests), sockets are [`Member`] values (the Durable Object keeps them as hibernation
+//! attachments), and time is an argument. The engine returns frames and decisions; the
+//! Durable Object shell moves them to the runtime.
+
+use serde::{Deserialize, Serialize};
+
+use super::channel::{Channel, Policy, Replay};
+use super::frame::{self, ClientFrame, StoredEvent, MAX_CLIENT_FRAME_BYTES};
+use super::publish::Delivery;
+use super::token::{Claims, TokenError};
+
+/// Events kept at least: the last `MIN_EVENTS`, and everything of the last `MIN_AGE_MS`.
+pub const HISTORY_MIN_EVENTS: u64 = 100;
+pub const HISTORY_MIN_AGE_MS: i64 = 10 * 60 * 1000;
+/// Publish and chat ids are remembered this long for dedupe (at least the history window).
+pub const DEDUPE_WINDOW_MS: i64 = 60 * 60 * 1000;
+/// How often a room with history prunes it.
+pub const PRUNE_INTERVAL_MS: i64 = 60 * 1000;
+/// After this many malformed or unexpected frames a connection is closed with 4400.
+pub const MAX_STRIKES: u32 = 10;
+pub const MAX_CHAT_TEXT_CHARS: usize = 2000;
+/// Display fields are cut to this many characters (attachments are limited to 2 KiB).
+pub const MAX_DISPLAY_CHARS: usize = 64;
+
+/// Storage port. Every method is synchronous, as Durable Object SQLite is: the engine never
+/// yields between reading `latest_seq` and appending, so events cannot interleave.
+pub trait Store {
+    fn latest_seq(&self) -> Result<u64, String>;
+    /// Appends an event and makes its `seq` the latest, atomically.
+    fn append(&mut self, event: &StoredEvent) -> Result<(), String>;
+    /// Events with `seq > after`, ascending; at most `limit` of the newest when given.
+    fn events_after(&self, after: u64, limit: Option<usize>) -> Result<Vec<StoredEvent>, String>;
+    /// The smallest retained `seq`, if any event is retained.
+    fn oldest_seq(&self) -> Result<Option<u64>, String>;
+    /// Drops events with `seq < below_seq` and `ts < before_ts`.
+    fn prune_events(&mut self, below_seq: u64, before_ts: i64) -> Result<(), String>;
+    fn dedupe_get(&self, key: &str) -> Result<Option<u64>, String>;
+    fn dedupe_put(&mut self, key: &str, seq: u64, ts: i64) -> Result<(), String>;
+    fn prune_dedupe(&mut self, before_ts: i64) -> Result<(), String>;
+}
+
+/// Per-connection limits (configuration with defaults).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Client frames per window; beyond it `rate_limited`, at twice it close 4429.
+    pub rate_count: u32,
+    pub rate_window_ms: i64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { rate_count: 20, rate_window_ms: 10_000 }
+    }
+}
+
+/// One socket of the room, as stored in its hibernation attachment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Member {
+    pub conn: String,
+    pub sub: String,
+    pub name: Option<String>,
+    pub role: Option<String>,
+    /// Token expiry (Unix seconds); the socket is closed with 4401 once it passes.
+    pub exp: i64,
+    pub iat: Option<i64>,
+    /// The token's `publish` grant covers this channel.
+    pub can_publish: bool,
+    #[serde(default)]
+    pub window_start: i64,
+    #[serde(default)]
+    pub window_count: u32,
+    #[serde(default)]
+    pub strikes: u32,
+}
+
+fn display(s: &Option<String>) -> Option<String> {
+    s.as_ref().map(|s| s.chars().take(MAX_DISPLAY_CHARS).collect())
+}
+
+impl Member {
+    pub fn new(conn: String, claims: &Claims, channel: &Channel) -> Member {
+        Member {
+            conn,
+            sub: claims.sub.clone(),
+            name: display(&claims.name),
+            role: display(&claims.role),
+            exp: claims.exp,
+            iat: claims.iat,
+            can_publish: claims.publish.allows(channel),
+            window_start: 0,
+            window_count: 0,
+            strikes: 0,
+        }
+    }
+}
+
+/// What a joining socket receives, and what the room hears about it.
+#[derive(Debug, Default, PartialEq)]
+pub struct Join {
+    /// `welcome`, then replayed events or a `reset`, in order.
+    pub frames: Vec<String>,
+    /// A `presence` joined frame for everyone, when this is the user's first socket.
+    pub broadcast: Option<String>,
+    /// Close right after the frames (e.g. 4426 for an outdated build).
+    pub close: Option<(u16, &'static str)>,
+}
+
+/// The outcome of one published event on this channel.
+#[derive(Debug, PartialEq)]
+pub struct Published {
+    pub seq: u64,
+    pub duplicate: bool,
+    /// The `event` frame to send to every socket; `None` for a duplicate.
+    pub frame: Option<String>,
+}
+
+/// What to do after a client frame.
+#[derive(Debug, PartialEq)]
+pub enum Effect {
+    /// Send to the socket that spoke.
+    Reply(String),
+    /// Send to every socket of the room (a chat message).
+    Broadcast(String),
+    /// A client chat message was accepted (for the backend webhook).
+    ChatAccepted(StoredEvent),
+    /// The member's attachment changed and must be saved.
+    Save,
+    /// Close the socket that spoke.
+    Close(u16, &'static str),
+}
+
+/// Answers that close a socket, with the codes of PROTOCOL.md.
+pub mod close {
+    pub const NORMAL: u16 = 1000;
+    pub const TOO_BIG: u16 = 1009;
+    pub const INTERNAL: u16 = 1011;
+    pub const BAD_REQUEST: u16 = 4400;
+    pub const UNAUTHENTICATED: u16 = 4401;
+    pub const FORBIDDEN: u16 = 4403;
+    pub const OUTDATED_BUILD: u16 = 4426;
+    pub const RATE_LIMITED: u16 = 4429;
+}
+
+pub struct Room<'a, S: Store> {
+    pub channel: &'a Channel,
+    pub policy: Policy,
+    pub store: &'a mut S,
+    pub limits: Limits,
+}
+
+impl<'a, S: Store> Room<'a, S> {
+    pub fn new(channel: &'a Channel, store: &'a mut S, limits: Limits) -> Self {
+        Room { channel, policy: channel.kind().policy(), store, limits }
+    }
+
+    fn name(&self) -> String {
+        self.channel.to_string()
+    }
+
+    /// A verified socket joins. `others` are the members already in the room.
+    pub fn join(&mut self, member: &Member, since: Option<u64>, build: &str, others: &[Member]) -> Result<Join, String> {
+        let channel = self.name();
+        let latest = self.store.latest_seq()?;
+        let mut frames = vec![frame::welcome(&channel, &member.conn, latest, build, member.exp)];
+        let replay = match since {
+            Some(since) if since >= latest => Vec::new(),
+            Some(since) => {
+                // The gap (since, latest] must be held whole, or the client must reload.
+                match self.store.oldest_seq()? {
+                    Some(oldest) if oldest <= since + 1 => self.store.events_after(since, None)?,
+                    _ => {
+                        frames.push(frame::reset(&channel, latest));
+                        Vec::new()
+                    }
+                }
+            }
+            None => match self.policy.replay_without_since {
+                Replay::Nothing => Vec::new(),
+                Replay::Everything => self.store.events_after(0, None)?,
+                Replay::Last(n) => self.store.events_after(0, Some(n))?,
+            },
+        };
+        frames.extend(replay.iter().map(|e| frame::event(&channel, e)));
+        let broadcast = (self.policy.presence && !others.iter().any(|o| o.sub == member.sub)).then(|| {
+            let count = distinct_subs(others.iter().chain([member]));
+            frame::presence(&channel, "joined", &member.sub, member.name.as_deref(), member.role.as_deref(), count)
+        });
+        Ok(Join { frames, broadcast, close: None })
+    }
+
+    /// Backend events, in request order. A repeated `id` is not delivered again.
+    pub fn publish(&mut self, deliveries: &[Delivery], now_ms: i64) -> Result<Vec<Published>, String> {
+        deliveries
+            .iter()
+            .map(|d| self.accept(&format!("p:{}", d.id), &d.id, &d.event, d.data.get(), now_ms))
+            .collect()
+    }
+
+    /// Stores an event under a dedupe key, or reports the earlier copy.
+    fn accept(&mut self, key: &str, id: &str, event: &str, data: &str, now_ms: i64) -> Result<Published, String> {
+        if let Some(seq) = self.store.dedupe_get(key)? {
+            return Ok(Published { seq, duplicate: true, frame: None });
+        }
+        let stored = StoredEvent {
+            seq: self.store.latest_seq()? + 1,
+            id: id.to_owned(),
+            event: event.to_owned(),
+            data: data.to_owned(),
+            ts: now_ms,
+        };
+        self.store.append(&stored)?;
+        self.store.dedupe_put(key, stored.seq, now_ms)?;
+        Ok(Published { seq: stored.seq, duplicate: false, frame: Some(frame::event(&self.name(), &stored)) })
+    }
+
+    /// A binary frame: the protocol has none, so it is unexpected (or too big).
+    pub fn on_binary(&mut self, member: &mut Member, len: usize) -> Vec<Effect> {
+        if len > MAX_CLIENT_FRAME_BYTES {
+            return vec![Effect::Close(close::TOO_BIG, "frame too big")];
+        }
+        self.strike(member, frame::error("binary_unsupported", "frames are text (JSON)"))
+    }
+
+    /// A text frame from `member`. `verify` checks a refresh token (signature and claims).
+    pub fn on_text(
+        &mut self,
+        member: &mut Member,
+        text: &str,
+        now_ms: i64,
+        verify: &dyn Fn(&str) -> Result<Claims, TokenError>,
+    ) -> Result<Vec<Effect>, String> {
+        if text.len() > MAX_CLIENT_FRAME_BYTES {
+            return Ok(vec![Effect::Close(close::TOO_BIG, "frame too big")]);
+        }
+        let parsed = frame::parse_client_frame(text);
+        if parsed == Ok(ClientFrame::Ping) {
+            // Normally answered by the runtime's auto-response; this is the fallback.
+            return Ok(vec![Effect::Reply(frame::PONG.to_owned())]);
+        }
+        // Every other client frame counts towards the rate limit.
+        if now_ms - member.window_start >= self.limits.rate_window_ms {
+            member.window_start = now_ms;
+            member.window_count = 0;
+        }
+        member.window_count += 1;
+        if member.window_count >= 2 * self.limits.rate_count {
+            return Ok(vec![Effect::Close(close::RATE_LIMITED, "rate limited")]);
+        }
+        if member.window_count > self.limits.rate_count {
+            return Ok(vec![Effect::Save, Effect::Reply(frame::error("rate_limited", "too many messages, slow down"))]);
+        }
+        let mut effects = match parsed {
+            Err(e) => self.strike(member, frame::error(e.code, e.message)),
+            Ok(ClientFrame::Ping) => Vec::new(),
+            Ok(ClientFrame::Refresh { token }) => self.refresh(member, &token, verify),
+            Ok(ClientFrame::Send { id, text }) => self.send(member, &id, &text, now_ms)?,
+        };
+        effects.insert(0, Effect::Save);
+        Ok(effects)
+    }
+
+    fn strike(&mut self, member: &mut Member, error: String) -> Vec<Effect> {
+        member.strikes += 1;
+        if member.strikes > MAX_STRIKES {
+            vec![Effect::Close(close::BAD_REQUEST, "too many malformed frames")]
+        } else {
+            vec![Effect::Save, Effect::Reply(error)]
+        }
+    }
+
+    fn refresh(&mut self, member: &mut Member, token: &str, verify: &dyn Fn(&str) -> Result<Claims, TokenError>) -> Vec<Effect> {
+        match verify(token) {
+            Ok(claims) if claims.sub == member.sub && claims.channels.allows(self.channel) => {
+                member.exp = claims.exp;
+                member.iat = claims.iat;
+                member.can_publish = claims.publish.allows(self.channel);
+                vec![Effect::Reply(frame::refreshed(claims.exp))]
+            }
+            _ => vec![Effect::Close(close::UNAUTHENTICATED, "refresh refused")],
+        }
+    }
+
+    fn send(&mut self, member: &mut Member, id: &str, text: &str, now_ms: i64) -> Result<Vec<Effect>, String> {
+        if !self.policy.clients_may_send {
+            return Ok(self.strike(member, frame::error("forbidden", "this channel takes no client messages")));
+        }
+        if !member.can_publish {
+            return Ok(vec![Effect::Reply(frame::error("forbidden", "your token does not grant posting here"))]);
+        }
+        let chars = text.chars().count();
+        if chars == 0 {
+            return Ok(vec![Effect::Reply(frame::error("empty", "text must not be empty"))]);
+        }
+        if chars > MAX_CHAT_TEXT_CHARS {
+            return Ok(vec![Effect::Reply(frame::error("too_long", "text is limited to 2000 characters"))]);
+        }
+        let data = serde_json::json!({
+            "text": text,
+            "author": {"sub": member.sub, "name": member.name, "role": member.role},
+            "client_id": id,
+        })
+        .to_string();
+        // The event id is stable for a (sub, client id) pair, so retries share it end to end.
+        let event_id = format!("{}/{}", member.sub, id);
+        let published = self.accept(&format!("c:{}\u{0}{}", member.sub, id), &event_id, "chat.message", &data, now_ms)?;
+        let Some(frame) = published.frame else {
+            return Ok(Vec::new()); // A repeated id: already delivered once.
+        };
+        let stored = StoredEvent { seq: published.seq, id: event_id, event: "chat.message".into(), data, ts: now_ms };
+        Ok(vec![Effect::Broadcast(frame), Effect::ChatAccepted(stored)])
+    }
+
+    /// A socket left (closed, errored or dropped). `remaining` excludes it.
+    pub fn leave(&self, member: &Member, remaining: &[Member]) -> Option<String> {
+        if !self.policy.presence || remaining.iter().any(|o| o.sub == member.sub) {
+            return None;
+        }
+        let count = distinct_subs(remaining.iter());
+        Some(frame::presence(&self.name(), "left", &member.sub, member.name.as_deref(), member.role.as_deref(), count))
+    }
+
+    /// Drops history and dedupe entries past their retention.
+    pub fn prune(&mut self, now_ms: i64) -> Result<(), String> {
+        let latest = self.store.latest_seq()?;
+        let keep_from = latest.saturating_sub(HISTORY_MIN_EVENTS - 1).max(1);
+        self.store.prune_events(keep_from, now_ms - HISTORY_MIN_AGE_MS)?;
+        self.store.prune_dedupe(now_ms - DEDUPE_WINDOW_MS)
+    }
+}
+
+pub fn distinct_subs<'m>(members: impl Iterator<Item = &'m Member>) -> usize {
+    let mut subs: Vec<&str> = members.map(|m| m.sub.as_str()).collect();
+    subs.sort_unstable();
+    subs.dedup();
+    subs.len()
+}
+
+/// Members whose token has expired at `now` (seconds): close them with 4401.
+pub fn expired<'m>(members: impl Iterator<Item = &'m Member>, now: i64) -> impl Iterator<Item = &'m Member> {
+    members.filter(move |m| m.exp <= now)
+}
+
+/// When the room's alarm should next fire (ms): the first token expiry, or the next prune
+/// while history is held. `None`: nothing to wait for, so the object may sleep for good.
+pub fn next_alarm<'m>(members: impl Iterator<Item = &'m Member>, has_history: bool, now_ms: i64) -> Option<i64> {
+    let expiry = members.map(|m| m.exp.saturating_mul(1000)).min();
+    let prune = has_history.then_some(now_ms + PRUNE_INTERVAL_MS);
+    match (expiry, prune) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// An in-memory [`Store`] for host tests and tools: the same contract as the SQLite one.
+#[derive(Default, Debug)]
+pub struct MemStore {
+    pub latest: u64,
+    pub events: Vec<StoredEvent>,
+    pub dedupe: Vec<(String, u64, i64)>,
+}
+
+impl Store for MemStore {
+    fn latest_seq(&self) -> Result<u64, String> {
+        Ok(self.latest)
+    }
+    fn append(&mut self, event: &StoredEvent) -> Result<(), String> {
+        self.latest = event.seq;
+        self.events.push(event.clone());
+        Ok(())
+    }
+    fn events_after(&self, after: u64, limit: Option<usize>) -> Result<Vec<StoredEvent>, String> {
+        let all: Vec<StoredEvent> = self.events.iter().filter(|e| e.seq > after).cloned().collect();
+        let skip = limit.map_or(0, |n| all.len().saturating_sub(n));
+        Ok(all.into_iter().skip(skip).collect())
+    }
+    fn oldest_seq(&self) -> Result<Option<u64>, String> {
+        Ok(self.events.first().map(|e| e.seq))
+    }
+    fn prune_events(&mut self, below_seq: u64, before_ts: i64) -> Result<(), String> {
+        self.events.retain(|e| e.seq >= below_seq || e.ts >= before_ts);
+        Ok(())
+    }
+    fn dedupe_get(&self, key: &str) -> Result<Option<u64>, String> {
+        Ok(self.dedupe.iter().find(|(k, ..)| k == key).map(|(_, seq, _)| *seq))
+    }
+    fn dedupe_put(&mut self, key: &str, seq: u64, ts: i64) -> Result<(), String> {
+        self.dedupe.push((key.to_owned(), seq, ts));
+        Ok(())
+    }
+    fn prune_dedupe(&mut self, before_ts: i64) -> Result<(), String> {
+        self.dedupe.retain(|(_, _, ts)| *ts >= before_ts);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::channel::Grants;
+    use crate::protocol::publish::{null, Delivery};
+    use serde_json::Value;
+
+    const T0: i64 = 1_800_000_000_000;
+
+    fn claims(sub: &str, channels: &[&str], publish: &[&str]) -> Claims {
+        Claims {
+            sub: sub.into(),
+            exp: T0 / 1000 + 600,
+            iat: Some(T0 / 1000),
+            channels: Grants::from_entries(channels.iter().copied()),
+            publish: Grants::from_entries(publish.iter().copied()),
+            name: Some(format!("{sub}-name")),
+            role: Some("customer".into()),
+        }
+    }
+
+    fn member(conn: &str, sub: &str, channel: &Channel) -> Member {
+        Member::new(conn.into(), &claims(sub, &[&channel.to_string()], &[&channel.to_string()]), channel)
+    }
+
+    fn delivery(id: &str) -> Delivery {
+        Delivery { id: id.into(), event: "order.created".into(), data: null() }
+    }
+
+    fn json(s: &str) -> Value {
+        serde_json::from_str(s).unwrap()
+    }
+
+    fn seqs(frames: &[String]) -> Vec<u64> {
+        frames.iter().map(|f| json(f)).filter(|v| v["type"] == "event").map(|v| v["seq"].as_u64().unwrap()).collect()
+    }
+
+    fn publish_n(room: &mut Room<MemStore>, n: usize, at: i64) {
+        let ds: Vec<Delivery> = (0..n).map(|i| delivery(&format!("e{}-{i}", at))).collect();
+        room.publish(&ds, at).unwrap();
+    }
+
+    fn no_refresh(_: &str) -> Result<Claims, TokenError> {
+        Err(TokenError::BadSignature)
+    }
+
+    #[test]
+    fn seq_starts_at_one_and_increases_by_one() {
+        let ch = Channel::parse("orders:v1").unwrap();
+        let mut store = MemStore::default();
+        let mut room = Room::new(&ch, &mut store, Limits::default());
+        let out = room.publish(&[delivery("a"), delivery("b"), delivery("c")], T0).unwrap();
+        assert_eq!(out.iter().map(|p| p.seq).collect::<Vec<_>>(), [1, 2, 3]);
+        let frame = json(out[1].frame.as_ref().unwrap());
+        assert_eq!(frame["seq"], 2);
+        assert_eq!(frame["ts"], T0);
+        assert_eq!(frame["channel"], "orders:v1");
+    }
+
+    #[test]
+    fn republished_id_is_a_duplicate_with_its_first_seq() {
+        let ch = Channel::parse("orders:v1").unwrap();
+        let mut store = MemStore::default();
+        let mut room = Room::new(&ch, &mut store, Limits::default());
+        room.publish(&[delivery("a"), delivery("b")], T0).unwrap();
+        let again = room.publish(&[delivery("a"), delivery("c")], T0 + 1).unwrap();
+        assert_eq!(again[0], Published { seq: 1, duplicate: true, frame: None });
+        assert_eq!((again[1].seq, again[1].duplicate), (3, false));
+    }
+
+    #[test]
+    fn welcome_carries_latest_seq_and_expiry() {
+        let ch = Channel::parse("orders:v1").unwrap();
+        let mut store = MemStore::default();
+        let mut room = Room::new(&ch, &mut store, Limits::default());
+        let m = member("c1", "u1", &ch);
+        let join = room.join(&m, None, "build-1", &[]).unwrap();
+        assert_eq!(json(&join.frames[0]), serde_json::json!({"type": "welcome", "channel": "orders:v1", "conn": "c1", "seq": 0, "build": "build-1", "expires_at": m.exp}));
+        publish_n(&mut room, 2, T0);
+        let join = room.join(&m, None, "b", &[]).unwrap();
+        assert_eq!(json(&join.frames[0])["seq"], 2);
+        assert_eq!(join.frames.len(), 1, "orders replays nothing without since");
+    }
+
+    #[test]
+    fn replay_without_since_follows_the_kind() {
+        for (name, expected) in [("orders:v", vec![]), ("payment:o", (1..=60).collect::<Vec<u64>>()), ("chat:r", (11..=60).collect())] {
+            let ch = Channel::parse(name).unwrap();
+            let mut store = MemStore::default();
+            let mut room = Room::new(&ch, &mut store, Limits::default());
+            publish_n(&mut room, 60, T0);
+            let join = room.join(&member("c", "u", &ch), None, "b", &[]).unwrap();
+            assert_eq!(seqs(&join.frames), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn since_replays_every_later_event_in_order() {
+        let ch = Channel::parse("orders:v").unwrap();
+        let mut store = MemStore::default();
+        let mut room = Room::new(&ch, &mut store, Limits::default());
+        publish_n(&mut room, 10, T0);
+        let m = member("c", "u", &ch);
+        assert_eq!(seqs(&room.join(&m, Some(7), "b", &[]).unwrap().frames), [8, 9, 10]);
+        assert_eq!(seqs(&room.join(&m, Some(0), "b", &[]).unwrap().frames), (1..=10).collect::<Vec<_>>());
+        assert!(seqs(&room.join(&m, Some(10), "b", &[]).unwrap().frames).is_empty());
+        assert!(seqs(&room.join(&m, Some(99), "b", &[]).unwrap().frames).is_empty());
+    }
+
+    #[test]
+    fn since_older_than_history_gets_a_reset() {
+        let ch = Channel::parse("orders:v").unwrap();
+        let mut store = MemStore::default();
+        let mut room = Room::new(&ch, &mut store, Limits::default());
+        publish_n(&mut room, 150, T0);
+        // Eleven minutes later everything but the last 100 may go.
+        room.prune(T0 + 11 * 60 * 1000).unwrap();
+        assert_eq!(room.store.oldest_seq().unwrap(), Some(51));
+        let m = member("c", "u", &ch);
+        let frames = room.join(&m, Some(49), "b", &[]).unwrap().frames;
+        assert_eq!(json(&frames[1]), serde_json::json!({"type": "reset", "channel": "orders:v", "seq": 150}));
+        assert_eq!(frames.len(), 2);
+        assert_eq!(seqs(&room.join(&m, Some(50), "b", &[]).unwrap().frames), (51..=150).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn pruning_keeps_the_last_100_and_the_last_10_minutes() {
+        let ch = Channel::parse("orders:v").unwrap();
+        let mut store = MemStore::default();
+        let mut room = Room::new(&ch, &mut store, Limits::default());
+        publish_n(&mut room, 150, T0);
+        room.prune(T0 + 9 * 60 * 1000).unwrap();
+        assert_eq!(room.store.oldest_seq().unwrap(), Some(1), "younger than 10 minutes: all kept");
+        // Dedupe survives longer than history.
+        room.prune(T0 + 30 * 60 * 1000).unwrap();
+        assert!(room.publish(&[delivery(&format!("e{T0}-0"))], T0 + 30 * 60 * 1000).unwrap()[0].duplicate);
+        room.prune(T0 + 61 * 60 * 1000).unwrap();
+        assert!(room.store.dedupe.is_empty());
+    }
+
+    #[test]
+    fn outdated_build_is_decided_by_the_shell_but_welcome_comes_first() {
+        let ch = Channel::parse("chat:r").unwrap();
+        let mut store = MemStore::default();
+        let mut room = Room::new(&ch, &mut store, Limits::default());
+        let join = room.join(&member("c", "u", &ch), None, "b", &[]).unwrap();
+        assert_eq!(json(&join.frames[0])["type"], "welcome");
+    }
+
+    #[test]
+    fn chat_message_author_comes_from_the_token() {
+        let ch = Channel::parse("chat:r").unwrap();
+        let mut store = MemStore::default();
+        let mut room = Room::new(&ch, &mut store, Limits::default());
+        let mut m = member("c", "u1", &ch);
+        let frame = r#"{"type":"send","id":"m1","text":"hello","author":{"sub":"admin","name":"Boss"}}"#;
+        let effects = room.on_text(&mut m, frame, T0, &no_refresh).unwrap();
+        let Some(Effect::Broadcast(b)) = effects.iter().find(|e| matches!(e, Effect::Broadcast(_))) else { panic!("{effects:?}") };
+        let v = json(b);
+        assert_eq!(v["event"], "chat.message");
+        assert_eq!(v["seq"], 1);
+        assert_eq!(v["data"], serde_json::json!({"text": "hello", "author": {"sub": "u1", "name": "u1-name", "role": "customer"}, "client_id": "m1"}));
+        assert!(effects.iter().any(|e| matches!(e, Effect::ChatAccepted(s) if s.seq == 1)));
+        // The same id again from the same sub is not delivered twice; from another sub it is.
+        assert!(!room.on_text(&mut m, frame, T0, &no_refresh).unwrap().iter().any(|e| matches!(e, Effect::Broadcast(_))));
+        let mut other = member("c2", "u2", &ch);
+        assert!(room.on_text(&mut other, frame, T0, &no_refresh).unwrap().iter().any(|e| matches!(e, Effect::Broadcast(_))));
+    }
+
+    fn reply_code(effects: &[Effect]) -> Option<String> {
+        effects.iter().find_map(|e| match e {
+            Effect::Reply(r) => json(r)["code"].as_str().map(str::to_owned),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn refused_sends_get_error_frames_and_store_nothing() {
+        let ch = Channel::parse("chat:r").unwrap();
+        let mut store = MemStore::default();
+        let mut room = Room::new(&ch, &mut store, Limits { rate_count: 1000, rate_window_ms: 10_000 });
+        let mut reader = Member::new("c".into(), &claims("u", &["chat:r"], &[]), &ch);
+        let send = |text: &str| format!(r#"{{"type":"send","id":"x","text":{}}}"#, serde_json::to_string(text).unwrap());
+        assert_eq!(reply_code(&room.on_text(&mut reader, &send("hi"), T0, &no_refresh).unwrap()).as_deref(), Some("forbidden"));
+        let mut writer = member("c2", "w", &ch);
+        assert_eq!(reply_code(&room.on_text(&mut writer, &send(""), T0, &no_refresh).unwrap()).as_deref(), Some("empty"));
+        let long = "é".repeat(2001);
+        assert_eq!(reply_code(&room.on_text(&mut writer, &send(&long), T0, &no_refresh).unwrap()).as_deref(), Some("too_long"));
+        assert!(room.on_text(&mut writer, &send(&"é".repeat(2000)), T0, &no_refresh).unwrap().iter().any(|e| matches!(e, Effect::Broadcast(_))));
+        assert_eq!(room.store.latest, 1);
+    }
+
+    #[test]
+    fn send_on_orders_or_payment_is_refused_even_with_a_publish_grant() {
+        for name in ["orders:v", "payment:o"] {
+            let ch = Channel::parse(name).unwrap();
+            let mut store = MemStore::default();
+            let mut room = Room::new(&ch, &mut store, Limits::default());
+            let mut m = member("c", "u", &ch);
+            let effects = room.on_text(&mut m, r#"{"type":"send","id":"1","text":"x"}"#, T0, &no_refresh).unwrap();
+            assert_eq!(reply_code(&effects).as_deref(), Some("forbidden"));
+            assert_eq!(room.store.latest, 0);
+        }
+    }
+
+    #[test]
+    fn rate_limit_refuses_then_closes_4429() {
+        let ch = Channel::parse("chat:r").unwrap();
+        let mut store = MemStore::default();
+        let mut room = Room::new(&ch, &mut store, Limits::default());
+        let mut m = member("c", "u", &ch);
+        let mut codes = Vec::new();
+        for i in 0..40 {
+            let f = format!(r#"{{"type":"send","id":"{i}","text":"x"}}"#);
+            let effects = room.on_text(&mut m, &f, T0 + i, &no_refresh).unwrap();
+            codes.push(match effects.iter().find(|e| matches!(e, Effect::Close(..))) {
+                Some(Effect::Close(code, _)) => code.to_string(),
+                _ => reply_code(&effects).unwrap_or_else(|| "ok".into()),
+            });
+        }
+        assert!(codes[..20].iter().all(|c| c == "ok"), "{codes:?}");
+        assert!(codes[20..39].iter().all(|c| c == "rate_limited"), "{codes:?}");
+        assert_eq!(codes[39], "4429");
+        // A new window starts fresh.
+        let f = r#"{"type":"send","id":"later","text":"x"}"#;
+        let mut m2 = m.clone();
+        m2.window_count = 5;
+        let effects = room.on_text(&mut m2, f, T0 + 10_000, &no_refresh).unwrap();
+        assert!(effects.iter().any(|e| matches!(e, Effect::Broadcast(_))));
+    }
+
+    #[test]
+    fn more_than_ten_malformed_frames_close_4400() {
+        let ch = Channel::parse("orders:v").unwrap();
+        let mut store = MemStore::default();
+        let mut room = Room::new(&ch, &mut store, Limits { rate_count: 1000, rate_window_ms: 10_000 });
+        let mut m = member("c", "u", &ch);
+        for _ in 0..10 {
+            let effects = room.on_text(&mut m, "nonsense", T0, &no_refresh).unwrap();
+            assert_eq!(reply_code(&effects).as_deref(), Some("bad_frame"));
+        }
+        assert!(room.on_binary(&mut m, 10).contains(&Effect::Close(close::BAD_REQUEST, "too many malformed frames")));
+    }
+
+    #[test]
+    fn oversized_frames_close_1009() {
+        let ch = Channel::parse("chat:r").unwrap();
+        let mut store = MemStore::default();
+        let mut room = Room::new(&ch, &mut store, Limits::default());
+        let mut m = member("c", "u", &ch);
+        let big = "x".repeat(MAX_CLIENT_FRAME_BYTES + 1);
+        assert_eq!(room.on_text(&mut m, &big, T0, &no_refresh).unwrap(), vec![Effect::Close(close::TOO_BIG, "frame too big")]);
+        assert_eq!(room.on_binary(&mut m, MAX_CLIENT_FRAME_BYTES + 1), vec![Effect::Close(close::TOO_BIG, "frame too big")]);
+    }
+
+    #[test]
+    fn refresh_needs_the_same_sub_and_the_channel() {
+        let ch = Channel::parse("payment:o1").unwrap();
+        let mut store = MemStore::default();
+        let mut room = Room::new(&ch, &mut store, Limits::default());
+        let mut m = member("c", "u", &ch);
+        let fresh = |sub: &'static str, channel: &'static str| {
+            move |_: &str| {
+                let mut c = claims(sub, &[channel], &[]);
+                c.exp += 900;
+                Ok(c)
+            }
+        };
+        let f = r#"{"type":"refresh","token":"t"}"#;
+        let effects = room.on_text(&mut m, f, T0, &fresh("u", "payment:o1")).unwrap();
+        assert!(matches!(&effects[1], Effect::Reply(r) if json(r)["type"] == "refreshed"));
+        assert_eq!(m.exp, T0 / 1000 + 1500);
+        for verify in [fresh("other", "payment:o1"), fresh("u", "payment:o2")] {
+            let mut m = member("c", "u", &ch);
+            assert!(room.on_text(&mut m, f, T0, &verify).unwrap().contains(&Effect::Close(close::UNAUTHENTICATED, "refresh refused")));
+        }
+        assert!(room.on_text(&mut m, f, T0, &no_refresh).unwrap().contains(&Effect::Close(close::UNAUTHENTICATED, "refresh refused")));
+    }
+
+    #[test]
+    fn presence_counts_users_not_sockets() {
+        let ch = Channel::parse("chat:r").unwrap();
+        let mut store = MemStore::default();
+        let mut room = Room::new(&ch, &mut store, Limits::default());
+        let a1 = member("a1", "ann", &ch);
+        let a2 = member("a2", "ann", &ch);
+        let b1 = member("b1", "bob", &ch);
+        let j = room.join(&a1, None, "b", &[]).unwrap();
+        assert_eq!(json(j.broadcast.as_ref().unwrap())["count"], 1);
+        assert!(room.join(&a2, None, "b", &[a1.clone()]).unwrap().broadcast.is_none(), "second tab");
+        let j = room.join(&b1, None, "b", &[a1.clone(), a2.clone()]).unwrap();
+        let v = json(j.broadcast.as_ref().unwrap());
+        assert_eq!((v["action"].as_str(), v["sub"].as_str(), v["count"].as_u64()), (Some("joined"), Some("bob"), Some(2)));
+        assert!(room.leave(&a1, &[a2.clone(), b1.clone()]).is_none(), "ann still has a tab");
+        let left = json(&room.leave(&a2, &[b1.clone()]).unwrap());
+        assert_eq!((left["action"].as_str(), left["sub"].as_str(), left["count"].as_u64()), (Some("left"), Some("ann"), Some(1)));
+    }
+
+    #[test]
+    fn no_presence_outside_chat() {
+        let ch = Channel::parse("orders:v").unwrap();
+        let mut store = MemStore::default();
+        let mut room = Room::new(&ch, &mut store, Limits::default());
+        let m = member("a", "ann", &ch);
+        assert!(room.join(&m, None, "b", &[]).unwrap().broadcast.is_none());
+        assert!(room.leave(&m, &[]).is_none());
+    }
+
+    #[test]
+    fn alarm_waits_for_the_first_expiry_or_the_next_prune() {
+        let ch = Channel::parse("chat:r").unwrap();
+        let mut a = member("a", "ann", &ch);
+        let b = member("b", "bob", &ch);
+        a.exp = T0 / 1000 + 5;
+        assert_eq!(next_alarm([&a, &b].into_iter(), false, T0), Some(T0 + 5000));
+        assert_eq!(next_alarm([&b].into_iter(), true, T0), Some(T0 + PRUNE_INTERVAL_MS));
+        assert_eq!(next_alarm(std::iter::empty(), false, T0), None);
+        let gone: Vec<&str> = expired([&a, &b].into_iter(), T0 / 1000 + 5).map(|m| m.conn.as_str()).collect();
+        assert_eq!(gone, ["a"]);
+    }
+}
