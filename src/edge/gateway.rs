@@ -1,0 +1,204 @@
+//! The Worker: the stateless front door. It runs every check that needs no state (path,
+//! upgrade, origin, token, grant, publish signature and body) before any Durable Object is
+//! touched, so a refused request never creates or wakes an object.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use futures::future::join_all;
+use serde::Serialize;
+use worker::{event, Context, Env, Headers, Method, ObjectNamespace, Request, RequestInit, Response, Result, WebSocketPair};
+
+use super::room_object::{PublishReply, PublishRequest, Ticket, TICKET_HEADER};
+use super::runtime::{self, config, json_error, BUILD_ID};
+use crate::protocol::channel::{Channel, Kind};
+use crate::protocol::handshake::{self, ConnectRequest, Verdict, SUBPROTOCOL};
+use crate::protocol::publish::{self, BodyError, MAX_BODY_BYTES};
+use crate::protocol::room::Member;
+use crate::protocol::signature;
+
+#[event(start)]
+fn start() {
+    console_error_panic_hook::set_once();
+}
+
+#[event(fetch)]
+async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+    let path = req.path();
+    match path.as_str() {
+        "/healthz" => Response::from_json(&serde_json::json!({"ok": true, "build": BUILD_ID})),
+        "/publish" => publish(req, &env).await,
+        p if p == "/ws" || p.starts_with("/ws/") => connect(req, &env).await,
+        // Everything else is a static asset (the platform serves those before the Worker runs).
+        _ => env.assets("ASSETS")?.fetch_request(req).await,
+    }
+}
+
+/// The Durable Object namespace of a kind: one class per kind, one object per channel.
+pub fn namespace(env: &Env, kind: Kind) -> Result<ObjectNamespace> {
+    env.durable_object(match kind {
+        Kind::Orders => "ORDERS",
+        Kind::Payment => "PAYMENT",
+        Kind::Chat => "CHAT",
+    })
+}
+
+async fn connect(req: Request, env: &Env) -> Result<Response> {
+    let url = req.url()?;
+    let query: Vec<(String, String)> = url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    let headers = req.headers();
+    let upgrade = headers.get("Upgrade")?.is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"));
+    let origin = headers.get("Origin")?;
+    let protocols = headers.get("Sec-WebSocket-Protocol")?;
+    let own_origin = url.origin().ascii_serialization();
+    let config = config(env);
+    let request = ConnectRequest {
+        path: url.path(),
+        query: &query,
+        upgrade,
+        origin: origin.as_deref(),
+        own_origin: &own_origin,
+        protocols: protocols.as_deref(),
+    };
+    match handshake::check(&request, &config, runtime::now_secs()) {
+        Verdict::Http(status, message) => json_error(status, "handshake", message),
+        Verdict::Close { code, reason, offered_subprotocol } => accept_and_close(code, reason, offered_subprotocol),
+        Verdict::Admit(admitted) => {
+            let outdated = config.require_current_build && admitted.build.as_deref().is_some_and(|b| b != BUILD_ID);
+            let ticket = Ticket {
+                channel: admitted.channel.to_string(),
+                member: Member::new(runtime::random_id(), &admitted.claims, &admitted.channel),
+                since: admitted.since,
+                outdated,
+            };
+            let headers = Headers::new();
+            headers.set("Upgrade", "websocket")?;
+            // Base64url: header values must be Latin-1, and names may be any Unicode.
+            headers.set(TICKET_HEADER, &URL_SAFE_NO_PAD.encode(serde_json::to_vec(&ticket)?))?;
+            let mut init = RequestInit::new();
+            init.with_headers(headers);
+            let stub = namespace(env, admitted.channel.kind())?.id_from_name(&ticket.channel)?.get_stub()?;
+            stub.fetch_with_request(Request::new_with_init("https://room/connect", &init)?).await
+        }
+    }
+}
+
+/// Accepts the socket and closes it at once: a browser sees close codes, never HTTP statuses.
+fn accept_and_close(code: u16, reason: &str, offered_subprotocol: bool) -> Result<Response> {
+    let pair = WebSocketPair::new()?;
+    pair.server.accept()?;
+    pair.server.close(Some(code), Some(reason))?;
+    let mut response = Response::from_websocket(pair.client)?;
+    if offered_subprotocol {
+        // Without it the browser fails the handshake and never sees the code.
+        response.headers_mut().set("Sec-WebSocket-Protocol", SUBPROTOCOL)?;
+    }
+    Ok(response)
+}
+
+#[derive(Serialize)]
+struct PublishResult<'a> {
+    id: &'a str,
+    channel: String,
+    seq: u64,
+    delivered: u32,
+    duplicate: bool,
+}
+
+/// `POST /publish`. Checks run in the order PROTOCOL.md fixes: method, content type, size,
+/// signature, body. The body is validated whole before any channel sees any of it.
+async fn publish(mut req: Request, env: &Env) -> Result<Response> {
+    let body = match signed_body(&mut req, env, "/publish").await? {
+        Ok(body) => body,
+        Err(refusal) => return Ok(refusal),
+    };
+    let messages = match publish::parse_body(&body) {
+        Ok(messages) => messages,
+        Err(BodyError::Invalid(message)) => return json_error(400, "bad_request", &message),
+        Err(BodyError::DataTooLarge(message)) => return json_error(413, "too_large", &message),
+    };
+
+    // One request per channel, all channels in parallel; each channel's events keep request
+    // order because its object processes one request's events in one go.
+    let groups = publish::group_by_channel(&messages);
+    let calls = groups.iter().map(|(channel, events)| async move {
+        let channel = Channel::parse(channel).map_err(|_| worker::Error::from("unparsable channel"))?;
+        let request = PublishRequest {
+            channel: channel.to_string(),
+            events: events.iter().map(|(_, d)| d.clone()).collect(),
+        };
+        let mut init = RequestInit::new();
+        init.with_method(Method::Post).with_body(Some(serde_json::to_string(&request)?.into()));
+        let stub = namespace(env, channel.kind())?.id_from_name(&request.channel)?.get_stub()?;
+        let mut response = stub.fetch_with_request(Request::new_with_init("https://room/publish", &init)?).await?;
+        if response.status_code() != 200 {
+            return Err(worker::Error::from(format!("room answered {}", response.status_code())));
+        }
+        let reply: PublishReply = serde_json::from_str(&response.text().await?)?;
+        Ok::<_, worker::Error>((channel, reply))
+    });
+    let replies = join_all(calls).await;
+
+    let mut results: Vec<Option<PublishResult>> = Vec::new();
+    results.resize_with(messages.iter().map(|m| m.channels.len()).sum(), || None);
+    for ((_, events), reply) in groups.iter().zip(replies) {
+        let (channel, reply) = match reply {
+            Ok(r) => r,
+            Err(e) => {
+                // Channels that did accept keep their events; a retry is safe (dedupe by id).
+                worker::console_error!("publish to a room failed: {e}");
+                return json_error(500, "internal", "a channel could not be reached; retrying the same request is safe");
+            }
+        };
+        for ((slot, delivery), outcome) in events.iter().zip(reply.results) {
+            if let Some(entry) = results.get_mut(*slot) {
+                *entry = Some(PublishResult {
+                    id: &delivery.id,
+                    channel: channel.to_string(),
+                    seq: outcome.seq,
+                    delivered: outcome.delivered,
+                    duplicate: outcome.duplicate,
+                });
+            }
+        }
+    }
+    Response::from_json(&PublishResults { results: results.into_iter().flatten().collect() })
+}
+
+#[derive(Serialize)]
+struct PublishResults<'a> {
+    results: Vec<PublishResult<'a>>,
+}
+
+/// The shared front half of signed endpoints: method, content type, size, signature.
+/// `Ok(Err(response))` is a refusal to send as is.
+async fn signed_body(req: &mut Request, env: &Env, path: &str) -> Result<std::result::Result<Vec<u8>, Response>> {
+    if req.method() != Method::Post {
+        let mut r = json_error(405, "method_not_allowed", "use POST")?;
+        r.headers_mut().set("Allow", "POST")?;
+        return Ok(Err(r));
+    }
+    let content_type = req.headers().get("Content-Type")?.unwrap_or_default();
+    let media_type = content_type.split(';').next().unwrap_or("").trim();
+    if !media_type.eq_ignore_ascii_case("application/json") {
+        return Ok(Err(json_error(415, "unsupported_media_type", "Content-Type must be application/json")?));
+    }
+    let declared = req.headers().get("Content-Length")?.and_then(|v| v.trim().parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
+        return Ok(Err(json_error(413, "too_large", "the body is limited to 256 KiB")?));
+    }
+    let body = req.bytes().await?;
+    if body.len() > MAX_BODY_BYTES {
+        return Ok(Err(json_error(413, "too_large", "the body is limited to 256 KiB")?));
+    }
+    let header = req.headers().get("X-Foyer-Signature")?;
+    let config = config(env);
+    if let Err(e) = signature::verify(header.as_deref(), &config.publish_secrets, path, &body, runtime::now_secs()) {
+        if e == signature::SignatureError::NoSecretConfigured {
+            worker::console_error!("{path} refused: PUBLISH_SECRETS is not set");
+        }
+        // One uniform answer: which part was wrong is not the caller's business.
+        return Ok(Err(json_error(401, "unauthorized", "signature missing, wrong or stale")?));
+    }
+    Ok(Ok(body))
+}
+

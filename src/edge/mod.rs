@@ -1,0 +1,13 @@
+//! The runtime-facing shell: binds the sans-IO [`crate::protocol`] to the Worker and the
+//! Durable Objects. Nothing here decides protocol rules; it moves bytes and calls the core.
+//!
+//! - [`gateway`]: the stateless Worker in front (`/ws/*`, `/publish`, `/healthz`).
+//! - [`room_object`]: one Durable Object per channel, three classes over one engine.
+//! - [`sql_store`]: the room's history, sequence and dedupe in the object's SQLite.
+//! - [`runtime`]: settings, clock, randomness and logging from the platform.
+
+mod gateway;
+mod room_object;
+mod runtime;
+mod sql_store;
+

@@ -1,0 +1,339 @@
+//! The Durable Objects: one per channel, three classes (one per kind) over one engine.
+//!
+//! Why a Durable Object: a channel needs one place that orders its events (`seq`) and knows
+//! its sockets. Why the Hibernation API: an idle room with open sockets costs nothing; the
+//! runtime keeps the sockets, evicts the object, and wakes it with a fresh instance when a
+//! frame, a publish or an alarm arrives. So nothing lives only in memory: each socket's
+//! state is its *attachment*, the room's state is in SQLite, and timers are *alarms*.
+
+use std::cell::RefCell;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use worker::{
+    durable_object, wasm_bindgen, DurableObject, Env, Error, Request, Response, Result, State, WebSocket,
+    WebSocketIncomingMessage, WebSocketPair, WebSocketRequestResponsePair,
+};
+
+use super::runtime::{self, config, json_error};
+use super::sql_store::SqlStore;
+use crate::protocol::channel::Channel;
+use crate::protocol::frame::{PING, PONG};
+use crate::protocol::handshake::SUBPROTOCOL;
+use crate::protocol::publish::Delivery;
+use crate::protocol::room::{self, close, Effect, Member, Room, Store};
+use crate::protocol::token;
+
+/// Internal header carrying the Worker's verified [`Ticket`] (only the Worker can reach objects).
+pub const TICKET_HEADER: &str = "X-Foyer-Ticket";
+
+/// What the Worker hands a room with a verified socket.
+#[derive(Serialize, Deserialize)]
+pub struct Ticket {
+    pub channel: String,
+    pub member: Member,
+    pub since: Option<u64>,
+    /// REQUIRE_CURRENT_BUILD is on and the client's build differs: welcome, then 4426.
+    pub outdated: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct PublishRequest {
+    pub channel: String,
+    pub events: Vec<Delivery>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct PublishOutcome {
+    pub seq: u64,
+    pub delivered: u32,
+    pub duplicate: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct PublishReply {
+    pub results: Vec<PublishOutcome>,
+}
+
+/// A socket's attachment: the member, plus whether the server already closed it.
+#[derive(Serialize, Deserialize)]
+struct Attachment {
+    member: Member,
+    #[serde(default)]
+    closing: bool,
+}
+
+/// The engine's host. Memory here is a cache at most: a woken instance starts empty.
+pub struct RoomObject {
+    state: State,
+    env: Env,
+    store: RefCell<Option<SqlStore>>,
+}
+
+impl RoomObject {
+    fn new(state: State, env: Env) -> Self {
+        // Answered by the runtime without waking the object: keep-alives cost nothing.
+        if let Ok(pair) = WebSocketRequestResponsePair::new(PING, PONG) {
+            state.set_websocket_auto_response(&pair);
+        }
+        RoomObject { state, env, store: RefCell::new(None) }
+    }
+
+    /// Runs `f` with the room engine for `channel` over this object's storage.
+    fn with_room<T>(&self, channel: &Channel, f: impl FnOnce(&mut Room<SqlStore>) -> std::result::Result<T, String>) -> Result<T> {
+        let mut slot = self.store.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(SqlStore::open(self.state.storage().sql()).map_err(Error::from)?);
+        }
+        let store = slot.as_mut().ok_or_else(|| Error::from("storage unavailable"))?;
+        let mut room = Room::new(channel, store, config(&self.env).limits);
+        f(&mut room).map_err(Error::from)
+    }
+
+    /// The channel this object serves, from its storage (alarms and socket events carry none).
+    fn channel(&self) -> Option<Channel> {
+        let mut slot = self.store.borrow_mut();
+        if slot.is_none() {
+            *slot = SqlStore::open(self.state.storage().sql()).ok();
+        }
+        slot.as_ref()?.channel().and_then(|name| Channel::parse(&name).ok())
+    }
+
+    fn remember_channel(&self, channel: &Channel) -> Result<()> {
+        self.with_room(channel, |room| room.store.set_channel(&channel.to_string()))
+    }
+
+    /// Open sockets with their attachments, without those the server is already closing.
+    fn sockets(&self) -> Vec<(WebSocket, Member)> {
+        self.state
+            .get_websockets()
+            .into_iter()
+            .filter_map(|ws| match ws.deserialize_attachment::<Attachment>() {
+                Ok(Some(a)) if !a.closing => Some((ws, a.member)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        match req.path().as_str() {
+            "/connect" => match self.connect(&req).await {
+                Ok(response) => Ok(response),
+                Err(e) => {
+                    worker::console_error!("connect failed: {e}");
+                    json_error(500, "internal", "the room could not take the socket")
+                }
+            },
+            "/publish" => {
+                // serde_json, not `req.json()`: event data stays raw JSON text end to end.
+                let request: PublishRequest = serde_json::from_str(&req.text().await?)?;
+                let channel = Channel::parse(&request.channel).map_err(|_| Error::from("bad channel"))?;
+                self.remember_channel(&channel)?;
+                let published = self.with_room(&channel, |room| room.publish(&request.events, runtime::now_ms()))?;
+                let sockets = self.state.get_websockets();
+                let results = published
+                    .into_iter()
+                    .map(|p| PublishOutcome {
+                        seq: p.seq,
+                        // Serialized once; the same string goes to every socket.
+                        delivered: p.frame.as_deref().map_or(0, |frame| broadcast(&sockets, frame)),
+                        duplicate: p.duplicate,
+                    })
+                    .collect();
+                self.schedule_alarm().await?;
+                Response::from_json(&PublishReply { results })
+            }
+            _ => json_error(404, "not_found", "no such room endpoint"),
+        }
+    }
+
+    async fn connect(&self, req: &Request) -> Result<Response> {
+        let raw = req.headers().get(TICKET_HEADER)?.ok_or_else(|| Error::from("no ticket"))?;
+        let bytes = URL_SAFE_NO_PAD.decode(raw).map_err(|_| Error::from("bad ticket"))?;
+        let ticket: Ticket = serde_json::from_slice(&bytes)?;
+        let channel = Channel::parse(&ticket.channel).map_err(|_| Error::from("bad channel"))?;
+        self.remember_channel(&channel)?;
+
+        let others: Vec<Member> = self.sockets().into_iter().map(|(_, m)| m).collect();
+        let pair = WebSocketPair::new()?;
+        let socket = pair.server;
+        // Hibernatable accept: the runtime owns the socket from here on.
+        self.state.accept_web_socket(&socket);
+        socket.serialize_attachment(Attachment { member: ticket.member.clone(), closing: false })?;
+
+        // No await between here and the last replayed frame: nothing can interleave, so a
+        // live event published meanwhile is queued behind the replay, never inside it.
+        let join = self.with_room(&channel, |room| room.join(&ticket.member, ticket.since, runtime::BUILD_ID, &others))?;
+        for frame in &join.frames {
+            socket.send_with_str(frame)?;
+        }
+        if let Some(presence) = &join.broadcast {
+            broadcast(&self.state.get_websockets(), presence);
+        }
+        if ticket.outdated {
+            self.close_socket(&socket, close::OUTDATED_BUILD, "client build is outdated");
+        }
+        self.schedule_alarm().await?;
+
+        let mut response = Response::from_websocket(pair.client)?;
+        response.headers_mut().set("Sec-WebSocket-Protocol", SUBPROTOCOL)?;
+        Ok(response)
+    }
+
+    /// Closes a socket from the server side, announcing the departure once.
+    fn close_socket(&self, ws: &WebSocket, code: u16, reason: &str) {
+        if let Ok(Some(mut a)) = ws.deserialize_attachment::<Attachment>() {
+            if !a.closing {
+                a.closing = true;
+                let _ = ws.serialize_attachment(&a);
+                self.announce_departure(&a.member);
+            }
+        }
+        // Fails only if the socket is already closed, which is the goal anyway.
+        let _ = ws.close(Some(code), Some(reason));
+    }
+
+    fn announce_departure(&self, member: &Member) {
+        let Some(channel) = self.channel() else { return };
+        let sockets = self.sockets();
+        let remaining: Vec<Member> = sockets.iter().map(|(_, m)| m.clone()).filter(|m| m.conn != member.conn).collect();
+        if let Ok(Some(frame)) = self.with_room(&channel, |room| Ok(room.leave(member, &remaining))) {
+            let targets: Vec<WebSocket> = sockets.into_iter().filter(|(_, m)| m.conn != member.conn).map(|(ws, _)| ws).collect();
+            broadcast(&targets, &frame);
+        }
+    }
+
+    async fn message(&self, ws: WebSocket, message: WebSocketIncomingMessage) -> Result<()> {
+        let (Some(channel), Ok(Some(mut attachment))) = (self.channel(), ws.deserialize_attachment::<Attachment>()) else {
+            self.close_socket(&ws, close::INTERNAL, "room state lost");
+            return Ok(());
+        };
+        if attachment.closing {
+            return Ok(());
+        }
+        let config = config(&self.env);
+        let now_ms = runtime::now_ms();
+        let verify = |t: &str| match &config.tokens {
+            Ok((keys, expect)) => token::verify(t, keys, expect, now_ms / 1000),
+            Err(_) => Err(token::TokenError::UnknownKey),
+        };
+        let member = &mut attachment.member;
+        let effects = self.with_room(&channel, |room| match &message {
+            WebSocketIncomingMessage::String(text) => room.on_text(member, text, now_ms, &verify),
+            WebSocketIncomingMessage::Binary(bytes) => Ok(room.on_binary(member, bytes.len())),
+        });
+        let effects = match effects {
+            Ok(effects) => effects,
+            Err(e) => {
+                worker::console_error!("room failed on a client frame: {e}");
+                vec![Effect::Close(close::INTERNAL, "internal error")]
+            }
+        };
+        let mut schedule = false;
+        for effect in effects {
+            match effect {
+                Effect::Save => {
+                    ws.serialize_attachment(&attachment)?;
+                    schedule = true; // A refresh may move the expiry alarm.
+                }
+                Effect::Reply(frame) => {
+                    let _ = ws.send_with_str(&frame);
+                }
+                Effect::Broadcast(frame) => {
+                    broadcast(&self.state.get_websockets(), &frame);
+                }
+                Effect::ChatAccepted(_event) => {}
+                Effect::Close(code, reason) => self.close_socket(&ws, code, reason),
+            }
+        }
+        if schedule {
+            self.schedule_alarm().await?;
+        }
+        Ok(())
+    }
+
+    /// A socket closed (by the client, or dropped) or errored.
+    async fn closed(&self, ws: WebSocket) -> Result<()> {
+        self.close_socket(&ws, close::NORMAL, "closed");
+        Ok(())
+    }
+
+    /// The one timer of a room: closes sockets whose token expired and prunes history.
+    async fn alarm(&self) -> Result<Response> {
+        let now_ms = runtime::now_ms();
+        for (ws, _) in self.sockets().into_iter().filter(|(_, m)| m.exp <= now_ms / 1000) {
+            self.close_socket(&ws, close::UNAUTHENTICATED, "token expired");
+        }
+        if let Some(channel) = self.channel() {
+            if let Err(e) = self.with_room(&channel, |room| room.prune(now_ms)) {
+                worker::console_error!("pruning failed: {e}");
+            }
+        }
+        self.schedule_alarm().await?;
+        Response::ok("ok")
+    }
+
+    /// Sets the alarm to the room's next deadline (see [`room::next_alarm`]).
+    async fn schedule_alarm(&self) -> Result<()> {
+        let now = runtime::now_ms();
+        let members: Vec<Member> = self.sockets().into_iter().map(|(_, m)| m).collect();
+        let has_history = match self.channel() {
+            Some(channel) => self.with_room(&channel, |room| room.store.oldest_seq())?.is_some(),
+            None => false,
+        };
+        let storage = self.state.storage();
+        match room::next_alarm(members.iter(), has_history, now) {
+            Some(at) => {
+                let current = storage.get_alarm().await?;
+                // Keep an earlier alarm; it reschedules itself when it fires.
+                if current.is_none_or(|c| c > at || c < now) {
+                    storage.set_alarm(at.max(now + 1)).await?;
+                }
+            }
+            None => storage.delete_alarm().await?,
+        }
+        Ok(())
+    }
+}
+
+/// Sends one frame to every socket; returns how many took it.
+fn broadcast(sockets: &[WebSocket], frame: &str) -> u32 {
+    sockets.iter().filter(|ws| ws.send_with_str(frame).is_ok()).count() as u32
+}
+
+/// Declares a Durable Object class for a kind. The classes differ only in name: the kind's
+/// policy comes from the channel, so all three run the same engine by construction.
+macro_rules! room_class {
+    ($class:ident) => {
+        #[durable_object]
+        pub struct $class {
+            room: RoomObject,
+        }
+
+        impl DurableObject for $class {
+            fn new(state: State, env: Env) -> Self {
+                Self { room: RoomObject::new(state, env) }
+            }
+            async fn fetch(&self, req: Request) -> Result<Response> {
+                self.room.fetch(req).await
+            }
+            async fn alarm(&self) -> Result<Response> {
+                self.room.alarm().await
+            }
+            async fn websocket_message(&self, ws: WebSocket, message: WebSocketIncomingMessage) -> Result<()> {
+                self.room.message(ws, message).await
+            }
+            async fn websocket_close(&self, ws: WebSocket, _code: usize, _reason: String, _clean: bool) -> Result<()> {
+                self.room.closed(ws).await
+            }
+            async fn websocket_error(&self, ws: WebSocket, _error: Error) -> Result<()> {
+                self.room.closed(ws).await
+            }
+        }
+    };
+}
+
+room_class!(OrdersRoom);
+room_class!(PaymentRoom);
+room_class!(ChatRoom);

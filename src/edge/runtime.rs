@@ -1,0 +1,62 @@
+//! Small bindings to the platform: settings, clock, randomness, JSON responses.
+
+use std::rc::Rc;
+
+use worker::{Date, Env, Response, Result};
+
+use crate::protocol::config::Config;
+
+/// The deployed build id, stamped at compile time by the asset build step.
+pub const BUILD_ID: &str = match option_env!("FOYER_BUILD_ID") {
+    Some(id) => id,
+    None => "dev",
+};
+
+thread_local! {
+    // Settings cannot change within an isolate (a new deploy or secret starts new isolates),
+    // so they are parsed once and the JWKS is not decoded on every connect.
+    static CONFIG: std::cell::OnceCell<Rc<Config>> = const { std::cell::OnceCell::new() };
+}
+
+/// The deployment's settings. Problems are logged once, when first read.
+pub fn config(env: &Env) -> Rc<Config> {
+    CONFIG.with(|cell| {
+        cell.get_or_init(|| {
+            let config = Config::from_lookup(|name| env.var(name).ok().map(|v| v.to_string()));
+            if let Err(reason) = &config.tokens {
+                worker::console_error!("sockets are refused: {reason}");
+            }
+            if config.publish_secrets.is_empty() {
+                worker::console_error!("/publish and /revoke are refused: PUBLISH_SECRETS is not set");
+            }
+            for problem in &config.problems {
+                worker::console_error!("configuration: {problem}");
+            }
+            Rc::new(config)
+        })
+        .clone()
+    })
+}
+
+pub fn now_ms() -> i64 {
+    Date::now().as_millis() as i64
+}
+
+pub fn now_secs() -> i64 {
+    now_ms() / 1000
+}
+
+/// A random connection id (64 bits, hex).
+pub fn random_id() -> String {
+    let mut bytes = [0u8; 8];
+    // On failure the id is still unique enough within a room: fall back to the clock.
+    if getrandom::getrandom(&mut bytes).is_err() {
+        bytes = (now_ms() as u64).to_be_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `{"error": code, "message": ...}` with a status.
+pub fn json_error(status: u16, code: &str, message: &str) -> Result<Response> {
+    Ok(Response::from_json(&serde_json::json!({"error": code, "message": message}))?.with_status(status))
+}

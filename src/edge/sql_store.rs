@@ -1,0 +1,156 @@
+//! The room's [`Store`] on the Durable Object's SQLite storage.
+//!
+//! SQLite in a Durable Object is synchronous and local: every `exec` of one handler runs
+//! before the next event is delivered to the object, and writes made without an `await` in
+//! between are committed together. That is what keeps `seq` gap-free and events in order.
+//! Storage survives hibernation, eviction and restarts; memory does not.
+
+use serde::Deserialize;
+use worker::{SqlStorage, SqlStorageValue};
+
+use crate::protocol::frame::StoredEvent;
+use crate::protocol::room::Store;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value);
+CREATE TABLE IF NOT EXISTS events (
+  seq INTEGER PRIMARY KEY, id TEXT NOT NULL, event TEXT NOT NULL, data TEXT NOT NULL, ts INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS dedupe (key TEXT PRIMARY KEY, seq INTEGER NOT NULL, ts INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS dedupe_by_ts ON dedupe (ts);
+";
+
+pub struct SqlStore {
+    sql: SqlStorage,
+}
+
+#[derive(Deserialize)]
+struct Num {
+    value: f64,
+}
+
+#[derive(Deserialize)]
+struct Text {
+    value: String,
+}
+
+#[derive(Deserialize)]
+struct Row {
+    seq: f64,
+    id: String,
+    event: String,
+    data: String,
+    ts: f64,
+}
+
+fn err(e: worker::Error) -> String {
+    e.to_string()
+}
+
+fn int(n: u64) -> SqlStorageValue {
+    SqlStorageValue::from(n as i64)
+}
+
+impl SqlStore {
+    pub fn open(sql: SqlStorage) -> Result<SqlStore, String> {
+        sql.exec(SCHEMA, None).map_err(err)?;
+        Ok(SqlStore { sql })
+    }
+
+    /// The channel this object serves, remembered so alarms know it without a request.
+    pub fn channel(&self) -> Option<String> {
+        let rows: Vec<Text> = self
+            .sql
+            .exec("SELECT value FROM meta WHERE key = 'channel'", None)
+            .and_then(|c| c.to_array())
+            .ok()?;
+        rows.into_iter().next().map(|r| r.value)
+    }
+
+    pub fn set_channel(&self, name: &str) -> Result<(), String> {
+        self.sql
+            .exec("INSERT OR IGNORE INTO meta (key, value) VALUES ('channel', ?)", vec![name.into()])
+            .map(drop)
+            .map_err(err)
+    }
+
+    fn rows(&self, query: &str, bindings: Vec<SqlStorageValue>) -> Result<Vec<StoredEvent>, String> {
+        let rows: Vec<Row> = self.sql.exec(query, bindings).and_then(|c| c.to_array()).map_err(err)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| StoredEvent { seq: r.seq as u64, id: r.id, event: r.event, data: r.data, ts: r.ts as i64 })
+            .collect())
+    }
+}
+
+impl Store for SqlStore {
+    fn latest_seq(&self) -> Result<u64, String> {
+        let rows: Vec<Num> = self
+            .sql
+            .exec("SELECT value FROM meta WHERE key = 'seq'", None)
+            .and_then(|c| c.to_array())
+            .map_err(err)?;
+        Ok(rows.first().map_or(0, |r| r.value as u64))
+    }
+
+    fn append(&mut self, e: &StoredEvent) -> Result<(), String> {
+        self.sql
+            .exec(
+                "INSERT INTO meta (key, value) VALUES ('seq', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                vec![int(e.seq)],
+            )
+            .map_err(err)?;
+        self.sql
+            .exec(
+                "INSERT INTO events (seq, id, event, data, ts) VALUES (?, ?, ?, ?, ?)",
+                vec![int(e.seq), e.id.as_str().into(), e.event.as_str().into(), e.data.as_str().into(), e.ts.into()],
+            )
+            .map(drop)
+            .map_err(err)
+    }
+
+    fn events_after(&self, after: u64, limit: Option<usize>) -> Result<Vec<StoredEvent>, String> {
+        match limit {
+            None => self.rows("SELECT seq, id, event, data, ts FROM events WHERE seq > ? ORDER BY seq", vec![int(after)]),
+            Some(n) => self.rows(
+                "SELECT * FROM (SELECT seq, id, event, data, ts FROM events WHERE seq > ? ORDER BY seq DESC LIMIT ?) ORDER BY seq",
+                vec![int(after), int(n as u64)],
+            ),
+        }
+    }
+
+    fn oldest_seq(&self) -> Result<Option<u64>, String> {
+        let rows: Vec<Num> = self
+            .sql
+            .exec("SELECT seq AS value FROM events ORDER BY seq LIMIT 1", None)
+            .and_then(|c| c.to_array())
+            .map_err(err)?;
+        Ok(rows.first().map(|r| r.value as u64))
+    }
+
+    fn prune_events(&mut self, below_seq: u64, before_ts: i64) -> Result<(), String> {
+        self.sql
+            .exec("DELETE FROM events WHERE seq < ? AND ts < ?", vec![int(below_seq), before_ts.into()])
+            .map(drop)
+            .map_err(err)
+    }
+
+    fn dedupe_get(&self, key: &str) -> Result<Option<u64>, String> {
+        let rows: Vec<Num> = self
+            .sql
+            .exec("SELECT seq AS value FROM dedupe WHERE key = ?", vec![key.into()])
+            .and_then(|c| c.to_array())
+            .map_err(err)?;
+        Ok(rows.first().map(|r| r.value as u64))
+    }
+
+    fn dedupe_put(&mut self, key: &str, seq: u64, ts: i64) -> Result<(), String> {
+        self.sql
+            .exec("INSERT OR REPLACE INTO dedupe (key, seq, ts) VALUES (?, ?, ?)", vec![key.into(), int(seq), ts.into()])
+            .map(drop)
+            .map_err(err)
+    }
+
+    fn prune_dedupe(&mut self, before_ts: i64) -> Result<(), String> {
+        self.sql.exec("DELETE FROM dedupe WHERE ts < ?", vec![before_ts.into()]).map(drop).map_err(err)
+    }
+}

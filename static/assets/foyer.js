@@ -1,0 +1,1 @@
+// Foyer browser client (see issue 5).
