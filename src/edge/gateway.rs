@@ -8,12 +8,13 @@ use futures::future::join_all;
 use serde::Serialize;
 use worker::{event, Context, Env, Headers, Method, ObjectNamespace, Request, RequestInit, Response, Result, WebSocketPair};
 
-use super::room_object::{PublishReply, PublishRequest, Ticket, TICKET_HEADER};
+use super::principal::{JoinAnswer, JoinQuery, RevokeOrder, RevokeTargets};
+use super::room_object::{PublishReply, PublishRequest, RevokeReply, RevokeRequest, Ticket, TICKET_HEADER};
 use super::runtime::{self, config, json_error, BUILD_ID};
 use crate::protocol::channel::{Channel, Kind};
-use crate::protocol::handshake::{self, ConnectRequest, Verdict, SUBPROTOCOL};
+use crate::protocol::handshake::{self, AuthFailures, ConnectRequest, Verdict, SUBPROTOCOL};
 use crate::protocol::publish::{self, BodyError, MAX_BODY_BYTES};
-use crate::protocol::room::Member;
+use crate::protocol::room::{close, is_revoked, Member};
 use crate::protocol::signature;
 
 #[event(start)]
@@ -27,6 +28,7 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     match path.as_str() {
         "/healthz" => Response::from_json(&serde_json::json!({"ok": true, "build": BUILD_ID})),
         "/publish" => publish(req, &env).await,
+        "/revoke" => revoke(req, &env).await,
         p if p == "/ws" || p.starts_with("/ws/") => connect(req, &env).await,
         // Everything else is a static asset (the platform serves those before the Worker runs).
         _ => env.assets("ASSETS")?.fetch_request(req).await,
@@ -59,14 +61,27 @@ async fn connect(req: Request, env: &Env) -> Result<Response> {
         own_origin: &own_origin,
         protocols: protocols.as_deref(),
     };
-    match handshake::check(&request, &config, runtime::now_secs()) {
+    let now = runtime::now_secs();
+    let verdict = handshake::check(&request, &config, now);
+    // Failed auth is counted per client address (set by Cloudflare's edge).
+    let client = headers.get("CF-Connecting-IP")?.unwrap_or_else(|| "unknown".into());
+    let verdict = AUTH_FAILURES.with(|f| handshake::limit_failures(verdict, &mut f.borrow_mut(), &client, now, config.auth_failures_per_minute));
+    match verdict {
         Verdict::Http(status, message) => json_error(status, "handshake", message),
         Verdict::Close { code, reason, offered_subprotocol } => accept_and_close(code, reason, offered_subprotocol),
         Verdict::Admit(admitted) => {
+            // The user's object records the join and knows any revocation that applies.
+            let principal = env.durable_object("PRINCIPAL")?.id_from_name(&admitted.claims.sub)?.get_stub()?;
+            let answer: JoinAnswer = call(&principal, "/join", &JoinQuery { channel: admitted.channel.to_string(), now }).await?;
+            if is_revoked(admitted.claims.iat, answer.revoked_at) {
+                return accept_and_close(close::UNAUTHENTICATED, "token revoked", true);
+            }
+            let mut member = Member::new(runtime::random_id(), &admitted.claims, &admitted.channel);
+            member.revoked_before = answer.revoked_at;
             let outdated = config.require_current_build && admitted.build.as_deref().is_some_and(|b| b != BUILD_ID);
             let ticket = Ticket {
                 channel: admitted.channel.to_string(),
-                member: Member::new(runtime::random_id(), &admitted.claims, &admitted.channel),
+                member,
                 since: admitted.since,
                 outdated,
             };
@@ -80,6 +95,22 @@ async fn connect(req: Request, env: &Env) -> Result<Response> {
             stub.fetch_with_request(Request::new_with_init("https://room/connect", &init)?).await
         }
     }
+}
+
+thread_local! {
+    static AUTH_FAILURES: std::cell::RefCell<AuthFailures> = std::cell::RefCell::new(AuthFailures::default());
+}
+
+/// A JSON request to a Durable Object, answered with JSON.
+async fn call<B: Serialize, T: serde::de::DeserializeOwned>(stub: &worker::Stub, path: &str, body: &B) -> Result<T> {
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post).with_body(Some(serde_json::to_string(body)?.into()));
+    let mut response = stub.fetch_with_request(Request::new_with_init(&format!("https://object{path}"), &init)?).await?;
+    if response.status_code() != 200 {
+        return Err(worker::Error::from(format!("object answered {} on {path}", response.status_code())));
+    }
+    // serde_json, not `.json()`: event data stays raw JSON text end to end.
+    Ok(serde_json::from_str(&response.text().await?)?)
 }
 
 /// Accepts the socket and closes it at once: a browser sees close codes, never HTTP statuses.
@@ -126,14 +157,8 @@ async fn publish(mut req: Request, env: &Env) -> Result<Response> {
             channel: channel.to_string(),
             events: events.iter().map(|(_, d)| d.clone()).collect(),
         };
-        let mut init = RequestInit::new();
-        init.with_method(Method::Post).with_body(Some(serde_json::to_string(&request)?.into()));
         let stub = namespace(env, channel.kind())?.id_from_name(&request.channel)?.get_stub()?;
-        let mut response = stub.fetch_with_request(Request::new_with_init("https://room/publish", &init)?).await?;
-        if response.status_code() != 200 {
-            return Err(worker::Error::from(format!("room answered {}", response.status_code())));
-        }
-        let reply: PublishReply = serde_json::from_str(&response.text().await?)?;
+        let reply: PublishReply = call(&stub, "/publish", &request).await?;
         Ok::<_, worker::Error>((channel, reply))
     });
     let replies = join_all(calls).await;
@@ -167,6 +192,41 @@ async fn publish(mut req: Request, env: &Env) -> Result<Response> {
 #[derive(Serialize)]
 struct PublishResults<'a> {
     results: Vec<PublishResult<'a>>,
+}
+
+/// `POST /revoke`: signed like `/publish`. Records the revocation with the user's object,
+/// then closes the user's sockets in every affected room, in parallel.
+async fn revoke(mut req: Request, env: &Env) -> Result<Response> {
+    let body = match signed_body(&mut req, env, "/revoke").await? {
+        Ok(body) => body,
+        Err(refusal) => return Ok(refusal),
+    };
+    let order = match publish::parse_revoke(&body) {
+        Ok(order) => order,
+        Err(BodyError::Invalid(message) | BodyError::DataTooLarge(message)) => return json_error(400, "bad_request", &message),
+    };
+    let now = runtime::now_secs();
+    let principal = env.durable_object("PRINCIPAL")?.id_from_name(&order.sub)?.get_stub()?;
+    let channels = order.channels.map(|list| list.iter().map(Channel::to_string).collect());
+    let targets: RevokeTargets = call(&principal, "/revoke", &RevokeOrder { channels, now }).await?;
+    let calls = targets.channels.iter().filter_map(|name| Channel::parse(name).ok()).map(|channel| {
+        let request = RevokeRequest { sub: order.sub.clone(), revoked_at: now };
+        async move {
+            let stub = namespace(env, channel.kind())?.id_from_name(&channel.to_string())?.get_stub()?;
+            call::<_, RevokeReply>(&stub, "/revoke", &request).await
+        }
+    });
+    let mut closed = 0;
+    for reply in join_all(calls).await {
+        match reply {
+            Ok(reply) => closed += reply.closed,
+            Err(e) => {
+                worker::console_error!("revoke in a room failed: {e}");
+                return json_error(500, "internal", "a channel could not be reached; retrying the same request is safe");
+            }
+        }
+    }
+    Response::from_json(&serde_json::json!({"closed": closed}))
 }
 
 /// The shared front half of signed endpoints: method, content type, size, signature.

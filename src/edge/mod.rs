@@ -3,10 +3,12 @@
 //!
 //! - [`gateway`]: the stateless Worker in front (`/ws/*`, `/publish`, `/healthz`).
 //! - [`room_object`]: one Durable Object per channel, three classes over one engine.
+//! - [`principal`]: one Durable Object per user, for revocation.
 //! - [`sql_store`]: the room's history, sequence and dedupe in the object's SQLite.
 //! - [`runtime`]: settings, clock, randomness and logging from the platform.
 
 mod gateway;
+mod principal;
 mod room_object;
 mod runtime;
 mod sql_store;

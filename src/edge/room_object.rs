@@ -12,8 +12,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use worker::{
-    durable_object, wasm_bindgen, DurableObject, Env, Error, Request, Response, Result, State, WebSocket,
-    WebSocketIncomingMessage, WebSocketPair, WebSocketRequestResponsePair,
+    durable_object, wasm_bindgen, DurableObject, Env, Error, Fetch, Headers, Method, Request, RequestInit, Response, Result,
+    State, WebSocket, WebSocketIncomingMessage, WebSocketPair, WebSocketRequestResponsePair,
 };
 
 use super::runtime::{self, config, json_error};
@@ -22,8 +22,8 @@ use crate::protocol::channel::Channel;
 use crate::protocol::frame::{PING, PONG};
 use crate::protocol::handshake::SUBPROTOCOL;
 use crate::protocol::publish::Delivery;
-use crate::protocol::room::{self, close, Effect, Member, Room, Store};
-use crate::protocol::token;
+use crate::protocol::room::{self, close, is_revoked, Effect, Member, Room, Store};
+use crate::protocol::{signature, token, webhook};
 
 /// Internal header carrying the Worker's verified [`Ticket`] (only the Worker can reach objects).
 pub const TICKET_HEADER: &str = "X-Foyer-Ticket";
@@ -54,6 +54,19 @@ pub struct PublishOutcome {
 #[derive(Serialize, Deserialize)]
 pub struct PublishReply {
     pub results: Vec<PublishOutcome>,
+}
+
+/// The Worker's order to close a revoked user's sockets.
+#[derive(Serialize, Deserialize)]
+pub struct RevokeRequest {
+    pub sub: String,
+    /// Unix seconds: sockets whose token was issued at or before it are closed.
+    pub revoked_at: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct RevokeReply {
+    pub closed: u32,
 }
 
 /// A socket's attachment: the member, plus whether the server already closed it.
@@ -144,6 +157,17 @@ impl RoomObject {
                 self.schedule_alarm().await?;
                 Response::from_json(&PublishReply { results })
             }
+            "/revoke" => {
+                let request: RevokeRequest = serde_json::from_str(&req.text().await?)?;
+                let mut closed = 0;
+                for (ws, member) in self.sockets() {
+                    if member.sub == request.sub && is_revoked(member.iat, Some(request.revoked_at)) {
+                        self.close_socket(&ws, close::UNAUTHENTICATED, "token revoked");
+                        closed += 1;
+                    }
+                }
+                Response::from_json(&RevokeReply { closed })
+            }
             _ => json_error(404, "not_found", "no such room endpoint"),
         }
     }
@@ -171,7 +195,9 @@ impl RoomObject {
         if let Some(presence) = &join.broadcast {
             broadcast(&self.state.get_websockets(), presence);
         }
-        if ticket.outdated {
+        if let Some((code, reason)) = join.close {
+            self.close_socket(&socket, code, reason);
+        } else if ticket.outdated {
             self.close_socket(&socket, close::OUTDATED_BUILD, "client build is outdated");
         }
         self.schedule_alarm().await?;
@@ -243,7 +269,17 @@ impl RoomObject {
                 Effect::Broadcast(frame) => {
                     broadcast(&self.state.get_websockets(), &frame);
                 }
-                Effect::ChatAccepted(_event) => {}
+                Effect::ChatAccepted(event) => {
+                    // Queued durably and sent from the alarm: the room never waits for the
+                    // backend, and a failed call is retried even across restarts.
+                    if config.webhook.is_some() {
+                        let body = webhook::body(&channel.to_string(), &event);
+                        if let Err(e) = self.with_room(&channel, |room| room.store.outbox_put(&event.id, &body, now_ms)) {
+                            worker::console_error!("webhook outbox: {e}");
+                        }
+                        schedule = true;
+                    }
+                }
                 Effect::Close(code, reason) => self.close_socket(&ws, code, reason),
             }
         }
@@ -269,21 +305,59 @@ impl RoomObject {
             if let Err(e) = self.with_room(&channel, |room| room.prune(now_ms)) {
                 worker::console_error!("pruning failed: {e}");
             }
+            self.deliver_webhooks(&channel, now_ms).await;
         }
         self.schedule_alarm().await?;
         Response::ok("ok")
+    }
+
+    /// Sends due webhook calls; failures are rescheduled with backoff.
+    async fn deliver_webhooks(&self, channel: &Channel, now_ms: i64) {
+        let config = config(&self.env);
+        let Some((url, secret)) = &config.webhook else { return };
+        let due = match self.with_room(channel, |room| room.store.outbox_due(now_ms, 25)) {
+            Ok(due) => due,
+            Err(e) => return worker::console_error!("webhook outbox: {e}"),
+        };
+        for row in due {
+            let delivered = match post_webhook(url, secret, &row.body).await {
+                Ok(status) if (200..300).contains(&status) => true,
+                Ok(status) => {
+                    worker::console_warn!("webhook answered {status}; will retry");
+                    false
+                }
+                Err(e) => {
+                    worker::console_warn!("webhook unreachable ({e}); will retry");
+                    false
+                }
+            };
+            let attempts = row.attempts as u32 + 1;
+            let outcome = self.with_room(channel, |room| {
+                if delivered {
+                    room.store.outbox_delete(&row.id)
+                } else if now_ms - row.created as i64 > webhook::GIVE_UP_AFTER_MS {
+                    worker::console_error!("webhook gave up on a message after {attempts} attempts");
+                    room.store.outbox_delete(&row.id)
+                } else {
+                    room.store.outbox_retry(&row.id, attempts, now_ms + webhook::backoff_ms(attempts))
+                }
+            });
+            if let Err(e) = outcome {
+                worker::console_error!("webhook outbox: {e}");
+            }
+        }
     }
 
     /// Sets the alarm to the room's next deadline (see [`room::next_alarm`]).
     async fn schedule_alarm(&self) -> Result<()> {
         let now = runtime::now_ms();
         let members: Vec<Member> = self.sockets().into_iter().map(|(_, m)| m).collect();
-        let has_history = match self.channel() {
-            Some(channel) => self.with_room(&channel, |room| room.store.oldest_seq())?.is_some(),
-            None => false,
+        let (has_history, webhook_due) = match self.channel() {
+            Some(channel) => self.with_room(&channel, |room| Ok((room.store.oldest_seq()?.is_some(), room.store.outbox_next_due()?)))?,
+            None => (false, None),
         };
         let storage = self.state.storage();
-        match room::next_alarm(members.iter(), has_history, now) {
+        match room::next_alarm(members.iter(), has_history, webhook_due, now) {
             Some(at) => {
                 let current = storage.get_alarm().await?;
                 // Keep an earlier alarm; it reschedules itself when it fires.
@@ -295,6 +369,18 @@ impl RoomObject {
         }
         Ok(())
     }
+}
+
+/// One signed webhook call; returns the HTTP status.
+async fn post_webhook(url: &str, secret: &[u8], body: &str) -> Result<u16> {
+    let headers = Headers::new();
+    headers.set("Content-Type", "application/json")?;
+    let t = runtime::now_secs();
+    headers.set("X-Foyer-Signature", &signature::sign(secret, t, webhook::path_of(url), body.as_bytes()))?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post).with_headers(headers).with_body(Some(body.into()));
+    let response = Fetch::Request(Request::new_with_init(url, &init)?).send().await?;
+    Ok(response.status_code())
 }
 
 /// Sends one frame to every socket; returns how many took it.

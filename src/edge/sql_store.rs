@@ -17,7 +17,18 @@ CREATE TABLE IF NOT EXISTS events (
   seq INTEGER PRIMARY KEY, id TEXT NOT NULL, event TEXT NOT NULL, data TEXT NOT NULL, ts INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS dedupe (key TEXT PRIMARY KEY, seq INTEGER NOT NULL, ts INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS dedupe_by_ts ON dedupe (ts);
+CREATE TABLE IF NOT EXISTS outbox (
+  id TEXT PRIMARY KEY, body TEXT NOT NULL, attempts INTEGER NOT NULL, next_at INTEGER NOT NULL, created INTEGER NOT NULL);
 ";
+
+/// A pending webhook call.
+#[derive(Deserialize)]
+pub struct OutboxRow {
+    pub id: String,
+    pub body: String,
+    pub attempts: f64,
+    pub created: f64,
+}
 
 pub struct SqlStore {
     sql: SqlStorage,
@@ -71,6 +82,48 @@ impl SqlStore {
             .exec("INSERT OR IGNORE INTO meta (key, value) VALUES ('channel', ?)", vec![name.into()])
             .map(drop)
             .map_err(err)
+    }
+
+    /// Queues a webhook call, due now. The same id is queued once.
+    pub fn outbox_put(&self, id: &str, body: &str, now: i64) -> Result<(), String> {
+        self.sql
+            .exec(
+                "INSERT OR IGNORE INTO outbox (id, body, attempts, next_at, created) VALUES (?, ?, 0, ?, ?)",
+                vec![id.into(), body.into(), now.into(), now.into()],
+            )
+            .map(drop)
+            .map_err(err)
+    }
+
+    pub fn outbox_due(&self, now: i64, limit: u64) -> Result<Vec<OutboxRow>, String> {
+        self.sql
+            .exec(
+                "SELECT id, body, attempts, created FROM outbox WHERE next_at <= ? ORDER BY created LIMIT ?",
+                vec![now.into(), int(limit)],
+            )
+            .and_then(|c| c.to_array())
+            .map_err(err)
+    }
+
+    pub fn outbox_retry(&self, id: &str, attempts: u32, next_at: i64) -> Result<(), String> {
+        self.sql
+            .exec("UPDATE outbox SET attempts = ?, next_at = ? WHERE id = ?", vec![int(attempts as u64), next_at.into(), id.into()])
+            .map(drop)
+            .map_err(err)
+    }
+
+    pub fn outbox_delete(&self, id: &str) -> Result<(), String> {
+        self.sql.exec("DELETE FROM outbox WHERE id = ?", vec![id.into()]).map(drop).map_err(err)
+    }
+
+    /// When the next webhook attempt is due, if any is pending.
+    pub fn outbox_next_due(&self) -> Result<Option<i64>, String> {
+        let rows: Vec<Num> = self
+            .sql
+            .exec("SELECT next_at AS value FROM outbox ORDER BY next_at LIMIT 1", None)
+            .and_then(|c| c.to_array())
+            .map_err(err)?;
+        Ok(rows.first().map(|r| r.value as i64))
     }
 
     fn rows(&self, query: &str, bindings: Vec<SqlStorageValue>) -> Result<Vec<StoredEvent>, String> {

@@ -7,6 +7,8 @@
 use super::room::Limits;
 use super::token::{Expectations, KeySet, DEFAULT_MAX_LIFETIME_SECS};
 
+pub const DEFAULT_AUTH_FAILURES_PER_MINUTE: i64 = 30;
+
 pub struct Config {
     /// Keys and expectations for tokens, or why sockets are refused.
     pub tokens: Result<(KeySet, Expectations), String>,
@@ -16,6 +18,9 @@ pub struct Config {
     pub allow_query_token: bool,
     pub require_current_build: bool,
     pub limits: Limits,
+    /// Failed handshakes (bad or missing token) one client IP may make per minute before
+    /// its attempts are answered with 4429 instead of being verified.
+    pub auth_failures_per_minute: u32,
     /// Where client chat messages are POSTed, and the secret that signs them.
     pub webhook: Option<(String, Vec<u8>)>,
     /// Settings that were present but invalid (logged; they refuse their endpoint).
@@ -69,6 +74,17 @@ impl Config {
             }
             (Err(e), _) | (_, Err(e)) => problems.push(format!("{e}; the default applies")),
         }
+        match number("MAX_SOCKETS_PER_USER", limits.sockets_per_sub as i64) {
+            Ok(n) => limits.sockets_per_sub = n as usize,
+            Err(e) => problems.push(format!("{e}; the default applies")),
+        }
+        let auth_failures_per_minute = match number("AUTH_FAILURES_PER_MINUTE", DEFAULT_AUTH_FAILURES_PER_MINUTE) {
+            Ok(n) => n.min(u32::MAX as i64) as u32,
+            Err(e) => {
+                problems.push(format!("{e}; the default applies"));
+                DEFAULT_AUTH_FAILURES_PER_MINUTE as u32
+            }
+        };
 
         let webhook = match (get("CHAT_WEBHOOK_URL"), get("CHAT_WEBHOOK_SECRET")) {
             (Some(url), Some(secret)) => Some((url, secret.into_bytes())),
@@ -87,6 +103,7 @@ impl Config {
             allow_query_token,
             require_current_build,
             limits,
+            auth_failures_per_minute,
             webhook,
             problems,
         }

@@ -132,6 +132,49 @@ pub fn check(req: &ConnectRequest<'_>, config: &Config, now: i64) -> Verdict {
     Verdict::Admit(Admitted { channel, claims, since, build })
 }
 
+/// Failed handshakes per client in fixed one-minute windows. A client over the limit gets
+/// 4429 instead of 4401 for further failures; valid tokens are never affected, so users
+/// sharing an address with an attacker still get in. Per isolate: a bound, not a census.
+#[derive(Default)]
+pub struct AuthFailures {
+    windows: std::collections::HashMap<String, (i64, u32)>,
+}
+
+const WINDOW_SECS: i64 = 60;
+const MAX_TRACKED_CLIENTS: usize = 10_000;
+
+impl AuthFailures {
+    /// Records a failure of `client` at `now`; returns true when it is over `limit`.
+    pub fn record(&mut self, client: &str, now: i64, limit: u32) -> bool {
+        if self.windows.len() >= MAX_TRACKED_CLIENTS {
+            self.windows.retain(|_, (start, _)| now - *start < WINDOW_SECS);
+            if self.windows.len() >= MAX_TRACKED_CLIENTS {
+                self.windows.clear();
+            }
+        }
+        let (start, count) = self.windows.entry(client.to_owned()).or_insert((now, 0));
+        if now - *start >= WINDOW_SECS {
+            (*start, *count) = (now, 0);
+        }
+        *count = count.saturating_add(1);
+        *count > limit
+    }
+}
+
+/// Applies the failed-auth rate to a verdict: a 4401 beyond the limit becomes 4429.
+pub fn limit_failures(verdict: Verdict, failures: &mut AuthFailures, client: &str, now: i64, limit: u32) -> Verdict {
+    match verdict {
+        Verdict::Close { code: close::UNAUTHENTICATED, reason, offered_subprotocol } => {
+            if failures.record(client, now, limit) {
+                Verdict::Close { code: close::RATE_LIMITED, reason: "too many failed attempts", offered_subprotocol }
+            } else {
+                Verdict::Close { code: close::UNAUTHENTICATED, reason, offered_subprotocol }
+            }
+        }
+        other => other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,6 +344,21 @@ mod tests {
         assert_eq!(closed(&Req::new("/ws/orders/v1", &other_key).check(&c)), Some((4401, true)));
         assert_eq!(closed(&Req::new("/ws/payment/o-2", &token(&["payment:o-1"])).check(&c)), Some((4403, true)));
         assert_eq!(closed(&Req::new("/ws/orders/v1", &token(&["chat:*"])).check(&c)), Some((4403, true)));
+    }
+
+    #[test]
+    fn failed_auth_beyond_the_limit_answers_4429_per_client() {
+        let mut failures = AuthFailures::default();
+        let fail = || Verdict::Close { code: 4401, reason: "x", offered_subprotocol: true };
+        let mut codes = Vec::new();
+        for _ in 0..4 {
+            codes.push(closed(&limit_failures(fail(), &mut failures, "10.0.0.1", 1000, 3)).unwrap().0);
+        }
+        assert_eq!(codes, [4401, 4401, 4401, 4429]);
+        assert_eq!(closed(&limit_failures(fail(), &mut failures, "10.0.0.2", 1000, 3)), Some((4401, true)), "others unaffected");
+        assert_eq!(closed(&limit_failures(fail(), &mut failures, "10.0.0.1", 1060, 3)), Some((4401, true)), "a new window");
+        let forbidden = Verdict::Close { code: 4403, reason: "x", offered_subprotocol: true };
+        assert_eq!(closed(&limit_failures(forbidden, &mut failures, "10.0.0.1", 1060, 0)), Some((4403, true)));
     }
 
     #[test]

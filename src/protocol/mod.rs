@@ -3,7 +3,8 @@
 //! The flow of a connection, in file order: [`handshake`] (the checks before any Durable
 //! Object is touched) → [`token`] (who is this) → [`channel`] (what may they see) → [`room`]
 //! (the channel's engine) → [`frame`] (what goes on the wire). Publishing: [`signature`] →
-//! [`publish`] → [`room`]. [`config`] reads the deployment's settings.
+//! [`publish`] → [`room`]; client chat messages go back out through [`webhook`]. [`config`]
+//! reads the deployment's settings.
 
 pub mod channel;
 pub mod config;
@@ -13,3 +14,4 @@ pub mod publish;
 pub mod room;
 pub mod signature;
 pub mod token;
+pub mod webhook;

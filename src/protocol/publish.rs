@@ -94,6 +94,36 @@ pub fn parse_body(body: &[u8]) -> Result<Vec<Message>, BodyError> {
     Ok(messages)
 }
 
+/// `POST /revoke`: a user, and optionally the channels to revoke them from (else all).
+#[derive(Debug, PartialEq)]
+pub struct Revoke {
+    pub sub: String,
+    pub channels: Option<Vec<Channel>>,
+}
+
+pub fn parse_revoke(body: &[u8]) -> Result<Revoke, BodyError> {
+    let Ok(Value::Object(root)) = serde_json::from_slice::<Value>(body) else {
+        return invalid("the body must be a JSON object");
+    };
+    let sub = match root.get("sub") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        _ => return invalid("\"sub\" must be a non-empty string"),
+    };
+    let channels = match root.get("channels") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(list)) if list.len() <= MAX_CHANNELS => Some(
+            list.iter()
+                .map(|c| match c.as_str().map(Channel::parse) {
+                    Some(Ok(channel)) => Ok(channel),
+                    _ => invalid(format!("malformed channel {c}")),
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        Some(_) => return invalid(format!("\"channels\" must be an array of at most {MAX_CHANNELS} channels")),
+    };
+    Ok(Revoke { sub, channels })
+}
+
 /// One event as handed to a channel's room: what the room stores and broadcasts.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Delivery {
@@ -193,6 +223,16 @@ mod tests {
         }
         for raw in [&b"not json"[..], b"", b"{\"id\":", b"\"str\""] {
             assert!(matches!(parse_body(raw), Err(BodyError::Invalid(_))));
+        }
+    }
+
+    #[test]
+    fn revoke_bodies_parse_with_optional_channels() {
+        assert_eq!(parse_revoke(br#"{"sub":"u"}"#).unwrap(), Revoke { sub: "u".into(), channels: None });
+        let r = parse_revoke(br#"{"sub":"u","channels":["chat:r"]}"#).unwrap();
+        assert_eq!(r.channels.unwrap()[0].to_string(), "chat:r");
+        for bad in [&br#"{"sub":""}"#[..], br#"{"channels":[]}"#, br#"{"sub":"u","channels":["x"]}"#, br#"{"sub":"u","channels":"chat:r"}"#, b"[]"] {
+            assert!(parse_revoke(bad).is_err());
         }
     }
 

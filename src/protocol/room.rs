@@ -49,11 +49,13 @@ pub struct Limits {
     /// Client frames per window; beyond it `rate_limited`, at twice it close 4429.
     pub rate_count: u32,
     pub rate_window_ms: i64,
+    /// Open sockets one `sub` may hold in one room (tabs, devices); beyond it: close 4429.
+    pub sockets_per_sub: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { rate_count: 20, rate_window_ms: 10_000 }
+        Limits { rate_count: 20, rate_window_ms: 10_000, sockets_per_sub: 8 }
     }
 }
 
@@ -75,6 +77,10 @@ pub struct Member {
     pub window_count: u32,
     #[serde(default)]
     pub strikes: u32,
+    /// Tokens of this `sub` issued at or before this time (Unix seconds) were revoked:
+    /// a refresh with one is refused.
+    #[serde(default)]
+    pub revoked_before: Option<i64>,
 }
 
 fn display(s: &Option<String>) -> Option<String> {
@@ -94,7 +100,19 @@ impl Member {
             window_start: 0,
             window_count: 0,
             strikes: 0,
+            revoked_before: None,
         }
+    }
+}
+
+/// Whether a token issued at `iat` falls under a revocation at `revoked_at`. Tokens without
+/// `iat` cannot prove they are newer, and the same second counts as before (seconds are
+/// all a token carries).
+pub fn is_revoked(iat: Option<i64>, revoked_at: Option<i64>) -> bool {
+    match (iat, revoked_at) {
+        (_, None) => false,
+        (None, Some(_)) => true,
+        (Some(iat), Some(at)) => iat <= at,
     }
 }
 
@@ -163,6 +181,9 @@ impl<'a, S: Store> Room<'a, S> {
 
     /// A verified socket joins. `others` are the members already in the room.
     pub fn join(&mut self, member: &Member, since: Option<u64>, build: &str, others: &[Member]) -> Result<Join, String> {
+        if others.iter().filter(|o| o.sub == member.sub).count() >= self.limits.sockets_per_sub {
+            return Ok(Join { close: Some((close::RATE_LIMITED, "too many sockets for this user")), ..Join::default() });
+        }
         let channel = self.name();
         let latest = self.store.latest_seq()?;
         let mut frames = vec![frame::welcome(&channel, &member.conn, latest, build, member.exp)];
@@ -274,7 +295,11 @@ impl<'a, S: Store> Room<'a, S> {
 
     fn refresh(&mut self, member: &mut Member, token: &str, verify: &dyn Fn(&str) -> Result<Claims, TokenError>) -> Vec<Effect> {
         match verify(token) {
-            Ok(claims) if claims.sub == member.sub && claims.channels.allows(self.channel) => {
+            Ok(claims)
+                if claims.sub == member.sub
+                    && claims.channels.allows(self.channel)
+                    && !is_revoked(claims.iat, member.revoked_before) =>
+            {
                 member.exp = claims.exp;
                 member.iat = claims.iat;
                 member.can_publish = claims.publish.allows(self.channel);
@@ -344,15 +369,13 @@ pub fn expired<'m>(members: impl Iterator<Item = &'m Member>, now: i64) -> impl 
     members.filter(move |m| m.exp <= now)
 }
 
-/// When the room's alarm should next fire (ms): the first token expiry, or the next prune
-/// while history is held. `None`: nothing to wait for, so the object may sleep for good.
-pub fn next_alarm<'m>(members: impl Iterator<Item = &'m Member>, has_history: bool, now_ms: i64) -> Option<i64> {
+/// When the room's alarm should next fire (ms): the first token expiry, the next webhook
+/// attempt, or the next prune while history is held. `None`: nothing to wait for, so the
+/// object may sleep for good.
+pub fn next_alarm<'m>(members: impl Iterator<Item = &'m Member>, has_history: bool, webhook_due: Option<i64>, now_ms: i64) -> Option<i64> {
     let expiry = members.map(|m| m.exp.saturating_mul(1000)).min();
     let prune = has_history.then_some(now_ms + PRUNE_INTERVAL_MS);
-    match (expiry, prune) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
+    [expiry, prune, webhook_due].into_iter().flatten().min()
 }
 
 /// An in-memory [`Store`] for host tests and tools: the same contract as the SQLite one.
@@ -577,7 +600,7 @@ mod tests {
     fn refused_sends_get_error_frames_and_store_nothing() {
         let ch = Channel::parse("chat:r").unwrap();
         let mut store = MemStore::default();
-        let mut room = Room::new(&ch, &mut store, Limits { rate_count: 1000, rate_window_ms: 10_000 });
+        let mut room = Room::new(&ch, &mut store, Limits { rate_count: 1000, ..Limits::default() });
         let mut reader = Member::new("c".into(), &claims("u", &["chat:r"], &[]), &ch);
         let send = |text: &str| format!(r#"{{"type":"send","id":"x","text":{}}}"#, serde_json::to_string(text).unwrap());
         assert_eq!(reply_code(&room.on_text(&mut reader, &send("hi"), T0, &no_refresh).unwrap()).as_deref(), Some("forbidden"));
@@ -632,7 +655,7 @@ mod tests {
     fn more_than_ten_malformed_frames_close_4400() {
         let ch = Channel::parse("orders:v").unwrap();
         let mut store = MemStore::default();
-        let mut room = Room::new(&ch, &mut store, Limits { rate_count: 1000, rate_window_ms: 10_000 });
+        let mut room = Room::new(&ch, &mut store, Limits { rate_count: 1000, ..Limits::default() });
         let mut m = member("c", "u", &ch);
         for _ in 0..10 {
             let effects = room.on_text(&mut m, "nonsense", T0, &no_refresh).unwrap();
@@ -677,6 +700,46 @@ mod tests {
     }
 
     #[test]
+    fn refresh_with_a_revoked_token_is_refused() {
+        let ch = Channel::parse("chat:r").unwrap();
+        let mut store = MemStore::default();
+        let mut room = Room::new(&ch, &mut store, Limits::default());
+        let mut m = member("c", "u", &ch);
+        m.revoked_before = Some(T0 / 1000 + 10);
+        let old = |_: &str| Ok(claims("u", &["chat:r"], &[]));
+        let f = r#"{"type":"refresh","token":"t"}"#;
+        assert!(room.on_text(&mut m, f, T0, &old).unwrap().contains(&Effect::Close(close::UNAUTHENTICATED, "refresh refused")));
+        let newer = |_: &str| {
+            let mut c = claims("u", &["chat:r"], &[]);
+            c.iat = Some(T0 / 1000 + 11);
+            Ok(c)
+        };
+        assert!(matches!(&room.on_text(&mut m, f, T0, &newer).unwrap()[1], Effect::Reply(r) if json(r)["type"] == "refreshed"));
+    }
+
+    #[test]
+    fn revocation_covers_tokens_issued_up_to_its_second() {
+        assert!(!is_revoked(Some(5), None));
+        assert!(is_revoked(Some(5), Some(5)));
+        assert!(is_revoked(Some(4), Some(5)));
+        assert!(!is_revoked(Some(6), Some(5)));
+        assert!(is_revoked(None, Some(5)), "no iat: cannot prove it is newer");
+    }
+
+    #[test]
+    fn a_user_at_the_socket_cap_is_refused_without_affecting_others() {
+        let ch = Channel::parse("orders:v").unwrap();
+        let mut store = MemStore::default();
+        let limits = Limits { sockets_per_sub: 2, ..Limits::default() };
+        let mut room = Room::new(&ch, &mut store, limits);
+        let tabs = [member("a1", "ann", &ch), member("a2", "ann", &ch)];
+        let j = room.join(&member("a3", "ann", &ch), None, "b", &tabs).unwrap();
+        assert_eq!((j.close, j.frames.len()), (Some((close::RATE_LIMITED, "too many sockets for this user")), 0));
+        let j = room.join(&member("b1", "bob", &ch), None, "b", &tabs).unwrap();
+        assert_eq!((j.close, j.frames.len()), (None, 1));
+    }
+
+    #[test]
     fn presence_counts_users_not_sockets() {
         let ch = Channel::parse("chat:r").unwrap();
         let mut store = MemStore::default();
@@ -711,9 +774,10 @@ mod tests {
         let mut a = member("a", "ann", &ch);
         let b = member("b", "bob", &ch);
         a.exp = T0 / 1000 + 5;
-        assert_eq!(next_alarm([&a, &b].into_iter(), false, T0), Some(T0 + 5000));
-        assert_eq!(next_alarm([&b].into_iter(), true, T0), Some(T0 + PRUNE_INTERVAL_MS));
-        assert_eq!(next_alarm(std::iter::empty(), false, T0), None);
+        assert_eq!(next_alarm([&a, &b].into_iter(), false, None, T0), Some(T0 + 5000));
+        assert_eq!(next_alarm([&b].into_iter(), true, None, T0), Some(T0 + PRUNE_INTERVAL_MS));
+        assert_eq!(next_alarm([&b].into_iter(), true, Some(T0 + 1), T0), Some(T0 + 1));
+        assert_eq!(next_alarm(std::iter::empty(), false, None, T0), None);
         let gone: Vec<&str> = expired([&a, &b].into_iter(), T0 / 1000 + 5).map(|m| m.conn.as_str()).collect();
         assert_eq!(gone, ["a"]);
     }
