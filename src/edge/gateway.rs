@@ -74,7 +74,7 @@ async fn connect(req: Request, env: &Env) -> Result<Response> {
             let principal = env.durable_object("PRINCIPAL")?.id_from_name(&admitted.claims.sub)?.get_stub()?;
             let answer: JoinAnswer = call(&principal, "/join", &JoinQuery { channel: admitted.channel.to_string(), now }).await?;
             if is_revoked(admitted.claims.iat, answer.revoked_at) {
-                return accept_and_close(close::UNAUTHENTICATED, "token revoked", true);
+                return accept_and_close(close::UNAUTHENTICATED, "token revoked", admitted.offered_subprotocol);
             }
             let mut member = Member::new(runtime::random_id(), &admitted.claims, &admitted.channel);
             member.revoked_before = answer.revoked_at;
@@ -84,6 +84,7 @@ async fn connect(req: Request, env: &Env) -> Result<Response> {
                 member,
                 since: admitted.since,
                 outdated,
+                subprotocol: admitted.offered_subprotocol,
             };
             let headers = Headers::new();
             headers.set("Upgrade", "websocket")?;

@@ -36,6 +36,9 @@ pub struct Ticket {
     pub since: Option<u64>,
     /// REQUIRE_CURRENT_BUILD is on and the client's build differs: welcome, then 4426.
     pub outdated: bool,
+    /// Select `foyer.v1` in the answer (only when the client offered it).
+    #[serde(default)]
+    pub subprotocol: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -203,7 +206,9 @@ impl RoomObject {
         self.schedule_alarm().await?;
 
         let mut response = Response::from_websocket(pair.client)?;
-        response.headers_mut().set("Sec-WebSocket-Protocol", SUBPROTOCOL)?;
+        if ticket.subprotocol {
+            response.headers_mut().set("Sec-WebSocket-Protocol", SUBPROTOCOL)?;
+        }
         Ok(response)
     }
 

@@ -35,6 +35,9 @@ pub struct Admitted {
     pub since: Option<u64>,
     /// The client's `build=` id, when it sent one.
     pub build: Option<String>,
+    /// The client offered `foyer.v1` (a legacy `?token=` client may offer nothing, and
+    /// must then be answered without a subprotocol).
+    pub offered_subprotocol: bool,
 }
 
 #[derive(Debug, PartialEq)]
@@ -129,7 +132,7 @@ pub fn check(req: &ConnectRequest<'_>, config: &Config, now: i64) -> Verdict {
         return close(close::FORBIDDEN, "channel not granted");
     }
     let build = query(req, "build").filter(|b| !b.is_empty()).map(str::to_owned);
-    Verdict::Admit(Admitted { channel, claims, since, build })
+    Verdict::Admit(Admitted { channel, claims, since, build, offered_subprotocol: offered })
 }
 
 /// Failed handshakes per client in fixed one-minute windows. A client over the limit gets

@@ -161,7 +161,7 @@ impl Gateway {
     /// Stops the gateway (its persisted state stays).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").args(["-TERM", &format!("-{}", child.id())]).status();
+            let _ = Command::new("kill").args(["-s", "TERM", "--", &format!("-{}", child.id())]).status();
             let _ = child.wait();
             let deadline = Instant::now() + Duration::from_secs(15);
             while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() && Instant::now() < deadline {
