@@ -367,7 +367,8 @@ impl RoomObject {
                 let current = storage.get_alarm().await?;
                 // Keep an earlier alarm; it reschedules itself when it fires.
                 if current.is_none_or(|c| c > at || c < now) {
-                    storage.set_alarm(at.max(now + 1)).await?;
+                    // An integer here is an offset from now, not a timestamp.
+                    storage.set_alarm(at.saturating_sub(now).max(1)).await?;
                 }
             }
             None => storage.delete_alarm().await?,
