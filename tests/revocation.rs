@@ -1,0 +1,98 @@
+//! Revocation and the failed-auth rate, against a real `wrangler dev`.
+
+mod support;
+
+use foyer::devkit::unix_now;
+use serde_json::json;
+use support::*;
+
+async fn revoke(gw: &Gateway, body: serde_json::Value) -> serde_json::Value {
+    let r = gw.signed_post("/revoke", body.to_string().as_bytes(), PUBLISH_SECRET).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    r.json()
+}
+
+/// A token issued `age` seconds ago.
+fn token_issued(sub: &str, channels: &[&str], age: i64) -> String {
+    let mut c = claims(sub, channels);
+    c["iat"] = json!(unix_now() - age);
+    hs256().mint(Some("hs"), &c)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revoking_a_user_closes_their_sockets_4401_and_refuses_older_tokens() {
+    let gw = shared();
+    let key = unique("rev");
+    let (pay, chat) = (format!("payment:{key}"), format!("chat:{key}"));
+    let old = token_issued("cust-rev", &[&pay, &chat], 5);
+    let mut a = connect(gw, &format!("/ws/payment/{key}"), &old).await;
+    let mut b = connect(gw, &format!("/ws/chat/{key}"), &old).await;
+    let mut other = connect(gw, &format!("/ws/chat/{key}"), &token("cust-other", &[&chat])).await;
+    for c in [&mut a, &mut b, &mut other] {
+        assert_eq!(c.frame().await["type"], "welcome");
+    }
+    assert_eq!(revoke(gw, json!({"sub": "cust-rev"})).await, json!({"closed": 2}));
+    assert_eq!(a.close_code().await, Some(4401));
+    assert_eq!(b.close_code().await, Some(4401));
+    assert!(!matches!(other.next_within(1).await, Some(Got::Closed(_))), "other users stay");
+
+    // Tokens issued before the revocation are refused at connect, in every channel.
+    let mut again = connect(gw, &format!("/ws/payment/{key}"), &old).await;
+    assert_eq!(again.close_code().await, Some(4401));
+    let mut elsewhere = connect(gw, &format!("/ws/orders/{key}"), &token_issued("cust-rev", &[&format!("orders:{key}")], 5)).await;
+    assert_eq!(elsewhere.close_code().await, Some(4401));
+
+    // A token issued after it works, and so does its refresh; an old token's refresh does not.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let mut fresh = connect(gw, &format!("/ws/payment/{key}"), &token("cust-rev", &[&pay])).await;
+    assert_eq!(fresh.frame().await["type"], "welcome");
+    fresh.send_json(&json!({"type": "refresh", "token": token("cust-rev", &[&pay])})).await;
+    assert_eq!(fresh.frame().await["type"], "refreshed");
+    fresh.send_json(&json!({"type": "refresh", "token": old})).await;
+    assert_eq!(fresh.close_code().await, Some(4401));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revoking_named_channels_leaves_the_users_other_channels_open() {
+    let gw = shared();
+    let key = unique("revch");
+    let (pay, chat) = (format!("payment:{key}"), format!("chat:{key}"));
+    let t = token_issued("cust-part", &[&pay, &chat], 5);
+    let mut p = connect(gw, &format!("/ws/payment/{key}"), &t).await;
+    let mut c = connect(gw, &format!("/ws/chat/{key}"), &t).await;
+    p.frame().await;
+    c.frame().await;
+    assert_eq!(revoke(gw, json!({"sub": "cust-part", "channels": [&chat]})).await, json!({"closed": 1}));
+    assert_eq!(c.close_code().await, Some(4401));
+    assert_eq!(gw.publish(&json!({"id": unique("still"), "channels": [&pay], "event": "payment.pending"})).await.status, 200);
+    assert_eq!(p.until("event").await.0["seq"], 1, "the payment socket is still open");
+    let mut c2 = connect(gw, &format!("/ws/chat/{key}"), &t).await;
+    assert_eq!(c2.close_code().await, Some(4401));
+    let mut p2 = connect(gw, &format!("/ws/payment/{key}"), &t).await;
+    assert_eq!(p2.frame().await["type"], "welcome");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revoke_is_signed_like_publish_over_its_own_path() {
+    let gw = shared();
+    let body = json!({"sub": "anyone"}).to_string();
+    let sig = foyer::protocol::signature::sign(PUBLISH_SECRET.as_bytes(), unix_now(), "/publish", body.as_bytes());
+    let r = gw.post("/revoke", body.as_bytes(), &[("Content-Type", "application/json"), ("X-Foyer-Signature", &sig)]).await;
+    assert_eq!(r.status, 401, "a /publish signature is not valid on /revoke");
+    assert_eq!(gw.post("/revoke", body.as_bytes(), &[("Content-Type", "application/json")]).await.status, 401);
+    assert_eq!(gw.signed_post("/revoke", br#"{"channels":["chat:x"]}"#, PUBLISH_SECRET).await.status, 400);
+    assert_eq!(gw.get("/revoke").await.unwrap().status, 405);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_auth_beyond_the_per_client_rate_answers_4429_but_valid_tokens_still_connect() {
+    let gw = Gateway::start("authrate", &[("AUTH_FAILURES_PER_MINUTE", "5")]);
+    let mut codes = Vec::new();
+    for _ in 0..7 {
+        let mut c = connect(&gw, "/ws/orders/v1", "not.a.token").await;
+        codes.push(c.close_code().await.unwrap_or(0));
+    }
+    assert_eq!(codes, [4401, 4401, 4401, 4401, 4401, 4429, 4429]);
+    let mut ok = connect(&gw, "/ws/orders/v1", &token("staff", &["orders:v1"])).await;
+    assert_eq!(ok.frame().await["type"], "welcome");
+}
