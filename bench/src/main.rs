@@ -1,0 +1,459 @@
+//! Foyer vs a plain-JavaScript Durable Object baseline, same machine, same load generator,
+//! same `wrangler dev`. Prints a side-by-side table, the ratios and the budget verdicts.
+//! Usage: cargo run --release -- [--quick]   (scripts/bench does the set-up)
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use foyer::devkit::{jwks, SigningKey};
+use foyer::protocol::signature;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::Message;
+
+const ISSUER: &str = "bench";
+const SECRET: &str = "bench-publish-secret-0123456789abcdef";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn now_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
+
+fn key() -> SigningKey {
+    SigningKey::hs256(7)
+}
+
+fn token(sub: &str, channels: &[&str], publish: &[&str]) -> String {
+    let now = (now_us() / 1_000_000) as i64;
+    key().mint(Some("k"), &json!({"sub": sub, "iss": ISSUER, "aud": "foyer", "iat": now, "exp": now + 900, "channels": channels, "publish": publish}))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+}
+
+/// A gateway under `wrangler dev`, in its own process group.
+struct Gateway {
+    name: &'static str,
+    port: u16,
+    child: Child,
+}
+
+impl Gateway {
+    fn start(name: &'static str, config: Option<&str>) -> Gateway {
+        let dir = root().join("bench/target/run").join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let env = format!(
+            "JWT_KEYS='{}'\nJWT_ISSUER='{ISSUER}'\nPUBLISH_SECRETS='{SECRET}'\nRATE_LIMIT_MESSAGES='100000'\nMAX_SOCKETS_PER_USER='100000'\nAUTH_FAILURES_PER_MINUTE='1000000'\n",
+            jwks(&[(&key(), Some("k"))])
+        );
+        std::fs::write(dir.join("env"), env).expect("env");
+        let port = free_port();
+        let mut cmd = Command::new(root().join("node_modules/.bin/wrangler"));
+        cmd.arg("dev");
+        if let Some(c) = config {
+            cmd.args(["-c", c]);
+        }
+        cmd.args(["--ip", "127.0.0.1", "--port", &port.to_string(), "--inspector-port", &free_port().to_string()])
+            .arg("--persist-to")
+            .arg(dir.join("state"))
+            .arg("--env-file")
+            .arg(dir.join("env"))
+            .args(["--show-interactive-dev-session=false", "--log-level", "warn"])
+            .current_dir(root())
+            .env("WRANGLER_SEND_METRICS", "false")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(dir.join("log")).expect("log"))
+            .stderr(Stdio::null());
+        {
+            use std::os::unix::process::CommandExt;
+            cmd.process_group(0);
+        }
+        let child = cmd.spawn().expect("wrangler");
+        let g = Gateway { name, port, child };
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                std::thread::sleep(Duration::from_secs(2));
+                return g;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        panic!("{name} did not start");
+    }
+
+    /// CPU seconds and peak resident memory (MiB) of its workerd processes.
+    fn usage(&self) -> (f64, f64) {
+        let pgid = self.child.id().to_string();
+        let (mut cpu, mut peak) = (0.0, 0.0);
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+            let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r.to_string()) else { continue };
+            let f: Vec<&str> = rest.split(' ').collect();
+            if f.get(2) != Some(&pgid.as_str()) || !stat.contains("(workerd)") {
+                continue;
+            }
+            cpu += (f[11].parse::<f64>().unwrap_or(0.0) + f[12].parse::<f64>().unwrap_or(0.0)) / 100.0;
+            let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+            if let Some(kb) = status.lines().find_map(|l| l.strip_prefix("VmHWM:")) {
+                peak += kb.trim().trim_end_matches(" kB").trim().parse::<f64>().unwrap_or(0.0) / 1024.0;
+            }
+        }
+        (cpu, peak)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-s", "TERM", "--", &format!("-{}", self.child.id())]).status();
+        let _ = self.child.wait();
+    }
+}
+
+async fn publish(port: u16, body: &Value) -> Value {
+    let body = body.to_string();
+    let sig = signature::sign(SECRET.as_bytes(), (now_us() / 1_000_000) as i64, "/publish", body.as_bytes());
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+    let req = format!(
+        "POST /publish HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nX-Foyer-Signature: {sig}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        let n = s.read(&mut buf).await.unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+        if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..i]).to_lowercase();
+            if let Some(len) = head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse::<usize>().ok()) {
+                if raw.len() >= i + 4 + len {
+                    return serde_json::from_slice(&raw[i + 4..i + 4 + len]).unwrap_or(Value::Null);
+                }
+            }
+        }
+    }
+    Value::Null
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens a socket; returns it after the first frame (welcome), or the close code.
+async fn open(port: u16, path: &str, token: &str) -> Result<Ws, Option<u16>> {
+    let mut req = format!("ws://127.0.0.1:{port}{path}").into_client_request().expect("req");
+    req.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_str(&format!("foyer.v1, bearer.{token}")).expect("hdr"));
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.map_err(|_| None)?;
+    match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
+        Ok(Some(Ok(Message::Text(_)))) => Ok(ws),
+        Ok(Some(Ok(Message::Close(f)))) => Err(f.map(|f| u16::from(f.code))),
+        _ => Err(None),
+    }
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+#[derive(Default)]
+struct Figures(Vec<(String, f64, bool)>); // name, value, higher is better
+
+impl Figures {
+    fn add(&mut self, name: &str, value: f64, higher_better: bool) {
+        self.0.push((name.to_owned(), value, higher_better));
+    }
+    fn get(&self, name: &str) -> f64 {
+        self.0.iter().find(|(n, ..)| n == name).map_or(f64::NAN, |(_, v, _)| *v)
+    }
+}
+
+/// Clients on one channel: events received, lost and duplicated, delivery latencies (ms).
+async fn clients(port: u16, channel: &str, n: usize) -> Vec<Ws> {
+    let (kind, key) = channel.split_once(':').expect("channel");
+    let t = token("staff", &[channel], &[]);
+    let path = format!("/ws/{kind}/{key}");
+    let mut out = Vec::with_capacity(n);
+    for chunk in 0..n.div_ceil(50) {
+        let batch = (chunk * 50..((chunk + 1) * 50).min(n)).map(|_| open(port, &path, &t));
+        for ws in futures_util::future::join_all(batch).await {
+            out.push(ws.expect("socket"));
+        }
+    }
+    out
+}
+
+struct Received {
+    count: u64,
+    lost: u64,
+    dup: u64,
+    latencies: Vec<f64>,
+}
+
+async fn receive(sockets: Vec<Ws>, expect: u64, quiet: Duration) -> Received {
+    let tasks = sockets.into_iter().map(|mut ws| {
+        tokio::spawn(async move {
+            let (mut last, mut count, mut lost, mut dup, mut lat) = (0u64, 0u64, 0u64, 0u64, Vec::new());
+            while let Ok(Some(Ok(msg))) = tokio::time::timeout(quiet, ws.next()).await {
+                let Message::Text(t) = msg else { continue };
+                let at = now_us();
+                let Ok(v) = serde_json::from_str::<Value>(&t) else { continue };
+                if v["type"] != "event" {
+                    continue;
+                }
+                let seq = v["seq"].as_u64().unwrap_or(0);
+                if seq <= last {
+                    dup += 1;
+                } else {
+                    lost += seq - last - 1;
+                    last = seq;
+                }
+                count += 1;
+                if let Some(sent) = v["data"]["sent_us"].as_u64() {
+                    lat.push(at.saturating_sub(sent) as f64 / 1000.0);
+                }
+                if last >= expect {
+                    break;
+                }
+            }
+            lost += expect.saturating_sub(last);
+            (count, lost, dup, lat)
+        })
+    });
+    let mut r = Received { count: 0, lost: 0, dup: 0, latencies: Vec::new() };
+    for t in futures_util::future::join_all(tasks).await.into_iter().flatten() {
+        r.count += t.0;
+        r.lost += t.1;
+        r.dup += t.2;
+        r.latencies.extend(t.3);
+    }
+    r.latencies.sort_by(|a, b| a.total_cmp(b));
+    r
+}
+
+async fn run(g: &Gateway, quick: bool, f: &mut Figures) {
+    let port = g.port;
+    let tag = format!("{}{}", g.name, now_us() % 1_000_000);
+
+    // Saturated fan-out: 200 sockets, events published back to back in batches.
+    let (sockets_n, batches) = (200usize, if quick { 10 } else { 40 });
+    let ch = format!("orders:sat-{tag}");
+    let sockets = clients(port, &ch, sockets_n).await;
+    let total = (batches * 25) as u64;
+    let (cpu0, _) = g.usage();
+    let started = Instant::now();
+    let rx = tokio::spawn(receive(sockets, total, Duration::from_secs(20)));
+    for b in 0..batches {
+        let msgs: Vec<Value> = (0..25).map(|i| json!({"id": format!("s{b}-{i}"), "channels": [&ch], "event": "x", "data": {"sent_us": now_us()}})).collect();
+        publish(port, &json!({"messages": msgs})).await;
+    }
+    let r = rx.await.expect("rx");
+    let secs = started.elapsed().as_secs_f64();
+    f.add("fan-out deliveries/s (200 sockets, saturated)", r.count as f64 / secs, true);
+    f.add("fan-out server CPU s per 10k deliveries", (g.usage().0 - cpu0) / (r.count.max(1) as f64) * 10_000.0, false);
+    let mut lost = r.lost;
+    let mut dup = r.dup;
+
+    // Steady fan-out: many sockets, 10 events/s, latency publish → delivery.
+    let (n, events) = if quick { (200, 30) } else { (1000, 100) };
+    let ch = format!("orders:steady-{tag}");
+    let sockets = clients(port, &ch, n).await;
+    let rx = tokio::spawn(receive(sockets, events, Duration::from_secs(20)));
+    for i in 0..events {
+        publish(port, &json!({"id": format!("e{i}"), "channels": [&ch], "event": "x", "data": {"sent_us": now_us()}})).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = rx.await.expect("rx");
+    f.add(&format!("steady p50 ms ({n} sockets, 10 ev/s)"), pct(&r.latencies, 0.5), false);
+    f.add(&format!("steady p99 ms ({n} sockets, 10 ev/s)"), pct(&r.latencies, 0.99), false);
+    f.add(&format!("steady max ms ({n} sockets, 10 ev/s)"), pct(&r.latencies, 1.0), false);
+    lost += r.lost;
+    dup += r.dup;
+
+    // Rooms: many payment channels, one socket each, one batch to all of them.
+    let rooms = if quick { 100 } else { 1000 };
+    let mut all = Vec::new();
+    for i in 0..rooms {
+        all.push(format!("payment:{tag}-{i}"));
+    }
+    let mut sockets = Vec::new();
+    for chunk in all.chunks(50) {
+        let opens = chunk.iter().map(|c| {
+            let (_, key) = c.split_once(':').expect("c");
+            let t = token("cust", &[c.as_str()], &[]);
+            async move { open(port, &format!("/ws/payment/{key}"), &t).await }
+        });
+        sockets.extend(futures_util::future::join_all(opens).await.into_iter().map(|w| w.expect("socket")));
+    }
+    let rx = tokio::spawn(receive(sockets, 1, Duration::from_secs(30)));
+    for chunk in all.chunks(100) {
+        let msgs: Vec<Value> = chunk.iter().map(|c| json!({"id": format!("p-{c}"), "channels": [c], "event": "payment.paid", "data": {"sent_us": now_us()}})).collect();
+        publish(port, &json!({"messages": msgs})).await;
+    }
+    let r = rx.await.expect("rx");
+    f.add(&format!("rooms p99 ms ({rooms} payment channels)"), pct(&r.latencies, 0.99), false);
+    lost += r.lost;
+    dup += r.dup;
+
+    // Connect storm: sockets 50 at a time, time to welcome; the same with bad tokens.
+    let storm = if quick { 100 } else { 500 };
+    for (label, good) in [("connect p99 ms (50 concurrent)", true), ("bad-token close p99 ms (50 concurrent)", false)] {
+        let ch = format!("orders:storm-{tag}-{good}");
+        let t = if good { token("s", &[ch.as_str()], &[]) } else { "bad.token.here".to_string() };
+        let mut times = Vec::new();
+        let mut keep = Vec::new();
+        for _ in 0..storm / 50 {
+            let batch = (0..50).map(|_| {
+                let (t, ch) = (t.clone(), ch.clone());
+                async move {
+                    let start = Instant::now();
+                    let r = open(port, &format!("/ws/orders/{}", ch.split_once(':').map_or("", |x| x.1)), &t).await;
+                    (start.elapsed().as_secs_f64() * 1000.0, r)
+                }
+            });
+            for (ms, r) in futures_util::future::join_all(batch).await {
+                times.push(ms);
+                if let Ok(ws) = r {
+                    keep.push(ws);
+                }
+            }
+        }
+        times.sort_by(|a, b| a.total_cmp(b));
+        f.add(label, pct(&times, 0.99), false);
+    }
+    f.add("lost events", lost as f64, false);
+    f.add("duplicated events", dup as f64, false);
+    let (cpu, peak) = g.usage();
+    f.add("server CPU s (whole run)", cpu, false);
+    f.add("server peak memory MiB", peak, false);
+}
+
+/// Foyer only: chat users sending through the gateway (the baseline has no chat).
+async fn chat(port: u16, quick: bool) -> (f64, u64) {
+    let users = 50;
+    let per = if quick { 4 } else { 10 };
+    let room = format!("chat:bench-{}", now_us() % 1_000_000);
+    let mut socks = Vec::new();
+    for u in 0..users {
+        let t = token(&format!("u{u}"), &[room.as_str()], &[room.as_str()]);
+        socks.push(open(port, &format!("/ws/chat/{}", room.split_once(':').map_or("", |x| x.1)), &t).await.expect("chat socket"));
+    }
+    let expect = (users * per) as u64;
+    let started = Instant::now();
+    let received = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for (u, ws) in socks.into_iter().enumerate() {
+        let received = received.clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut tx, mut rx) = ws.split();
+            let sender = tokio::spawn(async move {
+                for i in 0..per {
+                    let _ = tx.send(Message::text(json!({"type": "send", "id": format!("{u}-{i}"), "text": "hello"}).to_string())).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                tx
+            });
+            let mut got = 0;
+            while let Ok(Some(Ok(Message::Text(t)))) = tokio::time::timeout(Duration::from_secs(10), rx.next()).await {
+                if t.contains("\"chat.message\"") {
+                    got += 1;
+                    if got >= expect {
+                        break;
+                    }
+                }
+            }
+            received.fetch_add(got, Ordering::Relaxed);
+            let _ = sender.await;
+        }));
+    }
+    futures_util::future::join_all(tasks).await;
+    let total = received.load(Ordering::Relaxed);
+    (total as f64 / started.elapsed().as_secs_f64(), expect * users as u64 - total)
+}
+
+fn token_microbench() -> Vec<(&'static str, f64)> {
+    use foyer::protocol::token::{verify, Expectations, KeySet};
+    let keys = [(SigningKey::hs256(1), "hs"), (SigningKey::eddsa(2), "ed"), (SigningKey::es256(3), "es")];
+    let set = KeySet::from_jwks(&jwks(&keys.iter().map(|(k, kid)| (k, Some(*kid))).collect::<Vec<_>>())).expect("keys");
+    let expect = Expectations { issuer: ISSUER.into(), audience: "foyer".into(), max_lifetime: 900 };
+    let now = (now_us() / 1_000_000) as i64;
+    keys.iter()
+        .map(|(k, kid)| {
+            let t = k.mint(Some(kid), &json!({"sub": "u", "iss": ISSUER, "aud": "foyer", "iat": now, "exp": now + 600, "channels": ["orders:v"]}));
+            for _ in 0..200 {
+                assert!(verify(&t, &set, &expect, now).is_ok());
+            }
+            let n = 3000;
+            let start = Instant::now();
+            for _ in 0..n {
+                std::hint::black_box(verify(std::hint::black_box(&t), &set, &expect, now).is_ok());
+            }
+            (k.alg(), start.elapsed().as_secs_f64() * 1e6 / n as f64)
+        })
+        .collect()
+}
+
+#[tokio::main]
+async fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    println!("Foyer benchmark ({}), same machine, same load generator, wrangler dev", if quick { "quick" } else { "full" });
+
+    let mut results: HashMap<&str, Figures> = HashMap::new();
+    let mut chat_figures = (0.0, 0);
+    // Alternate: Foyer, baseline; each on a fresh gateway.
+    for (name, config) in [("foyer", None), ("baseline", Some("bench/baseline/wrangler.toml"))] {
+        let g = Gateway::start(name, config);
+        let mut f = Figures::default();
+        run(&g, quick, &mut f).await;
+        if name == "foyer" {
+            chat_figures = chat(g.port, quick).await;
+        }
+        results.insert(name, f);
+    }
+    let (foyer, base) = (&results["foyer"], &results["baseline"]);
+    println!("\n{:<48} {:>12} {:>12} {:>8}", "figure", "foyer", "baseline", "ratio");
+    for (name, v, _) in &foyer.0 {
+        let b = base.get(name);
+        println!("{name:<48} {v:>12.2} {b:>12.2} {:>8.2}", v / b);
+    }
+    println!("{:<48} {:>12.0} {:>12} {:>8}", "chat messages delivered/s (50 users)", chat_figures.0, "n/a", "");
+    println!("{:<48} {:>12} {:>12} {:>8}", "chat messages lost", chat_figures.1, "n/a", "");
+
+    let micro = token_microbench();
+    for (alg, us) in &micro {
+        println!("token verify {alg:<6} (host, µs/op)                  {us:>12.2}");
+    }
+    let wasm = root().join("build/index_bg.wasm");
+    let gz = Command::new("sh").arg("-c").arg(format!("gzip -9 -c '{}' | wc -c", wasm.display())).output().ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<f64>().ok()).unwrap_or(f64::NAN) / 1024.0;
+    println!("gzipped wasm KiB                                 {gz:>12.1}");
+
+    let steady_p99 = foyer.0.iter().find(|(n, ..)| n.starts_with("steady p99")).map(|x| x.0.clone()).unwrap_or_default();
+    let verdicts = [
+        ("fan-out deliveries/s >= 1.0x baseline", foyer.get("fan-out deliveries/s (200 sockets, saturated)") >= base.get("fan-out deliveries/s (200 sockets, saturated)")),
+        ("steady p99 <= baseline and <= 50 ms", foyer.get(&steady_p99) <= base.get(&steady_p99).max(0.0) && foyer.get(&steady_p99) <= 50.0),
+        ("connect p99 <= baseline", foyer.get("connect p99 ms (50 concurrent)") <= base.get("connect p99 ms (50 concurrent)")),
+        ("zero lost or duplicated events", foyer.get("lost events") == 0.0 && foyer.get("duplicated events") == 0.0 && chat_figures.1 == 0),
+        ("token verification <= 50 µs", micro.iter().all(|(_, us)| *us <= 50.0)),
+        ("gzipped wasm <= 400 KiB", gz <= 400.0),
+    ];
+    println!("\nbudgets");
+    for (name, ok) in verdicts {
+        println!("  {} {name}", if ok { "PASS" } else { "MISS" });
+    }
+}
