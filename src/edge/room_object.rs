@@ -85,6 +85,10 @@ pub struct RoomObject {
     state: State,
     env: Env,
     store: RefCell<Option<SqlStore>>,
+    /// When the alarm is known to be set for (ms), so hot paths skip storage round trips.
+    alarm_at: std::cell::Cell<Option<i64>>,
+    /// The channel name is already in storage.
+    channel_saved: std::cell::Cell<bool>,
 }
 
 impl RoomObject {
@@ -93,7 +97,7 @@ impl RoomObject {
         if let Ok(pair) = WebSocketRequestResponsePair::new(PING, PONG) {
             state.set_websocket_auto_response(&pair);
         }
-        RoomObject { state, env, store: RefCell::new(None) }
+        RoomObject { state, env, store: RefCell::new(None), alarm_at: Default::default(), channel_saved: Default::default() }
     }
 
     /// Runs `f` with the room engine for `channel` over this object's storage.
@@ -117,7 +121,11 @@ impl RoomObject {
     }
 
     fn remember_channel(&self, channel: &Channel) -> Result<()> {
-        self.with_room(channel, |room| room.store.set_channel(&channel.to_string()))
+        if !self.channel_saved.get() {
+            self.with_room(channel, |room| room.store.set_channel(&channel.to_string()))?;
+            self.channel_saved.set(true);
+        }
+        Ok(())
     }
 
     /// Open sockets with their attachments, without those the server is already closing.
@@ -157,7 +165,7 @@ impl RoomObject {
                         duplicate: p.duplicate,
                     })
                     .collect();
-                self.schedule_alarm().await?;
+                self.alarm_by(runtime::now_ms() + room::PRUNE_INTERVAL_MS).await?;
                 Response::from_json(&PublishReply { results })
             }
             "/revoke" => {
@@ -203,7 +211,8 @@ impl RoomObject {
         } else if ticket.outdated {
             self.close_socket(&socket, close::OUTDATED_BUILD, "client build is outdated");
         }
-        self.schedule_alarm().await?;
+        // The alarm must fire by this token's expiry.
+        self.alarm_by(ticket.member.exp.saturating_mul(1000)).await?;
 
         let mut response = Response::from_websocket(pair.client)?;
         if ticket.subprotocol {
@@ -264,10 +273,9 @@ impl RoomObject {
         let mut schedule = false;
         for effect in effects {
             match effect {
-                Effect::Save => {
-                    ws.serialize_attachment(&attachment)?;
-                    schedule = true; // A refresh may move the expiry alarm.
-                }
+                // A refresh only moves an expiry later: the alarm set for the old one
+                // fires, finds nothing expired, and sets the next deadline.
+                Effect::Save => ws.serialize_attachment(&attachment)?,
                 Effect::Reply(frame) => {
                     let _ = ws.send_with_str(&frame);
                 }
@@ -289,7 +297,7 @@ impl RoomObject {
             }
         }
         if schedule {
-            self.schedule_alarm().await?;
+            self.alarm_by(now_ms).await?;
         }
         Ok(())
     }
@@ -302,6 +310,7 @@ impl RoomObject {
 
     /// The one timer of a room: closes sockets whose token expired and prunes history.
     async fn alarm(&self) -> Result<Response> {
+        self.alarm_at.set(None);
         let now_ms = runtime::now_ms();
         for (ws, _) in self.sockets().into_iter().filter(|(_, m)| m.exp <= now_ms / 1000) {
             self.close_socket(&ws, close::UNAUTHENTICATED, "token expired");
@@ -369,9 +378,33 @@ impl RoomObject {
                 if current.is_none_or(|c| c > at || c < now) {
                     // An integer here is an offset from now, not a timestamp.
                     storage.set_alarm(at.saturating_sub(now).max(1)).await?;
+                    self.alarm_at.set(Some(at));
+                } else {
+                    self.alarm_at.set(current);
                 }
             }
-            None => storage.delete_alarm().await?,
+            None => {
+                storage.delete_alarm().await?;
+                self.alarm_at.set(None);
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes sure the alarm fires no later than `at` (ms), touching storage only when the
+    /// known alarm is later, already past, or unknown (a freshly woken instance).
+    async fn alarm_by(&self, at: i64) -> Result<()> {
+        let now = runtime::now_ms();
+        if self.alarm_at.get().is_some_and(|c| c <= at && c > now) {
+            return Ok(());
+        }
+        let storage = self.state.storage();
+        let current = storage.get_alarm().await?;
+        if current.is_some_and(|c| c <= at && c > now) {
+            self.alarm_at.set(current);
+        } else {
+            storage.set_alarm(at.saturating_sub(now).max(1)).await?;
+            self.alarm_at.set(Some(at));
         }
         Ok(())
     }
@@ -389,9 +422,19 @@ async fn post_webhook(url: &str, secret: &[u8], body: &str) -> Result<u16> {
     Ok(response.status_code())
 }
 
-/// Sends one frame to every socket; returns how many took it.
+/// Sends one frame to every socket; returns how many took it. The frame crosses from wasm
+/// to JavaScript once: every socket's `send` gets the same JS string (a `&str` per socket
+/// would be copied and decoded again for each).
 fn broadcast(sockets: &[WebSocket], frame: &str) -> u32 {
-    sockets.iter().filter(|ws| ws.send_with_str(frame).is_ok()).count() as u32
+    use worker::js_sys::{Function, Reflect};
+    use worker::wasm_bindgen::{JsCast, JsValue};
+    let Some(first) = sockets.first() else { return 0 };
+    let text = JsValue::from_str(frame);
+    let send = Reflect::get(first.as_ref(), &JsValue::from_str("send")).ok().and_then(|f| f.dyn_into::<Function>().ok());
+    match send {
+        Some(send) => sockets.iter().filter(|ws| send.call1(ws.as_ref().as_ref(), &text).is_ok()).count() as u32,
+        None => sockets.iter().filter(|ws| ws.send_with_str(frame).is_ok()).count() as u32,
+    }
 }
 
 /// Declares a Durable Object class for a kind. The classes differ only in name: the kind's
