@@ -411,6 +411,12 @@ fn token_microbench() -> Vec<(&'static str, f64)> {
 #[tokio::main]
 async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    if std::env::args().any(|a| a == "--micro") {
+        for (alg, us) in token_microbench() {
+            println!("token verify {alg:<6} (host, µs/op) {us:>8.2}");
+        }
+        return;
+    }
     println!("Foyer benchmark ({}), same machine, same load generator, wrangler dev", if quick { "quick" } else { "full" });
 
     let mut results: HashMap<&str, Figures> = HashMap::new();

@@ -1,12 +1,13 @@
 //! Verification of the backend's short-lived tokens (compact JWS), per PROTOCOL.md "Tokens".
 //!
-//! `jsonwebtoken` does the signature math; everything around it is checked here first and
-//! strictly, because its own decoding is more lenient than the contract (it would accept
-//! unknown header parameters, lenient claim types and a header-chosen algorithm).
+//! The three algorithms call their primitives directly (`hmac`, `ed25519-dalek`, `p256`):
+//! everything around the math is checked here strictly anyway, and linking a JWT library
+//! would bring RSA and P-384 into the wasm for algorithms the contract never accepts.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use jsonwebtoken::{Algorithm, DecodingKey};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 use serde_json::{Map, Value};
 
 use super::channel::Grants;
@@ -25,8 +26,37 @@ const FORBIDDEN_HEADER_PARAMS: [&str; 5] = ["jku", "jwk", "x5u", "x5c", "crit"];
 /// One verification key from the configured JWKS. Its algorithm is pinned by configuration.
 struct Key {
     kid: Option<String>,
-    alg: Algorithm,
-    key: DecodingKey,
+    key: Verifier,
+}
+
+/// A key ready to verify: parsed (and for HMAC, keyed) once, when the configuration loads.
+enum Verifier {
+    Hs256(Hmac<Sha256>),
+    EdDsa(ed25519_dalek::VerifyingKey),
+    Es256(p256::ecdsa::VerifyingKey),
+}
+
+impl Verifier {
+    fn alg(&self) -> &'static str {
+        match self {
+            Verifier::Hs256(_) => "HS256",
+            Verifier::EdDsa(_) => "EdDSA",
+            Verifier::Es256(_) => "ES256",
+        }
+    }
+
+    /// Checks a JWS signature (raw bytes, per RFC 7518/8037) over the signing input.
+    fn verify(&self, signed: &[u8], signature: &[u8]) -> bool {
+        match self {
+            // Constant-time comparison inside `verify_slice`.
+            Verifier::Hs256(mac) => mac.clone().chain_update(signed).verify_slice(signature).is_ok(),
+            Verifier::EdDsa(key) => ed25519_dalek::Signature::from_slice(signature)
+                .is_ok_and(|sig| key.verify_strict(signed, &sig).is_ok()),
+            // JWS carries r || s, 32 bytes each (not DER).
+            Verifier::Es256(key) => p256::ecdsa::Signature::from_slice(signature)
+                .is_ok_and(|sig| p256::ecdsa::signature::Verifier::verify(key, signed, &sig).is_ok()),
+        }
+    }
 }
 
 /// The configured keys (`JWT_KEYS`, a JSON Web Key Set).
@@ -84,7 +114,8 @@ fn parse_jwk(jwk: &Value) -> Result<Key, String> {
         Some(_) => return Err("\"kid\" must be a non-empty string".into()),
     };
     let alg = field("alg").ok_or("\"alg\" is required")?;
-    let (alg, key) = match (field("kty"), alg) {
+    let b64 = |value: &str, what: &str| URL_SAFE_NO_PAD.decode(value).map_err(|_| format!("{what} is not base64url"));
+    let key = match (field("kty"), alg) {
         (Some("oct"), "HS256") => {
             let secret = URL_SAFE_NO_PAD
                 .decode(field("k").ok_or("oct key without \"k\"")?)
@@ -92,25 +123,22 @@ fn parse_jwk(jwk: &Value) -> Result<Key, String> {
             if secret.len() < MIN_HMAC_KEY_BYTES {
                 return Err(format!("HS256 key shorter than {MIN_HMAC_KEY_BYTES} bytes"));
             }
-            (Algorithm::HS256, DecodingKey::from_secret(&secret))
+            Verifier::Hs256(Hmac::new_from_slice(&secret).map_err(|_| "bad HS256 key")?)
         }
         (Some("OKP"), "EdDSA") if field("crv") == Some("Ed25519") => {
-            let x = field("x").ok_or("OKP key without \"x\"")?;
-            if URL_SAFE_NO_PAD.decode(x).map(|b| b.len()) != Ok(32) {
-                return Err("\"x\" is not a 32-byte Ed25519 public key".into());
-            }
-            let key = DecodingKey::from_ed_components(x).map_err(|_| "bad Ed25519 key")?;
-            (Algorithm::EdDSA, key)
+            let x = b64(field("x").ok_or("OKP key without \"x\"")?, "\"x\"")?;
+            let x: [u8; 32] = x.try_into().map_err(|_| "\"x\" is not a 32-byte Ed25519 public key")?;
+            Verifier::EdDsa(ed25519_dalek::VerifyingKey::from_bytes(&x).map_err(|_| "bad Ed25519 key")?)
         }
         (Some("EC"), "ES256") if field("crv") == Some("P-256") => {
             let (x, y) = (field("x").ok_or("EC key without \"x\"")?, field("y").ok_or("EC key without \"y\"")?);
-            for c in [x, y] {
-                if URL_SAFE_NO_PAD.decode(c).map(|b| b.len()) != Ok(32) {
-                    return Err("EC coordinates must be 32 bytes of base64url".into());
-                }
+            let (x, y) = (b64(x, "\"x\"")?, b64(y, "\"y\"")?);
+            if x.len() != 32 || y.len() != 32 {
+                return Err("EC coordinates must be 32 bytes of base64url".into());
             }
-            let key = DecodingKey::from_ec_components(x, y).map_err(|_| "bad P-256 key")?;
-            (Algorithm::ES256, key)
+            // SEC1 uncompressed point; parsing checks that it lies on the curve.
+            let point = [&[4u8][..], &x, &y].concat();
+            Verifier::Es256(p256::ecdsa::VerifyingKey::from_sec1_bytes(&point).map_err(|_| "bad P-256 key")?)
         }
         (kty, alg) => {
             return Err(format!(
@@ -119,7 +147,7 @@ fn parse_jwk(jwk: &Value) -> Result<Key, String> {
             ))
         }
     };
-    Ok(Key { kid, alg, key })
+    Ok(Key { kid, key })
 }
 
 /// What a token must satisfy besides its signature.
@@ -221,28 +249,18 @@ pub fn verify(token: &str, keys: &KeySet, expect: &Expectations, now: i64) -> Re
     };
     let key = keys.select(kid).ok_or(TokenError::UnknownKey)?;
     // The key pins the algorithm: `none`, another family or another hash never reaches crypto.
-    if alg != algorithm_name(key.alg) {
+    if alg != key.key.alg() {
         return Err(TokenError::AlgorithmMismatch);
     }
     if signature.is_empty() {
         return Err(TokenError::BadSignature);
     }
     let signed = &token[..h64.len() + 1 + p64.len()];
-    match jsonwebtoken::crypto::verify(s64, signed.as_bytes(), &key.key, key.alg) {
-        Ok(true) => {}
-        _ => return Err(TokenError::BadSignature),
+    if !key.key.verify(signed.as_bytes(), &signature) {
+        return Err(TokenError::BadSignature);
     }
 
     check_claims(&json_object(&payload, TokenError::BadClaims)?, expect, now)
-}
-
-fn algorithm_name(alg: Algorithm) -> &'static str {
-    match alg {
-        Algorithm::HS256 => "HS256",
-        Algorithm::EdDSA => "EdDSA",
-        Algorithm::ES256 => "ES256",
-        _ => "",
-    }
 }
 
 /// A time claim: a JSON number (fractions are truncated), never a string.
@@ -485,6 +503,25 @@ mod tests {
             bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
             let bad = String::from_utf8(bytes).unwrap();
             assert!(check(&keys, &bad).is_err(), "flip at {i}");
+        }
+    }
+
+    #[test]
+    fn signatures_of_the_wrong_shape_are_refused() {
+        // Truncated, extended, and (for ES256) DER instead of the JWS r || s form.
+        for key in [SigningKey::hs256(1), SigningKey::eddsa(2), SigningKey::es256(3)] {
+            let keys = one_key(&key);
+            let good = key.mint(None, &claims());
+            let (signed, sig) = good.rsplit_once('.').unwrap();
+            let raw = URL_SAFE_NO_PAD.decode(sig).unwrap();
+            let mut der = vec![0x30, 0x44, 0x02, 0x20];
+            der.extend_from_slice(&raw[..32.min(raw.len())]);
+            der.extend_from_slice(&[0x02, 0x20]);
+            der.extend_from_slice(&raw[32.min(raw.len())..]);
+            for bad in [&raw[..raw.len() - 1], &[&raw[..], &[0]].concat()[..], &der[..], &[0u8; 64][..]] {
+                let token = format!("{signed}.{}", URL_SAFE_NO_PAD.encode(bad));
+                assert_eq!(check(&keys, &token), Err(TokenError::BadSignature), "{}", key.alg());
+            }
         }
     }
 
