@@ -156,9 +156,9 @@ async fn publish_refusals_come_in_protocol_order() {
     assert_eq!((r.status, r.json()["error"].as_str()), (401, Some("unauthorized")));
     let other_path = foyer::protocol::signature::sign(PUBLISH_SECRET.as_bytes(), unix_now(), "/revoke", body.as_bytes());
     assert_eq!(gw.post("/publish", body.as_bytes(), &[json_ct, ("X-Foyer-Signature", &other_path)]).await.status, 401);
-    let stale = foyer::protocol::signature::sign(PUBLISH_SECRET.as_bytes(), unix_now() - 301, "/publish", body.as_bytes());
+    let stale = foyer::protocol::signature::sign(PUBLISH_SECRET.as_bytes(), unix_now() - 305, "/publish", body.as_bytes());
     assert_eq!(gw.post("/publish", body.as_bytes(), &[json_ct, ("X-Foyer-Signature", &stale)]).await.status, 401);
-    let future = foyer::protocol::signature::sign(PUBLISH_SECRET.as_bytes(), unix_now() + 301, "/publish", body.as_bytes());
+    let future = foyer::protocol::signature::sign(PUBLISH_SECRET.as_bytes(), unix_now() + 305, "/publish", body.as_bytes());
     assert_eq!(gw.post("/publish", body.as_bytes(), &[json_ct, ("X-Foyer-Signature", &future)]).await.status, 401);
     assert_eq!(gw.signed_post("/publish", b"{not json", PUBLISH_SECRET).await.status, 400, "body last");
     let no_event = json!({"id": "x", "channels": ["orders:v1"]}).to_string();

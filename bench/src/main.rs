@@ -35,7 +35,10 @@ fn key() -> SigningKey {
 
 fn token(sub: &str, channels: &[&str], publish: &[&str]) -> String {
     let now = (now_us() / 1_000_000) as i64;
-    key().mint(Some("k"), &json!({"sub": sub, "iss": ISSUER, "aud": "foyer", "iat": now, "exp": now + 900, "channels": channels, "publish": publish}))
+    key().mint(
+        Some("k"),
+        &json!({"sub": sub, "iss": ISSUER, "aud": "foyer", "iat": now, "exp": now + 900, "channels": channels, "publish": publish}),
+    )
 }
 
 fn free_port() -> u16 {
@@ -65,7 +68,13 @@ impl Gateway {
         if let Some(c) = config {
             cmd.args(["-c", c]);
         }
-        cmd.args(["--ip", "127.0.0.1", "--port", &port.to_string(), "--inspector-port", &free_port().to_string()])
+        // BENCH_PROFILE=foyer:9229 (or baseline:9229) puts that gateway's inspector on a known
+        // port, for a CPU profile (bench/profile.py).
+        let inspector = std::env::var("BENCH_PROFILE")
+            .ok()
+            .and_then(|v| v.strip_prefix(&format!("{name}:")).and_then(|p| p.parse().ok()))
+            .unwrap_or_else(free_port);
+        cmd.args(["--ip", "127.0.0.1", "--port", &port.to_string(), "--inspector-port", &inspector.to_string()])
             .arg("--persist-to")
             .arg(dir.join("state"))
             .arg("--env-file")
@@ -98,8 +107,12 @@ impl Gateway {
         let pgid = self.child.id().to_string();
         let (mut cpu, mut peak) = (0.0, 0.0);
         for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
-            let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r.to_string()) else { continue };
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r.to_string()) else {
+                continue;
+            };
             let f: Vec<&str> = rest.split(' ').collect();
             if f.get(2) != Some(&pgid.as_str()) || !stat.contains("(workerd)") {
                 continue;
@@ -246,95 +259,110 @@ async fn receive(sockets: Vec<Ws>, expect: u64, quiet: Duration) -> Received {
     r
 }
 
-async fn run(g: &Gateway, quick: bool, f: &mut Figures) {
+async fn run(g: &Gateway, quick: bool, only: Option<&str>, f: &mut Figures) {
     let port = g.port;
     let tag = format!("{}{}", g.name, now_us() % 1_000_000);
+    let want = |scenario: &str| only.is_none_or(|o| o == scenario);
+    let (mut lost, mut dup) = (0, 0);
 
     // Saturated fan-out: 200 sockets, events published back to back in batches.
-    let (sockets_n, batches) = (200usize, if quick { 10 } else { 40 });
-    let ch = format!("orders:sat-{tag}");
-    let sockets = clients(port, &ch, sockets_n).await;
-    let total = (batches * 25) as u64;
-    let (cpu0, _) = g.usage();
-    let started = Instant::now();
-    let rx = tokio::spawn(receive(sockets, total, Duration::from_secs(20)));
-    for b in 0..batches {
-        let msgs: Vec<Value> = (0..25).map(|i| json!({"id": format!("s{b}-{i}"), "channels": [&ch], "event": "x", "data": {"sent_us": now_us()}})).collect();
-        publish(port, &json!({"messages": msgs})).await;
+    if want("fanout") {
+        let (sockets_n, batches) = (200usize, if quick { 10 } else { 40 });
+        let ch = format!("orders:sat-{tag}");
+        let sockets = clients(port, &ch, sockets_n).await;
+        let total = (batches * 25) as u64;
+        let (cpu0, _) = g.usage();
+        let started = Instant::now();
+        let rx = tokio::spawn(receive(sockets, total, Duration::from_secs(20)));
+        for b in 0..batches {
+            let msgs: Vec<Value> = (0..25)
+                .map(|i| json!({"id": format!("s{b}-{i}"), "channels": [&ch], "event": "x", "data": {"sent_us": now_us()}}))
+                .collect();
+            publish(port, &json!({"messages": msgs})).await;
+        }
+        let r = rx.await.expect("rx");
+        let secs = started.elapsed().as_secs_f64();
+        f.add("fan-out deliveries/s (200 sockets, saturated)", r.count as f64 / secs, true);
+        f.add("fan-out server CPU s per 10k deliveries", (g.usage().0 - cpu0) / (r.count.max(1) as f64) * 10_000.0, false);
+        lost += r.lost;
+        dup += r.dup;
     }
-    let r = rx.await.expect("rx");
-    let secs = started.elapsed().as_secs_f64();
-    f.add("fan-out deliveries/s (200 sockets, saturated)", r.count as f64 / secs, true);
-    f.add("fan-out server CPU s per 10k deliveries", (g.usage().0 - cpu0) / (r.count.max(1) as f64) * 10_000.0, false);
-    let mut lost = r.lost;
-    let mut dup = r.dup;
 
     // Steady fan-out: many sockets, 10 events/s, latency publish → delivery.
-    let (n, events) = if quick { (200, 30) } else { (1000, 100) };
-    let ch = format!("orders:steady-{tag}");
-    let sockets = clients(port, &ch, n).await;
-    let rx = tokio::spawn(receive(sockets, events, Duration::from_secs(20)));
-    for i in 0..events {
-        publish(port, &json!({"id": format!("e{i}"), "channels": [&ch], "event": "x", "data": {"sent_us": now_us()}})).await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    if want("steady") {
+        let (n, events) = if quick { (200, 30) } else { (1000, 100) };
+        let ch = format!("orders:steady-{tag}");
+        let sockets = clients(port, &ch, n).await;
+        let rx = tokio::spawn(receive(sockets, events, Duration::from_secs(20)));
+        for i in 0..events {
+            publish(port, &json!({"id": format!("e{i}"), "channels": [&ch], "event": "x", "data": {"sent_us": now_us()}})).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let r = rx.await.expect("rx");
+        f.add(&format!("steady p50 ms ({n} sockets, 10 ev/s)"), pct(&r.latencies, 0.5), false);
+        f.add(&format!("steady p99 ms ({n} sockets, 10 ev/s)"), pct(&r.latencies, 0.99), false);
+        f.add(&format!("steady max ms ({n} sockets, 10 ev/s)"), pct(&r.latencies, 1.0), false);
+        lost += r.lost;
+        dup += r.dup;
     }
-    let r = rx.await.expect("rx");
-    f.add(&format!("steady p50 ms ({n} sockets, 10 ev/s)"), pct(&r.latencies, 0.5), false);
-    f.add(&format!("steady p99 ms ({n} sockets, 10 ev/s)"), pct(&r.latencies, 0.99), false);
-    f.add(&format!("steady max ms ({n} sockets, 10 ev/s)"), pct(&r.latencies, 1.0), false);
-    lost += r.lost;
-    dup += r.dup;
 
     // Rooms: many payment channels, one socket each, one batch to all of them.
-    let rooms = if quick { 100 } else { 1000 };
-    let mut all = Vec::new();
-    for i in 0..rooms {
-        all.push(format!("payment:{tag}-{i}"));
+    if want("rooms") {
+        let rooms = if quick { 100 } else { 1000 };
+        let mut all = Vec::new();
+        for i in 0..rooms {
+            all.push(format!("payment:{tag}-{i}"));
+        }
+        let mut sockets = Vec::new();
+        for chunk in all.chunks(50) {
+            let opens = chunk.iter().map(|c| {
+                let (_, key) = c.split_once(':').expect("c");
+                let t = token("cust", &[c.as_str()], &[]);
+                async move { open(port, &format!("/ws/payment/{key}"), &t).await }
+            });
+            sockets.extend(futures_util::future::join_all(opens).await.into_iter().map(|w| w.expect("socket")));
+        }
+        let rx = tokio::spawn(receive(sockets, 1, Duration::from_secs(30)));
+        for chunk in all.chunks(100) {
+            let msgs: Vec<Value> = chunk
+                .iter()
+                .map(|c| json!({"id": format!("p-{c}"), "channels": [c], "event": "payment.paid", "data": {"sent_us": now_us()}}))
+                .collect();
+            publish(port, &json!({"messages": msgs})).await;
+        }
+        let r = rx.await.expect("rx");
+        f.add(&format!("rooms p99 ms ({rooms} payment channels)"), pct(&r.latencies, 0.99), false);
+        lost += r.lost;
+        dup += r.dup;
     }
-    let mut sockets = Vec::new();
-    for chunk in all.chunks(50) {
-        let opens = chunk.iter().map(|c| {
-            let (_, key) = c.split_once(':').expect("c");
-            let t = token("cust", &[c.as_str()], &[]);
-            async move { open(port, &format!("/ws/payment/{key}"), &t).await }
-        });
-        sockets.extend(futures_util::future::join_all(opens).await.into_iter().map(|w| w.expect("socket")));
-    }
-    let rx = tokio::spawn(receive(sockets, 1, Duration::from_secs(30)));
-    for chunk in all.chunks(100) {
-        let msgs: Vec<Value> = chunk.iter().map(|c| json!({"id": format!("p-{c}"), "channels": [c], "event": "payment.paid", "data": {"sent_us": now_us()}})).collect();
-        publish(port, &json!({"messages": msgs})).await;
-    }
-    let r = rx.await.expect("rx");
-    f.add(&format!("rooms p99 ms ({rooms} payment channels)"), pct(&r.latencies, 0.99), false);
-    lost += r.lost;
-    dup += r.dup;
 
     // Connect storm: sockets 50 at a time, time to welcome; the same with bad tokens.
-    let storm = if quick { 100 } else { 500 };
-    for (label, good) in [("connect p99 ms (50 concurrent)", true), ("bad-token close p99 ms (50 concurrent)", false)] {
-        let ch = format!("orders:storm-{tag}-{good}");
-        let t = if good { token("s", &[ch.as_str()], &[]) } else { "bad.token.here".to_string() };
-        let mut times = Vec::new();
-        let mut keep = Vec::new();
-        for _ in 0..storm / 50 {
-            let batch = (0..50).map(|_| {
-                let (t, ch) = (t.clone(), ch.clone());
-                async move {
-                    let start = Instant::now();
-                    let r = open(port, &format!("/ws/orders/{}", ch.split_once(':').map_or("", |x| x.1)), &t).await;
-                    (start.elapsed().as_secs_f64() * 1000.0, r)
-                }
-            });
-            for (ms, r) in futures_util::future::join_all(batch).await {
-                times.push(ms);
-                if let Ok(ws) = r {
-                    keep.push(ws);
+    if want("connect") {
+        let storm = if quick { 100 } else { 500 };
+        for (label, good) in [("connect p99 ms (50 concurrent)", true), ("bad-token close p99 ms (50 concurrent)", false)] {
+            let ch = format!("orders:storm-{tag}-{good}");
+            let t = if good { token("s", &[ch.as_str()], &[]) } else { "bad.token.here".to_string() };
+            let mut times = Vec::new();
+            let mut keep = Vec::new();
+            for _ in 0..storm / 50 {
+                let batch = (0..50).map(|_| {
+                    let (t, ch) = (t.clone(), ch.clone());
+                    async move {
+                        let start = Instant::now();
+                        let r = open(port, &format!("/ws/orders/{}", ch.split_once(':').map_or("", |x| x.1)), &t).await;
+                        (start.elapsed().as_secs_f64() * 1000.0, r)
+                    }
+                });
+                for (ms, r) in futures_util::future::join_all(batch).await {
+                    times.push(ms);
+                    if let Ok(ws) = r {
+                        keep.push(ws);
+                    }
                 }
             }
+            times.sort_by(|a, b| a.total_cmp(b));
+            f.add(label, pct(&times, 0.99), false);
         }
-        times.sort_by(|a, b| a.total_cmp(b));
-        f.add(label, pct(&times, 0.99), false);
     }
     f.add("lost events", lost as f64, false);
     f.add("duplicated events", dup as f64, false);
@@ -394,7 +422,10 @@ fn token_microbench() -> Vec<(&'static str, f64)> {
     let now = (now_us() / 1_000_000) as i64;
     keys.iter()
         .map(|(k, kid)| {
-            let t = k.mint(Some(kid), &json!({"sub": "u", "iss": ISSUER, "aud": "foyer", "iat": now, "exp": now + 600, "channels": ["orders:v"]}));
+            let t = k.mint(
+                Some(kid),
+                &json!({"sub": "u", "iss": ISSUER, "aud": "foyer", "iat": now, "exp": now + 600, "channels": ["orders:v"]}),
+            );
             for _ in 0..200 {
                 assert!(verify(&t, &set, &expect, now).is_ok());
             }
@@ -411,6 +442,8 @@ fn token_microbench() -> Vec<(&'static str, f64)> {
 #[tokio::main]
 async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    // --only=fanout|steady|rooms|connect|chat: one scenario (for profiling).
+    let only = std::env::args().find_map(|a| a.strip_prefix("--only=").map(str::to_owned));
     if std::env::args().any(|a| a == "--micro") {
         for (alg, us) in token_microbench() {
             println!("token verify {alg:<6} (host, µs/op) {us:>8.2}");
@@ -425,8 +458,8 @@ async fn main() {
     for (name, config) in [("foyer", None), ("baseline", Some("bench/baseline/wrangler.toml"))] {
         let g = Gateway::start(name, config);
         let mut f = Figures::default();
-        run(&g, quick, &mut f).await;
-        if name == "foyer" {
+        run(&g, quick, only.as_deref(), &mut f).await;
+        if name == "foyer" && only.as_deref().is_none_or(|o| o == "chat") {
             chat_figures = chat(g.port, quick).await;
         }
         results.insert(name, f);
@@ -445,13 +478,22 @@ async fn main() {
         println!("token verify {alg:<6} (host, µs/op)                  {us:>12.2}");
     }
     let wasm = root().join("build/index_bg.wasm");
-    let gz = Command::new("sh").arg("-c").arg(format!("gzip -9 -c '{}' | wc -c", wasm.display())).output().ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<f64>().ok()).unwrap_or(f64::NAN) / 1024.0;
+    let gz = Command::new("sh")
+        .arg("-c")
+        .arg(format!("gzip -9 -c '{}' | wc -c", wasm.display()))
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<f64>().ok())
+        .unwrap_or(f64::NAN)
+        / 1024.0;
     println!("gzipped wasm KiB                                 {gz:>12.1}");
 
     let steady_p99 = foyer.0.iter().find(|(n, ..)| n.starts_with("steady p99")).map(|x| x.0.clone()).unwrap_or_default();
     let verdicts = [
-        ("fan-out deliveries/s >= 1.0x baseline", foyer.get("fan-out deliveries/s (200 sockets, saturated)") >= base.get("fan-out deliveries/s (200 sockets, saturated)")),
+        (
+            "fan-out deliveries/s >= 1.0x baseline",
+            foyer.get("fan-out deliveries/s (200 sockets, saturated)") >= base.get("fan-out deliveries/s (200 sockets, saturated)"),
+        ),
         ("steady p99 <= baseline and <= 50 ms", foyer.get(&steady_p99) <= base.get(&steady_p99).max(0.0) && foyer.get(&steady_p99) <= 50.0),
         ("connect p99 <= baseline", foyer.get("connect p99 ms (50 concurrent)") <= base.get("connect p99 ms (50 concurrent)")),
         ("zero lost or duplicated events", foyer.get("lost events") == 0.0 && foyer.get("duplicated events") == 0.0 && chat_figures.1 == 0),

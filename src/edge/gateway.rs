@@ -6,10 +6,11 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use futures::future::join_all;
 use serde::Serialize;
-use worker::{event, Context, Env, Headers, Method, ObjectNamespace, Request, RequestInit, Response, Result, WebSocketPair};
+use worker::{event, Context, Env, Method, ObjectNamespace, Request, Response, Result, WebSocketPair};
 
 use super::principal::{JoinAnswer, JoinQuery, RevokeOrder, RevokeTargets};
 use super::room_object::{PublishReply, PublishRequest, RevokeReply, RevokeRequest, Ticket, TICKET_HEADER};
+use super::js;
 use super::runtime::{self, config, json_error, BUILD_ID};
 use crate::protocol::channel::{Channel, Kind};
 use crate::protocol::handshake::{self, AuthFailures, ConnectRequest, Verdict, SUBPROTOCOL};
@@ -72,7 +73,7 @@ async fn connect(req: Request, env: &Env) -> Result<Response> {
         Verdict::Admit(admitted) => {
             // The user's object records the join and knows any revocation that applies.
             let principal = env.durable_object("PRINCIPAL")?.id_from_name(&admitted.claims.sub)?.get_stub()?;
-            let answer: JoinAnswer = call(&principal, "/join", &JoinQuery { channel: admitted.channel.to_string(), now }).await?;
+            let answer: JoinAnswer = call(principal, "/join", &JoinQuery { channel: admitted.channel.to_string(), now }).await?;
             if is_revoked(admitted.claims.iat, answer.revoked_at) {
                 return accept_and_close(close::UNAUTHENTICATED, "token revoked", admitted.offered_subprotocol);
             }
@@ -86,14 +87,10 @@ async fn connect(req: Request, env: &Env) -> Result<Response> {
                 outdated,
                 subprotocol: admitted.offered_subprotocol,
             };
-            let headers = Headers::new();
-            headers.set("Upgrade", "websocket")?;
             // Base64url: header values must be Latin-1, and names may be any Unicode.
-            headers.set(TICKET_HEADER, &URL_SAFE_NO_PAD.encode(serde_json::to_vec(&ticket)?))?;
-            let mut init = RequestInit::new();
-            init.with_headers(headers);
+            let ticket_header = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&ticket)?);
             let stub = namespace(env, admitted.channel.kind())?.id_from_name(&ticket.channel)?.get_stub()?;
-            stub.fetch_with_request(Request::new_with_init("https://room/connect", &init)?).await
+            js::connect_room(stub, TICKET_HEADER, &ticket_header).await
         }
     }
 }
@@ -103,15 +100,10 @@ thread_local! {
 }
 
 /// A JSON request to a Durable Object, answered with JSON.
-async fn call<B: Serialize, T: serde::de::DeserializeOwned>(stub: &worker::Stub, path: &str, body: &B) -> Result<T> {
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post).with_body(Some(serde_json::to_string(body)?.into()));
-    let mut response = stub.fetch_with_request(Request::new_with_init(&format!("https://object{path}"), &init)?).await?;
-    if response.status_code() != 200 {
-        return Err(worker::Error::from(format!("object answered {} on {path}", response.status_code())));
-    }
+async fn call<B: Serialize, T: serde::de::DeserializeOwned>(stub: worker::Stub, path: &str, body: &B) -> Result<T> {
+    let text = js::call_object(stub, path, &serde_json::to_string(body)?).await?;
     // serde_json, not `.json()`: event data stays raw JSON text end to end.
-    Ok(serde_json::from_str(&response.text().await?)?)
+    Ok(serde_json::from_str(&text)?)
 }
 
 /// Accepts the socket and closes it at once: a browser sees close codes, never HTTP statuses.
@@ -159,7 +151,7 @@ async fn publish(mut req: Request, env: &Env) -> Result<Response> {
             events: events.iter().map(|(_, d)| d.clone()).collect(),
         };
         let stub = namespace(env, channel.kind())?.id_from_name(&request.channel)?.get_stub()?;
-        let reply: PublishReply = call(&stub, "/publish", &request).await?;
+        let reply: PublishReply = call(stub, "/publish", &request).await?;
         Ok::<_, worker::Error>((channel, reply))
     });
     let replies = join_all(calls).await;
@@ -209,12 +201,12 @@ async fn revoke(mut req: Request, env: &Env) -> Result<Response> {
     let now = runtime::now_secs();
     let principal = env.durable_object("PRINCIPAL")?.id_from_name(&order.sub)?.get_stub()?;
     let channels = order.channels.map(|list| list.iter().map(Channel::to_string).collect());
-    let targets: RevokeTargets = call(&principal, "/revoke", &RevokeOrder { channels, now }).await?;
+    let targets: RevokeTargets = call(principal, "/revoke", &RevokeOrder { channels, now }).await?;
     let calls = targets.channels.iter().filter_map(|name| Channel::parse(name).ok()).map(|channel| {
         let request = RevokeRequest { sub: order.sub.clone(), revoked_at: now };
         async move {
             let stub = namespace(env, channel.kind())?.id_from_name(&channel.to_string())?.get_stub()?;
-            call::<_, RevokeReply>(&stub, "/revoke", &request).await
+            call::<_, RevokeReply>(stub, "/revoke", &request).await
         }
     });
     let mut closed = 0;

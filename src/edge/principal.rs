@@ -5,6 +5,9 @@
 //! refused request never creates one): "record this channel, and tell me the revocation
 //! time that applies to it".
 
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+
 use serde::{Deserialize, Serialize};
 use worker::{durable_object, wasm_bindgen, DurableObject, Env, Request, Response, Result, SqlStorage, State};
 
@@ -40,8 +43,9 @@ pub struct RevokeTargets {
 }
 
 #[derive(Deserialize)]
-struct Row {
-    value: f64,
+struct Revocation {
+    scope: String,
+    at: f64,
 }
 
 #[derive(Deserialize)]
@@ -52,6 +56,23 @@ struct Name {
 #[durable_object]
 pub struct Principal {
     sql: SqlStorage,
+    /// Channels known to be recorded: a reconnect (the common case) writes nothing.
+    joined: RefCell<HashSet<String>>,
+    /// The `revoked` table, read once per instance and kept in step with every write.
+    revoked: RefCell<Option<HashMap<String, i64>>>,
+}
+
+impl Principal {
+    /// The revocation time that applies to `channel`: its own or the all-channels one.
+    fn revoked_at(&self, channel: &str) -> Result<Option<i64>> {
+        let mut cache = self.revoked.borrow_mut();
+        if cache.is_none() {
+            let rows: Vec<Revocation> = self.sql.exec("SELECT scope, at FROM revoked", None)?.to_array()?;
+            *cache = Some(rows.into_iter().map(|r| (r.scope, r.at as i64)).collect());
+        }
+        let revoked = cache.as_ref().map(|map| [ALL, channel].iter().filter_map(|s| map.get(*s).copied()).max());
+        Ok(revoked.flatten())
+    }
 }
 
 impl DurableObject for Principal {
@@ -60,23 +81,21 @@ impl DurableObject for Principal {
         if let Err(e) = sql.exec(SCHEMA, None) {
             worker::console_error!("principal schema: {e}");
         }
-        Principal { sql }
+        Principal { sql, joined: RefCell::default(), revoked: RefCell::default() }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
         match req.path().as_str() {
             "/join" => {
                 let q: JoinQuery = serde_json::from_str(&req.text().await?)?;
-                self.sql.exec(
-                    "INSERT INTO joined (channel, at) VALUES (?, ?) ON CONFLICT (channel) DO UPDATE SET at = excluded.at",
-                    vec![q.channel.as_str().into(), q.now.into()],
-                )?;
-                let rows: Vec<Row> = self
-                    .sql
-                    .exec("SELECT MAX(at) AS value FROM revoked WHERE scope IN (?, ?)", vec![ALL.into(), q.channel.as_str().into()])?
-                    .to_array()
-                    .unwrap_or_default();
-                Response::from_json(&JoinAnswer { revoked_at: rows.first().map(|r| r.value as i64) })
+                if !self.joined.borrow().contains(&q.channel) {
+                    self.sql.exec(
+                        "INSERT INTO joined (channel, at) VALUES (?, ?) ON CONFLICT (channel) DO UPDATE SET at = excluded.at",
+                        vec![q.channel.as_str().into(), q.now.into()],
+                    )?;
+                    self.joined.borrow_mut().insert(q.channel.clone());
+                }
+                Response::from_json(&JoinAnswer { revoked_at: self.revoked_at(&q.channel)? })
             }
             "/revoke" => {
                 let order: RevokeOrder = serde_json::from_str(&req.text().await?)?;
@@ -86,6 +105,9 @@ impl DurableObject for Principal {
                         "INSERT INTO revoked (scope, at) VALUES (?, ?) ON CONFLICT (scope) DO UPDATE SET at = excluded.at",
                         vec![scope.as_str().into(), order.now.into()],
                     )?;
+                    if let Some(map) = self.revoked.borrow_mut().as_mut() {
+                        map.insert(scope.clone(), order.now);
+                    }
                 }
                 let channels = match order.channels {
                     Some(channels) => channels,

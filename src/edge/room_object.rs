@@ -16,6 +16,7 @@ use worker::{
     State, WebSocket, WebSocketIncomingMessage, WebSocketPair, WebSocketRequestResponsePair,
 };
 
+use super::js;
 use super::runtime::{self, config, json_error};
 use super::sql_store::SqlStore;
 use crate::protocol::channel::Channel;
@@ -87,8 +88,8 @@ pub struct RoomObject {
     store: RefCell<Option<SqlStore>>,
     /// When the alarm is known to be set for (ms), so hot paths skip storage round trips.
     alarm_at: std::cell::Cell<Option<i64>>,
-    /// The channel name is already in storage.
-    channel_saved: std::cell::Cell<bool>,
+    /// The channel this object serves, once known to be in storage.
+    channel: RefCell<Option<Channel>>,
 }
 
 impl RoomObject {
@@ -97,7 +98,7 @@ impl RoomObject {
         if let Ok(pair) = WebSocketRequestResponsePair::new(PING, PONG) {
             state.set_websocket_auto_response(&pair);
         }
-        RoomObject { state, env, store: RefCell::new(None), alarm_at: Default::default(), channel_saved: Default::default() }
+        RoomObject { state, env, store: RefCell::new(None), alarm_at: Default::default(), channel: Default::default() }
     }
 
     /// Runs `f` with the room engine for `channel` over this object's storage.
@@ -113,31 +114,49 @@ impl RoomObject {
 
     /// The channel this object serves, from its storage (alarms and socket events carry none).
     fn channel(&self) -> Option<Channel> {
+        if let Some(channel) = self.channel.borrow().as_ref() {
+            return Some(channel.clone());
+        }
         let mut slot = self.store.borrow_mut();
         if slot.is_none() {
             *slot = SqlStore::open(self.state.storage().sql()).ok();
         }
-        slot.as_ref()?.channel().and_then(|name| Channel::parse(&name).ok())
+        let channel = slot.as_ref()?.channel().and_then(|name| Channel::parse(&name).ok())?;
+        *self.channel.borrow_mut() = Some(channel.clone());
+        Some(channel)
     }
 
     fn remember_channel(&self, channel: &Channel) -> Result<()> {
-        if !self.channel_saved.get() {
+        if self.channel.borrow().is_none() {
             self.with_room(channel, |room| room.store.set_channel(&channel.to_string()))?;
-            self.channel_saved.set(true);
+            *self.channel.borrow_mut() = Some(channel.clone());
         }
         Ok(())
     }
 
-    /// Open sockets with their attachments, without those the server is already closing.
+    /// Open sockets with their members. Reads every attachment: for rare paths (alarms, revocation, chat presence) only.
     fn sockets(&self) -> Vec<(WebSocket, Member)> {
-        self.state
-            .get_websockets()
-            .into_iter()
-            .filter_map(|ws| match ws.deserialize_attachment::<Attachment>() {
-                Ok(Some(a)) if !a.closing => Some((ws, a.member)),
-                _ => None,
-            })
-            .collect()
+        members(self.state.get_websockets())
+    }
+
+    /// The members [`Room::join`] needs to see: everyone under presence; otherwise only the
+    /// user's own sockets, found by tag, and read only when their number reaches the cap
+    /// (below it, even counting sockets mid-close, they cannot change the answer). A
+    /// connect in a room of thousands reads no attachments.
+    fn others_for_join(&self, channel: &Channel, sub: &str) -> Vec<(WebSocket, Member)> {
+        if channel.kind().policy().presence {
+            return self.sockets();
+        }
+        let mine = self.state.get_websockets_with_tag(&room::member_tag(sub));
+        if mine.len() < config(&self.env).limits.sockets_per_sub {
+            return Vec::new();
+        }
+        members(mine)
+    }
+
+    /// Sends one frame to every socket of the room; returns how many took it.
+    fn fan_out(&self, frame: &str) -> u32 {
+        js::send_all(&js::sockets(self.state.as_raw()), frame)
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
@@ -155,13 +174,13 @@ impl RoomObject {
                 let channel = Channel::parse(&request.channel).map_err(|_| Error::from("bad channel"))?;
                 self.remember_channel(&channel)?;
                 let published = self.with_room(&channel, |room| room.publish(&request.events, runtime::now_ms()))?;
-                let sockets = self.state.get_websockets();
+                let sockets = js::sockets(self.state.as_raw());
                 let results = published
                     .into_iter()
                     .map(|p| PublishOutcome {
                         seq: p.seq,
                         // Serialized once; the same string goes to every socket.
-                        delivered: p.frame.as_deref().map_or(0, |frame| broadcast(&sockets, frame)),
+                        delivered: p.frame.as_deref().map_or(0, |frame| js::send_all(&sockets, frame)),
                         duplicate: p.duplicate,
                     })
                     .collect();
@@ -190,11 +209,11 @@ impl RoomObject {
         let channel = Channel::parse(&ticket.channel).map_err(|_| Error::from("bad channel"))?;
         self.remember_channel(&channel)?;
 
-        let others: Vec<Member> = self.sockets().into_iter().map(|(_, m)| m).collect();
+        let others: Vec<Member> = self.others_for_join(&channel, &ticket.member.sub).into_iter().map(|(_, m)| m).collect();
         let pair = WebSocketPair::new()?;
         let socket = pair.server;
         // Hibernatable accept: the runtime owns the socket from here on.
-        self.state.accept_web_socket(&socket);
+        self.state.accept_websocket_with_tags(&socket, &[&room::member_tag(&ticket.member.sub)]);
         socket.serialize_attachment(Attachment { member: ticket.member.clone(), closing: false })?;
 
         // No await between here and the last replayed frame: nothing can interleave, so a
@@ -204,7 +223,7 @@ impl RoomObject {
             socket.send_with_str(frame)?;
         }
         if let Some(presence) = &join.broadcast {
-            broadcast(&self.state.get_websockets(), presence);
+            self.fan_out(presence);
         }
         if let Some((code, reason)) = join.close {
             self.close_socket(&socket, code, reason);
@@ -223,24 +242,31 @@ impl RoomObject {
 
     /// Closes a socket from the server side, announcing the departure once.
     fn close_socket(&self, ws: &WebSocket, code: u16, reason: &str) {
-        if let Ok(Some(mut a)) = ws.deserialize_attachment::<Attachment>() {
-            if !a.closing {
+        let departing = match ws.deserialize_attachment::<Attachment>() {
+            Ok(Some(mut a)) if !a.closing => {
                 a.closing = true;
                 let _ = ws.serialize_attachment(&a);
-                self.announce_departure(&a.member);
+                Some(a.member)
             }
-        }
+            _ => None,
+        };
         // Fails only if the socket is already closed, which is the goal anyway.
         let _ = ws.close(Some(code), Some(reason));
+        if let Some(member) = departing {
+            self.announce_departure(&member);
+        }
     }
 
     fn announce_departure(&self, member: &Member) {
         let Some(channel) = self.channel() else { return };
-        let sockets = self.sockets();
-        let remaining: Vec<Member> = sockets.iter().map(|(_, m)| m.clone()).filter(|m| m.conn != member.conn).collect();
+        // Only presence needs the others; a room of thousands closing sockets reads nothing.
+        if !channel.kind().policy().presence {
+            return;
+        }
+        let remaining: Vec<Member> = self.sockets().into_iter().map(|(_, m)| m).filter(|m| m.conn != member.conn).collect();
         if let Ok(Some(frame)) = self.with_room(&channel, |room| Ok(room.leave(member, &remaining))) {
-            let targets: Vec<WebSocket> = sockets.into_iter().filter(|(_, m)| m.conn != member.conn).map(|(ws, _)| ws).collect();
-            broadcast(&targets, &frame);
+            // The departed socket is closed: its send fails and it is not counted.
+            self.fan_out(&frame);
         }
     }
 
@@ -280,7 +306,7 @@ impl RoomObject {
                     let _ = ws.send_with_str(&frame);
                 }
                 Effect::Broadcast(frame) => {
-                    broadcast(&self.state.get_websockets(), &frame);
+                    self.fan_out(&frame);
                 }
                 Effect::ChatAccepted(event) => {
                     // Queued durably and sent from the alarm: the room never waits for the
@@ -422,19 +448,15 @@ async fn post_webhook(url: &str, secret: &[u8], body: &str) -> Result<u16> {
     Ok(response.status_code())
 }
 
-/// Sends one frame to every socket; returns how many took it. The frame crosses from wasm
-/// to JavaScript once: every socket's `send` gets the same JS string (a `&str` per socket
-/// would be copied and decoded again for each).
-fn broadcast(sockets: &[WebSocket], frame: &str) -> u32 {
-    use worker::js_sys::{Function, Reflect};
-    use worker::wasm_bindgen::{JsCast, JsValue};
-    let Some(first) = sockets.first() else { return 0 };
-    let text = JsValue::from_str(frame);
-    let send = Reflect::get(first.as_ref(), &JsValue::from_str("send")).ok().and_then(|f| f.dyn_into::<Function>().ok());
-    match send {
-        Some(send) => sockets.iter().filter(|ws| send.call1(ws.as_ref().as_ref(), &text).is_ok()).count() as u32,
-        None => sockets.iter().filter(|ws| ws.send_with_str(frame).is_ok()).count() as u32,
-    }
+/// Sockets with their members, without those the server is already closing.
+fn members(sockets: Vec<WebSocket>) -> Vec<(WebSocket, Member)> {
+    sockets
+        .into_iter()
+        .filter_map(|ws| match ws.deserialize_attachment::<Attachment>() {
+            Ok(Some(a)) if !a.closing => Some((ws, a.member)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Declares a Durable Object class for a kind. The classes differ only in name: the kind's

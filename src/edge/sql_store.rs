@@ -32,6 +32,9 @@ pub struct OutboxRow {
 
 pub struct SqlStore {
     sql: SqlStorage,
+    /// `seq` as last read or written: this store is the only writer, so a hot publish path
+    /// reads it once per instance, not once per event.
+    seq: std::cell::Cell<Option<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -64,7 +67,7 @@ fn int(n: u64) -> SqlStorageValue {
 impl SqlStore {
     pub fn open(sql: SqlStorage) -> Result<SqlStore, String> {
         sql.exec(SCHEMA, None).map_err(err)?;
-        Ok(SqlStore { sql })
+        Ok(SqlStore { sql, seq: Default::default() })
     }
 
     /// The channel this object serves, remembered so alarms know it without a request.
@@ -137,28 +140,33 @@ impl SqlStore {
 
 impl Store for SqlStore {
     fn latest_seq(&self) -> Result<u64, String> {
+        if let Some(seq) = self.seq.get() {
+            return Ok(seq);
+        }
+        // Pruning always keeps the newest event, so it holds the latest seq. (Rooms written
+        // before this also kept it in `meta`.)
         let rows: Vec<Num> = self
             .sql
-            .exec("SELECT value FROM meta WHERE key = 'seq'", None)
+            .exec(
+                "SELECT COALESCE(MAX(v), 0) AS value FROM (SELECT MAX(seq) AS v FROM events UNION ALL SELECT value FROM meta WHERE key = 'seq')",
+                None,
+            )
             .and_then(|c| c.to_array())
             .map_err(err)?;
-        Ok(rows.first().map_or(0, |r| r.value as u64))
+        let seq = rows.first().map_or(0, |r| r.value as u64);
+        self.seq.set(Some(seq));
+        Ok(seq)
     }
 
     fn append(&mut self, e: &StoredEvent) -> Result<(), String> {
         self.sql
             .exec(
-                "INSERT INTO meta (key, value) VALUES ('seq', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                vec![int(e.seq)],
-            )
-            .map_err(err)?;
-        self.sql
-            .exec(
                 "INSERT INTO events (seq, id, event, data, ts) VALUES (?, ?, ?, ?, ?)",
                 vec![int(e.seq), e.id.as_str().into(), e.event.as_str().into(), e.data.as_str().into(), e.ts.into()],
             )
-            .map(drop)
-            .map_err(err)
+            .map_err(err)?;
+        self.seq.set(Some(e.seq));
+        Ok(())
     }
 
     fn events_after(&self, after: u64, limit: Option<usize>) -> Result<Vec<StoredEvent>, String> {
@@ -187,20 +195,20 @@ impl Store for SqlStore {
             .map_err(err)
     }
 
-    fn dedupe_get(&self, key: &str) -> Result<Option<u64>, String> {
+    fn dedupe_claim(&mut self, key: &str, seq: u64, ts: i64) -> Result<Option<u64>, String> {
+        let cursor = self
+            .sql
+            .exec("INSERT OR IGNORE INTO dedupe (key, seq, ts) VALUES (?, ?, ?)", vec![key.into(), int(seq), ts.into()])
+            .map_err(err)?;
+        if cursor.rows_written() > 0 {
+            return Ok(None);
+        }
         let rows: Vec<Num> = self
             .sql
             .exec("SELECT seq AS value FROM dedupe WHERE key = ?", vec![key.into()])
             .and_then(|c| c.to_array())
             .map_err(err)?;
-        Ok(rows.first().map(|r| r.value as u64))
-    }
-
-    fn dedupe_put(&mut self, key: &str, seq: u64, ts: i64) -> Result<(), String> {
-        self.sql
-            .exec("INSERT OR REPLACE INTO dedupe (key, seq, ts) VALUES (?, ?, ?)", vec![key.into(), int(seq), ts.into()])
-            .map(drop)
-            .map_err(err)
+        Ok(Some(rows.first().map_or(0, |r| r.value as u64)))
     }
 
     fn prune_dedupe(&mut self, before_ts: i64) -> Result<(), String> {

@@ -38,8 +38,9 @@ pub trait Store {
     fn oldest_seq(&self) -> Result<Option<u64>, String>;
     /// Drops events with `seq < below_seq` and `ts < before_ts`.
     fn prune_events(&mut self, below_seq: u64, before_ts: i64) -> Result<(), String>;
-    fn dedupe_get(&self, key: &str) -> Result<Option<u64>, String>;
-    fn dedupe_put(&mut self, key: &str, seq: u64, ts: i64) -> Result<(), String>;
+    /// Records `key → seq` unless `key` is already recorded; then returns the recorded `seq`
+    /// and changes nothing. One round trip on the hot path (a new id), two on a duplicate.
+    fn dedupe_claim(&mut self, key: &str, seq: u64, ts: i64) -> Result<Option<u64>, String>;
     fn prune_dedupe(&mut self, before_ts: i64) -> Result<(), String>;
 }
 
@@ -81,6 +82,19 @@ pub struct Member {
     /// a refresh with one is refused.
     #[serde(default)]
     pub revoked_before: Option<i64>,
+}
+
+/// The runtime tag a member's socket carries, so the host can find one user's sockets
+/// without reading every attachment. Tags are limited to 256 characters: long subs are hashed
+/// (the two forms cannot collide: their prefixes differ).
+pub fn member_tag(sub: &str) -> String {
+    if sub.len() <= 200 {
+        format!("sub:{sub}")
+    } else {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(sub.as_bytes());
+        format!("sub#{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>())
+    }
 }
 
 fn display(s: &Option<String>) -> Option<String> {
@@ -179,7 +193,8 @@ impl<'a, S: Store> Room<'a, S> {
         self.channel.to_string()
     }
 
-    /// A verified socket joins. `others` are the members already in the room.
+    /// A verified socket joins. `others` are the members already in the room; without
+    /// presence, the user's own are enough, and none while they are fewer than the cap.
     pub fn join(&mut self, member: &Member, since: Option<u64>, build: &str, others: &[Member]) -> Result<Join, String> {
         if others.iter().filter(|o| o.sub == member.sub).count() >= self.limits.sockets_per_sub {
             return Ok(Join { close: Some((close::RATE_LIMITED, "too many sockets for this user")), ..Join::default() });
@@ -223,18 +238,13 @@ impl<'a, S: Store> Room<'a, S> {
 
     /// Stores an event under a dedupe key, or reports the earlier copy.
     fn accept(&mut self, key: &str, id: &str, event: &str, data: &str, now_ms: i64) -> Result<Published, String> {
-        if let Some(seq) = self.store.dedupe_get(key)? {
-            return Ok(Published { seq, duplicate: true, frame: None });
+        let seq = self.store.latest_seq()? + 1;
+        if let Some(earlier) = self.store.dedupe_claim(key, seq, now_ms)? {
+            return Ok(Published { seq: earlier, duplicate: true, frame: None });
         }
-        let stored = StoredEvent {
-            seq: self.store.latest_seq()? + 1,
-            id: id.to_owned(),
-            event: event.to_owned(),
-            data: data.to_owned(),
-            ts: now_ms,
-        };
+        let stored = StoredEvent { seq, id: id.to_owned(), event: event.to_owned(), data: data.to_owned(), ts: now_ms };
+        // No await between the claim and the append: they commit together.
         self.store.append(&stored)?;
-        self.store.dedupe_put(key, stored.seq, now_ms)?;
         Ok(Published { seq: stored.seq, duplicate: false, frame: Some(frame::event(&self.name(), &stored)) })
     }
 
@@ -407,12 +417,12 @@ impl Store for MemStore {
         self.events.retain(|e| e.seq >= below_seq || e.ts >= before_ts);
         Ok(())
     }
-    fn dedupe_get(&self, key: &str) -> Result<Option<u64>, String> {
-        Ok(self.dedupe.iter().find(|(k, ..)| k == key).map(|(_, seq, _)| *seq))
-    }
-    fn dedupe_put(&mut self, key: &str, seq: u64, ts: i64) -> Result<(), String> {
+    fn dedupe_claim(&mut self, key: &str, seq: u64, ts: i64) -> Result<Option<u64>, String> {
+        if let Some((_, earlier, _)) = self.dedupe.iter().find(|(k, ..)| k == key) {
+            return Ok(Some(*earlier));
+        }
         self.dedupe.push((key.to_owned(), seq, ts));
-        Ok(())
+        Ok(None)
     }
     fn prune_dedupe(&mut self, before_ts: i64) -> Result<(), String> {
         self.dedupe.retain(|(_, _, ts)| *ts >= before_ts);
@@ -555,9 +565,13 @@ mod tests {
         assert_eq!(room.store.oldest_seq().unwrap(), Some(1), "younger than 10 minutes: all kept");
         // Dedupe survives longer than history.
         room.prune(T0 + 30 * 60 * 1000).unwrap();
+        assert_eq!(room.store.oldest_seq().unwrap(), Some(51), "older than 10 minutes: the last 100 kept");
         assert!(room.publish(&[delivery(&format!("e{T0}-0"))], T0 + 30 * 60 * 1000).unwrap()[0].duplicate);
         room.prune(T0 + 61 * 60 * 1000).unwrap();
         assert!(room.store.dedupe.is_empty());
+        // The newest event always stays: the SQL store reads the latest seq from it.
+        room.prune(T0 + 24 * 60 * 60 * 1000).unwrap();
+        assert_eq!(room.store.events_after(149, None).unwrap().len(), 1);
     }
 
     #[test]
@@ -780,5 +794,14 @@ mod tests {
         assert_eq!(next_alarm(std::iter::empty(), false, None, T0), None);
         let gone: Vec<&str> = expired([&a, &b].into_iter(), T0 / 1000 + 5).map(|m| m.conn.as_str()).collect();
         assert_eq!(gone, ["a"]);
+    }
+
+    #[test]
+    fn member_tags_fit_the_runtime_limit_and_stay_distinct() {
+        assert_eq!(member_tag("alice"), "sub:alice");
+        let long = "x".repeat(5000);
+        assert!(member_tag(&long).len() <= 256);
+        assert_ne!(member_tag(&long), member_tag(&"x".repeat(4999)));
+        assert!(member_tag(&"é".repeat(100)).len() <= 256);
     }
 }
