@@ -6,16 +6,16 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use futures::future::join_all;
 use serde::Serialize;
-use worker::{event, Context, Env, Method, ObjectNamespace, Request, Response, Result, WebSocketPair};
+use worker::{event, Context, Env, Method, Request, Response, Result};
 
-use super::principal::{JoinAnswer, JoinQuery, RevokeOrder, RevokeTargets};
+use super::principal::{RevokeOrder, RevokeTargets};
 use super::room_object::{PublishReply, PublishRequest, RevokeReply, RevokeRequest, Ticket, TICKET_HEADER};
 use super::js;
 use super::runtime::{self, config, json_error, BUILD_ID};
 use crate::protocol::channel::{Channel, Kind};
-use crate::protocol::handshake::{self, AuthFailures, ConnectRequest, Verdict, SUBPROTOCOL};
+use crate::protocol::handshake::{self, AuthFailures, ConnectRequest, Verdict};
 use crate::protocol::publish::{self, BodyError, MAX_BODY_BYTES};
-use crate::protocol::room::{close, is_revoked, Member};
+use crate::protocol::room::Member;
 use crate::protocol::signature;
 
 #[event(start)]
@@ -36,30 +36,35 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     }
 }
 
-/// The Durable Object namespace of a kind: one class per kind, one object per channel.
-pub fn namespace(env: &Env, kind: Kind) -> Result<ObjectNamespace> {
-    env.durable_object(match kind {
+/// The Durable Object of a channel: one class (binding) per kind, one object per channel.
+pub fn room(channel: &str, kind: Kind) -> js::Object<'_> {
+    let binding = match kind {
         Kind::Orders => "ORDERS",
         Kind::Payment => "PAYMENT",
         Kind::Chat => "CHAT",
-    })
+    };
+    js::Object { binding, name: channel }
+}
+
+/// The Durable Object of a user (`sub`).
+pub fn principal(sub: &str) -> js::Object<'_> {
+    js::Object { binding: "PRINCIPAL", name: sub }
 }
 
 async fn connect(req: Request, env: &Env) -> Result<Response> {
-    let url = req.url()?;
-    let query: Vec<(String, String)> = url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    let url = req.inner().url();
+    let (own_origin, path, query) = handshake::split_url(&url);
     let headers = req.headers();
     let upgrade = headers.get("Upgrade")?.is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"));
     let origin = headers.get("Origin")?;
     let protocols = headers.get("Sec-WebSocket-Protocol")?;
-    let own_origin = url.origin().ascii_serialization();
     let config = config(env);
     let request = ConnectRequest {
-        path: url.path(),
+        path,
         query: &query,
         upgrade,
         origin: origin.as_deref(),
-        own_origin: &own_origin,
+        own_origin,
         protocols: protocols.as_deref(),
     };
     let now = runtime::now_secs();
@@ -69,16 +74,11 @@ async fn connect(req: Request, env: &Env) -> Result<Response> {
     let verdict = AUTH_FAILURES.with(|f| handshake::limit_failures(verdict, &mut f.borrow_mut(), &client, now, config.auth_failures_per_minute));
     match verdict {
         Verdict::Http(status, message) => json_error(status, "handshake", message),
-        Verdict::Close { code, reason, offered_subprotocol } => accept_and_close(code, reason, offered_subprotocol),
+        Verdict::Close { code, reason, offered_subprotocol } => runtime::accept_and_close(code, reason, offered_subprotocol),
         Verdict::Admit(admitted) => {
-            // The user's object records the join and knows any revocation that applies.
-            let principal = env.durable_object("PRINCIPAL")?.id_from_name(&admitted.claims.sub)?.get_stub()?;
-            let answer: JoinAnswer = call(principal, "/join", &JoinQuery { channel: admitted.channel.to_string(), now }).await?;
-            if is_revoked(admitted.claims.iat, answer.revoked_at) {
-                return accept_and_close(close::UNAUTHENTICATED, "token revoked", admitted.offered_subprotocol);
-            }
-            let mut member = Member::new(runtime::random_id(), &admitted.claims, &admitted.channel);
-            member.revoked_before = answer.revoked_at;
+            // The room checks revocation (with the user's Principal object, or from what it
+            // already knows): see protocol/revocation.rs.
+            let member = Member::new(runtime::random_id(), &admitted.claims, &admitted.channel);
             let outdated = config.require_current_build && admitted.build.as_deref().is_some_and(|b| b != BUILD_ID);
             let ticket = Ticket {
                 channel: admitted.channel.to_string(),
@@ -89,34 +89,13 @@ async fn connect(req: Request, env: &Env) -> Result<Response> {
             };
             // Base64url: header values must be Latin-1, and names may be any Unicode.
             let ticket_header = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&ticket)?);
-            let stub = namespace(env, admitted.channel.kind())?.id_from_name(&ticket.channel)?.get_stub()?;
-            js::connect_room(stub, TICKET_HEADER, &ticket_header).await
+            js::connect_room(env, room(&ticket.channel, admitted.channel.kind()), TICKET_HEADER, &ticket_header).await
         }
     }
 }
 
 thread_local! {
     static AUTH_FAILURES: std::cell::RefCell<AuthFailures> = std::cell::RefCell::new(AuthFailures::default());
-}
-
-/// A JSON request to a Durable Object, answered with JSON.
-async fn call<B: Serialize, T: serde::de::DeserializeOwned>(stub: worker::Stub, path: &str, body: &B) -> Result<T> {
-    let text = js::call_object(stub, path, &serde_json::to_string(body)?).await?;
-    // serde_json, not `.json()`: event data stays raw JSON text end to end.
-    Ok(serde_json::from_str(&text)?)
-}
-
-/// Accepts the socket and closes it at once: a browser sees close codes, never HTTP statuses.
-fn accept_and_close(code: u16, reason: &str, offered_subprotocol: bool) -> Result<Response> {
-    let pair = WebSocketPair::new()?;
-    pair.server.accept()?;
-    pair.server.close(Some(code), Some(reason))?;
-    let mut response = Response::from_websocket(pair.client)?;
-    if offered_subprotocol {
-        // Without it the browser fails the handshake and never sees the code.
-        response.headers_mut().set("Sec-WebSocket-Protocol", SUBPROTOCOL)?;
-    }
-    Ok(response)
 }
 
 #[derive(Serialize)]
@@ -150,8 +129,7 @@ async fn publish(mut req: Request, env: &Env) -> Result<Response> {
             channel: channel.to_string(),
             events: events.iter().map(|(_, d)| d.clone()).collect(),
         };
-        let stub = namespace(env, channel.kind())?.id_from_name(&request.channel)?.get_stub()?;
-        let reply: PublishReply = call(stub, "/publish", &request).await?;
+        let reply: PublishReply = js::call(env, room(&request.channel, channel.kind()), "/publish", &request).await?;
         Ok::<_, worker::Error>((channel, reply))
     });
     let replies = join_all(calls).await;
@@ -199,14 +177,13 @@ async fn revoke(mut req: Request, env: &Env) -> Result<Response> {
         Err(BodyError::Invalid(message) | BodyError::DataTooLarge(message)) => return json_error(400, "bad_request", &message),
     };
     let now = runtime::now_secs();
-    let principal = env.durable_object("PRINCIPAL")?.id_from_name(&order.sub)?.get_stub()?;
     let channels = order.channels.map(|list| list.iter().map(Channel::to_string).collect());
-    let targets: RevokeTargets = call(principal, "/revoke", &RevokeOrder { channels, now }).await?;
+    let targets: RevokeTargets = js::call(env, principal(&order.sub), "/revoke", &RevokeOrder { channels, now }).await?;
     let calls = targets.channels.iter().filter_map(|name| Channel::parse(name).ok()).map(|channel| {
         let request = RevokeRequest { sub: order.sub.clone(), revoked_at: now };
         async move {
-            let stub = namespace(env, channel.kind())?.id_from_name(&channel.to_string())?.get_stub()?;
-            call::<_, RevokeReply>(stub, "/revoke", &request).await
+            let name = channel.to_string();
+            js::call::<_, RevokeReply>(env, room(&name, channel.kind()), "/revoke", &request).await
         }
     });
     let mut closed = 0;

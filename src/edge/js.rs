@@ -7,10 +7,12 @@ use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::JsValue;
 use worker::js_sys::Promise;
 use worker::wasm_bindgen_futures::JsFuture;
-use worker::{Error, Result};
+use worker::{Env, Error, Result};
 
 #[wasm_bindgen(inline_js = r#"
     export function sockets(state) { return state.getWebSockets(); }
+
+    export function count_tagged(state, tag) { return state.getWebSockets(tag).length; }
 
     export function send_all(sockets, frame) {
         let sent = 0;
@@ -20,40 +22,58 @@ use worker::{Error, Result};
         return sent;
     }
 
-    export async function post(stub, url, body) {
-        const response = await stub.fetch(url, { method: "POST", body });
+    function stub(env, binding, name) {
+        const namespace = env[binding];
+        return namespace.get(namespace.idFromName(name));
+    }
+
+    export async function post(env, binding, name, url, body) {
+        const response = await stub(env, binding, name).fetch(url, { method: "POST", body });
         const text = await response.text();
         if (response.status !== 200) throw new Error(`object answered ${response.status} on ${url}`);
         return text;
     }
 
-    export function open_socket(stub, ticket_header, ticket) {
-        return stub.fetch("https://room/connect", { headers: { Upgrade: "websocket", [ticket_header]: ticket } });
+    export function open_socket(env, binding, name, ticket_header, ticket) {
+        const headers = { Upgrade: "websocket", [ticket_header]: ticket };
+        return stub(env, binding, name).fetch("https://room/connect", { headers });
     }
 "#)]
 extern "C" {
     /// The object's open sockets, as one JS array (no per-socket handle in wasm).
     pub fn sockets(state: &JsValue) -> JsValue;
+    /// How many sockets carry `tag` (without a wasm handle for each).
+    pub fn count_tagged(state: &JsValue, tag: &str) -> u32;
     /// Sends one frame to each socket of `sockets`; returns how many took it. The frame
     /// crosses into JS once, and every socket gets the same string.
     pub fn send_all(sockets: &JsValue, frame: &str) -> u32;
-    fn post(stub: &JsValue, url: &str, body: &str) -> Promise;
-    fn open_socket(stub: &JsValue, ticket_header: &str, ticket: &str) -> Promise;
+    fn post(env: &JsValue, binding: &str, name: &str, url: &str, body: &str) -> Promise;
+    fn open_socket(env: &JsValue, binding: &str, name: &str, ticket_header: &str, ticket: &str) -> Promise;
 }
 
-/// POSTs a JSON body to a Durable Object and returns its 200 answer's body.
-pub async fn call_object(stub: worker::Stub, path: &str, body: &str) -> Result<String> {
-    let stub: JsValue = stub.into_rpc();
-    let text = JsFuture::from(post(&stub, &format!("https://object{path}"), body)).await.map_err(js_error)?;
-    text.as_string().ok_or_else(|| Error::from("object answered a non-text body"))
+/// A Durable Object: its namespace's binding and its name (from which its id derives).
+#[derive(Clone, Copy)]
+pub struct Object<'a> {
+    pub binding: &'a str,
+    pub name: &'a str,
+}
+
+/// A JSON request to a Durable Object, answered with JSON (200, or an error).
+pub async fn call<B: serde::Serialize, T: serde::de::DeserializeOwned>(env: &Env, to: Object<'_>, path: &str, body: &B) -> Result<T> {
+    let body = serde_json::to_string(body)?;
+    let promise = post(env.as_ref(), to.binding, to.name, &format!("https://object{path}"), &body);
+    let text = JsFuture::from(promise).await.map_err(js_error)?;
+    let text = text.as_string().ok_or_else(|| Error::from("object answered a non-text body"))?;
+    // serde_json, not `.json()`: event data stays raw JSON text end to end.
+    Ok(serde_json::from_str(&text)?)
 }
 
 /// Hands a verified socket to its room: the room's answer (101 with the socket) is returned
 /// to the client as is.
-pub async fn connect_room(stub: worker::Stub, ticket_header: &str, ticket: &str) -> Result<worker::Response> {
+pub async fn connect_room(env: &Env, room: Object<'_>, ticket_header: &str, ticket: &str) -> Result<worker::Response> {
     use wasm_bindgen::JsCast;
-    let stub: JsValue = stub.into_rpc();
-    let response = JsFuture::from(open_socket(&stub, ticket_header, ticket)).await.map_err(js_error)?;
+    let promise = open_socket(env.as_ref(), room.binding, room.name, ticket_header, ticket);
+    let response = JsFuture::from(promise).await.map_err(js_error)?;
     Ok(response.dyn_into::<worker::web_sys::Response>()?.into())
 }
 

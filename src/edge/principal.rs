@@ -1,9 +1,10 @@
 //! One Durable Object per user (`sub`): where revocations live, and which channels the user
 //! joined, so `POST /revoke` without a channel list reaches every room that matters.
 //!
-//! The Worker asks it once per admitted connect (after the token and grant checks, so a
-//! refused request never creates one): "record this channel, and tell me the revocation
-//! time that applies to it".
+//! A room asks it when a user connects whom the room does not already know (after the
+//! Worker's token and grant checks, so a refused request never creates one): "record this
+//! channel, and tell me the revocation time that applies to it". From then on `/revoke`
+//! pushes this user's revocations to the room (protocol/revocation.rs).
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};

@@ -17,12 +17,14 @@ use worker::{
 };
 
 use super::js;
+use super::principal::{JoinAnswer, JoinQuery};
 use super::runtime::{self, config, json_error};
 use super::sql_store::SqlStore;
 use crate::protocol::channel::Channel;
 use crate::protocol::frame::{PING, PONG};
 use crate::protocol::handshake::SUBPROTOCOL;
 use crate::protocol::publish::Delivery;
+use crate::protocol::revocation::Revocations;
 use crate::protocol::room::{self, close, is_revoked, Effect, Member, Room, Store};
 use crate::protocol::{signature, token, webhook};
 
@@ -90,6 +92,8 @@ pub struct RoomObject {
     alarm_at: std::cell::Cell<Option<i64>>,
     /// The channel this object serves, once known to be in storage.
     channel: RefCell<Option<Channel>>,
+    /// Users' revocations as the Principal objects told or pushed them.
+    revocations: RefCell<Revocations>,
 }
 
 impl RoomObject {
@@ -98,7 +102,7 @@ impl RoomObject {
         if let Ok(pair) = WebSocketRequestResponsePair::new(PING, PONG) {
             state.set_websocket_auto_response(&pair);
         }
-        RoomObject { state, env, store: RefCell::new(None), alarm_at: Default::default(), channel: Default::default() }
+        RoomObject { state, env, store: RefCell::new(None), alarm_at: Default::default(), channel: Default::default(), revocations: Default::default() }
     }
 
     /// Runs `f` with the room engine for `channel` over this object's storage.
@@ -147,11 +151,11 @@ impl RoomObject {
         if channel.kind().policy().presence {
             return self.sockets();
         }
-        let mine = self.state.get_websockets_with_tag(&room::member_tag(sub));
-        if mine.len() < config(&self.env).limits.sockets_per_sub {
+        let tag = room::member_tag(sub);
+        if (js::count_tagged(self.state.as_raw(), &tag) as usize) < config(&self.env).limits.sockets_per_sub {
             return Vec::new();
         }
-        members(mine)
+        members(self.state.get_websockets_with_tag(&tag))
     }
 
     /// Sends one frame to every socket of the room; returns how many took it.
@@ -189,6 +193,7 @@ impl RoomObject {
             }
             "/revoke" => {
                 let request: RevokeRequest = serde_json::from_str(&req.text().await?)?;
+                self.revocations.borrow_mut().revoke(&request.sub, request.revoked_at, runtime::now_ms());
                 let mut closed = 0;
                 for (ws, member) in self.sockets() {
                     if member.sub == request.sub && is_revoked(member.iat, Some(request.revoked_at)) {
@@ -205,9 +210,15 @@ impl RoomObject {
     async fn connect(&self, req: &Request) -> Result<Response> {
         let raw = req.headers().get(TICKET_HEADER)?.ok_or_else(|| Error::from("no ticket"))?;
         let bytes = URL_SAFE_NO_PAD.decode(raw).map_err(|_| Error::from("bad ticket"))?;
-        let ticket: Ticket = serde_json::from_slice(&bytes)?;
+        let mut ticket: Ticket = serde_json::from_slice(&bytes)?;
         let channel = Channel::parse(&ticket.channel).map_err(|_| Error::from("bad channel"))?;
         self.remember_channel(&channel)?;
+
+        let revoked_at = self.revocation_of(&ticket.member.sub, &channel).await?;
+        if is_revoked(ticket.member.iat, revoked_at) {
+            return runtime::accept_and_close(close::UNAUTHENTICATED, "token revoked", ticket.subprotocol);
+        }
+        ticket.member.revoked_before = revoked_at;
 
         let others: Vec<Member> = self.others_for_join(&channel, &ticket.member.sub).into_iter().map(|(_, m)| m).collect();
         let pair = WebSocketPair::new()?;
@@ -238,6 +249,19 @@ impl RoomObject {
             response.headers_mut().set("Sec-WebSocket-Protocol", SUBPROTOCOL)?;
         }
         Ok(response)
+    }
+
+    /// The revocation that applies to `sub` here: remembered, or asked of the user's
+    /// Principal object (which records that the user joined this channel, so later
+    /// revocations are pushed here). See protocol/revocation.rs.
+    async fn revocation_of(&self, sub: &str, channel: &Channel) -> Result<Option<i64>> {
+        let now_ms = runtime::now_ms();
+        if let Some(known) = self.revocations.borrow().lookup(sub, now_ms) {
+            return Ok(known);
+        }
+        let query = JoinQuery { channel: channel.to_string(), now: now_ms / 1000 };
+        let answer: JoinAnswer = js::call(&self.env, super::gateway::principal(sub), "/join", &query).await?;
+        Ok(self.revocations.borrow_mut().learn(sub, answer.revoked_at, now_ms))
     }
 
     /// Closes a socket from the server side, announcing the departure once.

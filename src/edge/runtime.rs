@@ -2,7 +2,9 @@
 
 use std::rc::Rc;
 
-use worker::{Date, Env, Response, Result};
+use worker::{Date, Env, Response, Result, WebSocketPair};
+
+use crate::protocol::handshake::SUBPROTOCOL;
 
 use crate::protocol::config::Config;
 
@@ -60,3 +62,17 @@ pub fn random_id() -> String {
 pub fn json_error(status: u16, code: &str, message: &str) -> Result<Response> {
     Ok(Response::from_json(&serde_json::json!({"error": code, "message": message}))?.with_status(status))
 }
+
+/// Accepts the socket and closes it at once: a browser sees close codes, never HTTP statuses.
+pub fn accept_and_close(code: u16, reason: &str, offered_subprotocol: bool) -> Result<Response> {
+    let pair = WebSocketPair::new()?;
+    pair.server.accept()?;
+    pair.server.close(Some(code), Some(reason))?;
+    let mut response = Response::from_websocket(pair.client)?;
+    if offered_subprotocol {
+        // Without it the browser fails the handshake and never sees the code.
+        response.headers_mut().set("Sec-WebSocket-Protocol", SUBPROTOCOL)?;
+    }
+    Ok(response)
+}
+

@@ -178,6 +178,50 @@ pub fn limit_failures(verdict: Verdict, failures: &mut AuthFailures, client: &st
     }
 }
 
+/// Splits a request URL as the runtime serializes it (absolute, WHATWG) into its origin,
+/// path and decoded query pairs, without a general URL parser: the runtime has already
+/// parsed and normalized it, so the first `/` after `://` starts the path and `?` the query.
+pub fn split_url(url: &str) -> (&str, &str, Vec<(String, String)>) {
+    let url = url.split('#').next().unwrap_or("");
+    let (before_query, query) = url.split_once('?').unwrap_or((url, ""));
+    let host_start = before_query.find("://").map_or(0, |i| i + 3);
+    let path_start = before_query[host_start..].find('/').map_or(before_query.len(), |i| host_start + i);
+    let (origin, path) = before_query.split_at(path_start);
+    let pairs = query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (form_decode(k), form_decode(v))
+        })
+        .collect();
+    (origin, if path.is_empty() { "/" } else { path }, pairs)
+}
+
+/// `application/x-www-form-urlencoded` decoding: `+` is a space, `%XX` a byte; invalid
+/// escapes stay as they are and invalid UTF-8 becomes U+FFFD.
+fn form_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -368,5 +412,17 @@ mod tests {
     fn a_misconfigured_gateway_closes_1011_rather_than_guessing() {
         let c = Config::from_lookup(|_| None);
         assert_eq!(closed(&Req::new("/ws/orders/v1", &token(&["orders:v1"])).check(&c)), Some((1011, true)));
+    }
+
+    #[test]
+    fn urls_split_into_origin_path_and_decoded_query() {
+        let (origin, path, query) = split_url("https://foyer.example:8443/ws/orders/v1?since=42&build=ab%2Fc&x=a+b&flag&bad=%zz%4#frag");
+        assert_eq!((origin, path), ("https://foyer.example:8443", "/ws/orders/v1"));
+        let expect: Vec<(String, String)> =
+            [("since", "42"), ("build", "ab/c"), ("x", "a b"), ("flag", ""), ("bad", "%zz%4")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        assert_eq!(query, expect);
+        assert_eq!(split_url("http://127.0.0.1:8787"), ("http://127.0.0.1:8787", "/", vec![]));
+        assert_eq!(split_url("http://h/ws?").2, vec![]);
+        assert_eq!(split_url("http://h/?t=%C3%A9%FF").2, vec![("t".to_string(), "é\u{FFFD}".to_string())]);
     }
 }

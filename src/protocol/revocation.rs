@@ -1,0 +1,100 @@
+//! What a room remembers of its users' revocations, so a reconnect does not ask the user's
+//! Principal object every time (a hop that was a third of a connect's cost).
+//!
+//! Why it stays correct: an entry exists only after the Principal recorded this channel for
+//! the user (the first connect asks it, and it answers with the revocation that applies), and
+//! from then on every revocation of that user is pushed to this room by `/revoke`. A push is
+//! never lost to a connect that was asking at the same time: answers and pushes merge by
+//! taking the later revocation. Entries expire, so a room forgets users it no longer sees and
+//! a push that failed (the backend retries `/revoke`) cannot be trusted away for long.
+
+use std::collections::HashMap;
+
+/// How long an answer is trusted.
+pub const TTL_MS: i64 = 10 * 60 * 1000;
+/// Entries kept; beyond it, answers are not cached (pushes always are).
+pub const MAX_ENTRIES: usize = 10_000;
+
+#[derive(Debug, Default)]
+pub struct Revocations {
+    /// sub → (revoked at, Unix seconds; when learned, ms)
+    entries: HashMap<String, (Option<i64>, i64)>,
+}
+
+impl Revocations {
+    /// The revocation that applies to `sub`, if known and fresh: `Some(None)` means "known:
+    /// not revoked"; `None` means "ask the Principal".
+    pub fn lookup(&self, sub: &str, now_ms: i64) -> Option<Option<i64>> {
+        self.entries.get(sub).filter(|(_, at)| now_ms - at < TTL_MS).map(|(revoked, _)| *revoked)
+    }
+
+    /// Records the Principal's answer; returns the revocation to apply (the later of the
+    /// answer and anything pushed meanwhile).
+    pub fn learn(&mut self, sub: &str, revoked_at: Option<i64>, now_ms: i64) -> Option<i64> {
+        if let Some((known, at)) = self.entries.get_mut(sub) {
+            *known = (*known).max(revoked_at);
+            *at = now_ms;
+            return *known;
+        }
+        if self.entries.len() >= MAX_ENTRIES {
+            self.entries.retain(|_, (revoked, at)| revoked.is_some() || now_ms - *at < TTL_MS);
+        }
+        if self.entries.len() < MAX_ENTRIES {
+            self.entries.insert(sub.to_owned(), (revoked_at, now_ms));
+        }
+        revoked_at
+    }
+
+    /// A revocation pushed by `/revoke`: always kept.
+    pub fn revoke(&mut self, sub: &str, revoked_at: i64, now_ms: i64) {
+        let entry = self.entries.entry(sub.to_owned()).or_insert((None, now_ms));
+        entry.0 = entry.0.max(Some(revoked_at));
+        entry.1 = now_ms;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: i64 = 1_800_000_000_000;
+
+    #[test]
+    fn unknown_users_are_asked_about_and_answers_are_trusted_until_they_expire() {
+        let mut r = Revocations::default();
+        assert_eq!(r.lookup("u", T), None);
+        assert_eq!(r.learn("u", None, T), None);
+        assert_eq!(r.lookup("u", T + TTL_MS - 1), Some(None));
+        assert_eq!(r.lookup("u", T + TTL_MS), None, "expired: ask again");
+        assert_eq!(r.learn("v", Some(5), T), Some(5));
+        assert_eq!(r.lookup("v", T), Some(Some(5)));
+    }
+
+    #[test]
+    fn a_push_during_a_question_is_not_lost_to_the_older_answer() {
+        let mut r = Revocations::default();
+        // The Principal answered "not revoked", then recorded a revocation and pushed it; the
+        // push reached the room before the answer did.
+        r.revoke("u", 100, T);
+        assert_eq!(r.learn("u", None, T + 1), Some(100));
+        assert_eq!(r.lookup("u", T + 2), Some(Some(100)));
+        // A later revocation moves it forward, an older answer never back.
+        r.revoke("u", 200, T + 3);
+        assert_eq!(r.learn("u", Some(150), T + 4), Some(200));
+    }
+
+    #[test]
+    fn a_full_cache_stops_caching_answers_but_keeps_pushes() {
+        let mut r = Revocations::default();
+        for i in 0..MAX_ENTRIES {
+            r.learn(&format!("u{i}"), None, T);
+        }
+        assert_eq!(r.learn("late", None, T + 1), None);
+        assert_eq!(r.lookup("late", T + 1), None, "not cached: asked every time, still correct");
+        r.revoke("pushed", 7, T + 1);
+        assert_eq!(r.lookup("pushed", T + 1), Some(Some(7)));
+        // Once the old answers expire they make room again.
+        r.learn("later", None, T + TTL_MS);
+        assert_eq!(r.lookup("later", T + TTL_MS), Some(None));
+    }
+}
