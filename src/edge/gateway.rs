@@ -6,7 +6,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use futures::future::join_all;
 use serde::Serialize;
-use worker::{event, Context, Env, Method, Request, Response, Result};
+use worker::{event, web_sys, Context, Env, Method, Request, Response, Result};
 
 use super::principal::{RevokeOrder, RevokeTargets};
 use super::room_object::{PublishReply, PublishRequest, RevokeReply, RevokeRequest, Ticket, TICKET_HEADER};
@@ -24,15 +24,18 @@ fn start() {
 }
 
 #[event(fetch)]
-async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
-    let path = req.path();
-    match path.as_str() {
-        "/healthz" => Response::from_json(&serde_json::json!({"ok": true, "build": BUILD_ID})),
-        "/publish" => publish(req, &env).await,
-        "/revoke" => revoke(req, &env).await,
-        p if p == "/ws" || p.starts_with("/ws/") => connect(req, &env).await,
+async fn fetch(req: web_sys::Request, env: Env, _ctx: Context) -> Result<web_sys::Response> {
+    // The runtime's own request and response types, unconverted: a socket's connect path
+    // makes no copy of either (see Benchmark in the README); other paths convert.
+    let url = req.url();
+    let (origin, path, query) = handshake::split_url(&url);
+    match path {
+        "/healthz" => Ok(Response::from_json(&serde_json::json!({"ok": true, "build": BUILD_ID}))?.into()),
+        "/publish" => Ok(publish(req.into(), &env).await?.into()),
+        "/revoke" => Ok(revoke(req.into(), &env).await?.into()),
+        p if p == "/ws" || p.starts_with("/ws/") => connect(&req, origin, p, &query, &env).await,
         // Everything else is a static asset (the platform serves those before the Worker runs).
-        _ => env.assets("ASSETS")?.fetch_request(req).await,
+        _ => Ok(env.assets("ASSETS")?.fetch_request(Request::from(req)).await?.into()),
     }
 }
 
@@ -51,17 +54,16 @@ pub fn principal(sub: &str) -> js::Object<'_> {
     js::Object { binding: "PRINCIPAL", name: sub }
 }
 
-async fn connect(req: Request, env: &Env) -> Result<Response> {
-    let url = req.inner().url();
-    let (own_origin, path, query) = handshake::split_url(&url);
+async fn connect(req: &web_sys::Request, own_origin: &str, path: &str, query: &[(String, String)], env: &Env) -> Result<web_sys::Response> {
     let headers = req.headers();
-    let upgrade = headers.get("Upgrade")?.is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"));
-    let origin = headers.get("Origin")?;
-    let protocols = headers.get("Sec-WebSocket-Protocol")?;
+    let header = |name: &str| headers.get(name).ok().flatten();
+    let upgrade = header("Upgrade").is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"));
+    let origin = header("Origin");
+    let protocols = header("Sec-WebSocket-Protocol");
     let config = config(env);
     let request = ConnectRequest {
         path,
-        query: &query,
+        query,
         upgrade,
         origin: origin.as_deref(),
         own_origin,
@@ -70,11 +72,11 @@ async fn connect(req: Request, env: &Env) -> Result<Response> {
     let now = runtime::now_secs();
     let verdict = handshake::check(&request, &config, now);
     // Failed auth is counted per client address (set by Cloudflare's edge).
-    let client = headers.get("CF-Connecting-IP")?.unwrap_or_else(|| "unknown".into());
+    let client = header("CF-Connecting-IP").unwrap_or_else(|| "unknown".into());
     let verdict = AUTH_FAILURES.with(|f| handshake::limit_failures(verdict, &mut f.borrow_mut(), &client, now, config.auth_failures_per_minute));
     match verdict {
-        Verdict::Http(status, message) => json_error(status, "handshake", message),
-        Verdict::Close { code, reason, offered_subprotocol } => runtime::accept_and_close(code, reason, offered_subprotocol),
+        Verdict::Http(status, message) => Ok(json_error(status, "handshake", message)?.into()),
+        Verdict::Close { code, reason, offered_subprotocol } => Ok(runtime::accept_and_close(code, reason, offered_subprotocol)),
         Verdict::Admit(admitted) => {
             // The room checks revocation (with the user's Principal object, or from what it
             // already knows): see protocol/revocation.rs.

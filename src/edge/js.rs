@@ -34,6 +34,14 @@ use worker::{Env, Error, Result};
         return text;
     }
 
+    export function refuse(code, reason, subprotocol) {
+        const pair = new WebSocketPair();
+        pair[1].accept();
+        pair[1].close(code, reason);
+        const headers = subprotocol ? { "Sec-WebSocket-Protocol": subprotocol } : {};
+        return new Response(null, { status: 101, webSocket: pair[0], headers });
+    }
+
     export function open_socket(env, binding, name, ticket_header, ticket) {
         const headers = { Upgrade: "websocket", [ticket_header]: ticket };
         return stub(env, binding, name).fetch("https://room/connect", { headers });
@@ -47,6 +55,8 @@ extern "C" {
     /// Sends one frame to each socket of `sockets`; returns how many took it. The frame
     /// crosses into JS once, and every socket gets the same string.
     pub fn send_all(sockets: &JsValue, frame: &str) -> u32;
+    /// A socket accepted and closed at once with `code` (subprotocol `""` selects none).
+    pub fn refuse(code: u16, reason: &str, subprotocol: &str) -> worker::web_sys::Response;
     fn post(env: &JsValue, binding: &str, name: &str, url: &str, body: &str) -> Promise;
     fn open_socket(env: &JsValue, binding: &str, name: &str, ticket_header: &str, ticket: &str) -> Promise;
 }
@@ -69,12 +79,12 @@ pub async fn call<B: serde::Serialize, T: serde::de::DeserializeOwned>(env: &Env
 }
 
 /// Hands a verified socket to its room: the room's answer (101 with the socket) is returned
-/// to the client as is.
-pub async fn connect_room(env: &Env, room: Object<'_>, ticket_header: &str, ticket: &str) -> Result<worker::Response> {
+/// to the client as is, never converted.
+pub async fn connect_room(env: &Env, room: Object<'_>, ticket_header: &str, ticket: &str) -> Result<worker::web_sys::Response> {
     use wasm_bindgen::JsCast;
     let promise = open_socket(env.as_ref(), room.binding, room.name, ticket_header, ticket);
     let response = JsFuture::from(promise).await.map_err(js_error)?;
-    Ok(response.dyn_into::<worker::web_sys::Response>()?.into())
+    Ok(response.dyn_into::<worker::web_sys::Response>()?)
 }
 
 fn js_error(e: JsValue) -> Error {

@@ -83,6 +83,21 @@ struct Attachment {
     closing: bool,
 }
 
+impl Attachment {
+    /// Stored as JSON text: one string crosses into JS, where a JS object would be built
+    /// with a crossing per field (and read back the same way on every frame).
+    fn save(&self, ws: &WebSocket) -> Result<()> {
+        use worker::worker_sys::ext::WebSocketExt;
+        let text = serde_json::to_string(self)?;
+        ws.as_ref().serialize_attachment(wasm_bindgen::JsValue::from_str(&text)).map_err(Error::from)
+    }
+
+    fn load(ws: &WebSocket) -> Option<Attachment> {
+        use worker::worker_sys::ext::WebSocketExt;
+        serde_json::from_str(&ws.as_ref().deserialize_attachment().ok()?.as_string()?).ok()
+    }
+}
+
 /// The engine's host. Memory here is a cache at most: a woken instance starts empty.
 pub struct RoomObject {
     state: State,
@@ -216,7 +231,7 @@ impl RoomObject {
 
         let revoked_at = self.revocation_of(&ticket.member.sub, &channel).await?;
         if is_revoked(ticket.member.iat, revoked_at) {
-            return runtime::accept_and_close(close::UNAUTHENTICATED, "token revoked", ticket.subprotocol);
+            return Ok(runtime::accept_and_close(close::UNAUTHENTICATED, "token revoked", ticket.subprotocol).into());
         }
         ticket.member.revoked_before = revoked_at;
 
@@ -225,7 +240,7 @@ impl RoomObject {
         let socket = pair.server;
         // Hibernatable accept: the runtime owns the socket from here on.
         self.state.accept_websocket_with_tags(&socket, &[&room::member_tag(&ticket.member.sub)]);
-        socket.serialize_attachment(Attachment { member: ticket.member.clone(), closing: false })?;
+        Attachment { member: ticket.member.clone(), closing: false }.save(&socket)?;
 
         // No await between here and the last replayed frame: nothing can interleave, so a
         // live event published meanwhile is queued behind the replay, never inside it.
@@ -266,10 +281,10 @@ impl RoomObject {
 
     /// Closes a socket from the server side, announcing the departure once.
     fn close_socket(&self, ws: &WebSocket, code: u16, reason: &str) {
-        let departing = match ws.deserialize_attachment::<Attachment>() {
-            Ok(Some(mut a)) if !a.closing => {
+        let departing = match Attachment::load(ws) {
+            Some(mut a) if !a.closing => {
                 a.closing = true;
-                let _ = ws.serialize_attachment(&a);
+                let _ = a.save(ws);
                 Some(a.member)
             }
             _ => None,
@@ -295,7 +310,7 @@ impl RoomObject {
     }
 
     async fn message(&self, ws: WebSocket, message: WebSocketIncomingMessage) -> Result<()> {
-        let (Some(channel), Ok(Some(mut attachment))) = (self.channel(), ws.deserialize_attachment::<Attachment>()) else {
+        let (Some(channel), Some(mut attachment)) = (self.channel(), Attachment::load(&ws)) else {
             self.close_socket(&ws, close::INTERNAL, "room state lost");
             return Ok(());
         };
@@ -325,7 +340,7 @@ impl RoomObject {
             match effect {
                 // A refresh only moves an expiry later: the alarm set for the old one
                 // fires, finds nothing expired, and sets the next deadline.
-                Effect::Save => ws.serialize_attachment(&attachment)?,
+                Effect::Save => attachment.save(&ws)?,
                 Effect::Reply(frame) => {
                     let _ = ws.send_with_str(&frame);
                 }
@@ -352,9 +367,16 @@ impl RoomObject {
         Ok(())
     }
 
-    /// A socket closed (by the client, or dropped) or errored.
+    /// A socket closed (by the client, or dropped) or errored. Only presence needs to know
+    /// who left; elsewhere the close is answered without reading the attachment (a storm of
+    /// departures then costs the room next to nothing).
     async fn closed(&self, ws: WebSocket) -> Result<()> {
-        self.close_socket(&ws, close::NORMAL, "closed");
+        if self.channel().is_some_and(|c| c.kind().policy().presence) {
+            self.close_socket(&ws, close::NORMAL, "closed");
+        } else {
+            // Fails only if the socket is already closed, which is the goal anyway.
+            let _ = ws.close(Some(close::NORMAL), Some("closed"));
+        }
         Ok(())
     }
 
@@ -476,8 +498,8 @@ async fn post_webhook(url: &str, secret: &[u8], body: &str) -> Result<u16> {
 fn members(sockets: Vec<WebSocket>) -> Vec<(WebSocket, Member)> {
     sockets
         .into_iter()
-        .filter_map(|ws| match ws.deserialize_attachment::<Attachment>() {
-            Ok(Some(a)) if !a.closing => Some((ws, a.member)),
+        .filter_map(|ws| match Attachment::load(&ws) {
+            Some(a) if !a.closing => Some((ws, a.member)),
             _ => None,
         })
         .collect()

@@ -2,7 +2,7 @@
 
 use std::rc::Rc;
 
-use worker::{Date, Env, Response, Result, WebSocketPair};
+use worker::{Date, Env, Response, Result};
 
 use crate::protocol::handshake::SUBPROTOCOL;
 
@@ -64,15 +64,7 @@ pub fn json_error(status: u16, code: &str, message: &str) -> Result<Response> {
 }
 
 /// Accepts the socket and closes it at once: a browser sees close codes, never HTTP statuses.
-pub fn accept_and_close(code: u16, reason: &str, offered_subprotocol: bool) -> Result<Response> {
-    let pair = WebSocketPair::new()?;
-    pair.server.accept()?;
-    pair.server.close(Some(code), Some(reason))?;
-    let mut response = Response::from_websocket(pair.client)?;
-    if offered_subprotocol {
-        // Without it the browser fails the handshake and never sees the code.
-        response.headers_mut().set("Sec-WebSocket-Protocol", SUBPROTOCOL)?;
-    }
-    Ok(response)
+pub fn accept_and_close(code: u16, reason: &str, offered_subprotocol: bool) -> worker::web_sys::Response {
+    // Without the subprotocol the browser fails the handshake and never sees the code.
+    super::js::refuse(code, reason, if offered_subprotocol { SUBPROTOCOL } else { "" })
 }
-
