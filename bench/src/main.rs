@@ -279,10 +279,19 @@ async fn run(g: &Gateway, quick: bool, only: Option<&str>, f: &mut Figures) {
     let port = g.port;
     let tag = format!("{}{}", g.name, now_us() % 1_000_000);
     let want = |scenario: &str| only.is_none_or(|o| o == scenario);
-    // Warm-up, not measured: the first request compiles the Worker (and instantiates the wasm).
-    for _ in 0..3 {
-        let _ = open(port, "/ws/orders/warm-up", &token("w", &["orders:warm-up"], &[])).await;
+    // Warm-up, not measured: the first requests compile the Worker (and instantiate the
+    // wasm), and the JIT tiers up hot code during the first few hundred; a figure should be
+    // the steady state of both gateways, not their start-up.
+    let mut warm = Vec::new();
+    for _ in 0..20 {
+        warm.extend(open(port, "/ws/orders/warm-up", &token("w", &["orders:warm-up"], &[])).await);
     }
+    let rx = tokio::spawn(receive(warm, 200, Duration::from_secs(10)));
+    for b in 0..8 {
+        let msgs: Vec<Value> = (0..25).map(|i| json!({"id": format!("w{b}-{i}"), "channels": ["orders:warm-up"], "event": "x", "data": {}})).collect();
+        publish(port, &json!({"messages": msgs})).await;
+    }
+    let _ = rx.await;
     let (mut lost, mut dup) = (0, 0);
 
     // Saturated fan-out: 200 sockets, events published back to back in batches.
