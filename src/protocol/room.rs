@@ -804,4 +804,17 @@ mod tests {
         assert_ne!(member_tag(&long), member_tag(&"x".repeat(4999)));
         assert!(member_tag(&"é".repeat(100)).len() <= 256);
     }
+
+    #[test]
+    fn the_largest_member_fits_a_hibernation_attachment() {
+        // The runtime limits an attachment to 2 KiB; the shell wraps the member in ~30 bytes.
+        let ch = Channel::parse("chat:r").unwrap();
+        let mut m = member("c0123456789abcdef", "s", &ch);
+        m.sub = "\u{1}".repeat(crate::protocol::token::MAX_SUB_BYTES / 6);
+        m.name = Some("\u{1}".repeat(MAX_DISPLAY_CHARS));
+        m.role = Some("\u{1}".repeat(MAX_DISPLAY_CHARS));
+        (m.exp, m.iat, m.window_start, m.revoked_before) = (i64::MAX, Some(i64::MAX), i64::MAX, Some(i64::MAX));
+        (m.window_count, m.strikes) = (u32::MAX, u32::MAX);
+        assert!(serde_json::to_string(&m).unwrap().len() + 32 <= 2048);
+    }
 }

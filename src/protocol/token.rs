@@ -14,6 +14,14 @@ use super::channel::Grants;
 
 /// Tokens longer than this are refused without being parsed.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+/// Longest `sub` accepted, measured as JSON text (escapes count): the room keeps it in the
+/// socket's hibernation attachment, which the runtime limits to 2 KiB (with the name, role
+/// and counters beside it).
+pub const MAX_SUB_BYTES: usize = 256;
+
+fn sub_fits(sub: &str) -> bool {
+    serde_json::to_string(sub).is_ok_and(|json| json.len() - 2 <= MAX_SUB_BYTES)
+}
 /// Tolerance for clock skew on `exp`, `nbf` and `iat`.
 pub const LEEWAY_SECS: i64 = 30;
 /// Default for `TOKEN_MAX_LIFETIME`.
@@ -297,7 +305,7 @@ fn grants(claims: &Map<String, Value>, name: &str) -> Result<Grants, TokenError>
 
 fn check_claims(claims: &Map<String, Value>, expect: &Expectations, now: i64) -> Result<Claims, TokenError> {
     let sub = match claims.get("sub") {
-        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(Value::String(s)) if !s.is_empty() && sub_fits(s) => s.clone(),
         _ => return Err(TokenError::BadClaims),
     };
     let exp = time_claim(claims, "exp")?.ok_or(TokenError::BadClaims)?;
@@ -541,6 +549,10 @@ mod tests {
         assert_eq!(check(&keys, &mint(without(claims(), "sub"))), Err(TokenError::BadClaims));
         assert_eq!(check(&keys, &mint(with(claims(), "sub", json!("")))), Err(TokenError::BadClaims));
         assert_eq!(check(&keys, &mint(with(claims(), "sub", json!(7)))), Err(TokenError::BadClaims));
+        assert!(check(&keys, &mint(with(claims(), "sub", json!("s".repeat(MAX_SUB_BYTES))))).is_ok());
+        assert_eq!(check(&keys, &mint(with(claims(), "sub", json!("s".repeat(MAX_SUB_BYTES + 1))))), Err(TokenError::BadClaims));
+        // Escapes count: 43 control characters are 258 bytes of JSON.
+        assert_eq!(check(&keys, &mint(with(claims(), "sub", json!("\u{1}".repeat(43))))), Err(TokenError::BadClaims));
         assert_eq!(check(&keys, &mint(without(claims(), "exp"))), Err(TokenError::BadClaims));
         for field in ["exp", "iat", "nbf"] {
             let c = with(claims(), field, json!((NOW + 10).to_string()));
