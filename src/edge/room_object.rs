@@ -467,11 +467,13 @@ impl RoomObject {
     /// known alarm is later, already past, or unknown (a freshly woken instance).
     async fn alarm_by(&self, at: i64) -> Result<()> {
         let now = runtime::now_ms();
-        if self.alarm_at.get().is_some_and(|c| c <= at && c > now) {
-            return Ok(());
-        }
         let storage = self.state.storage();
-        let current = storage.get_alarm().await?;
+        let current = match self.alarm_at.get() {
+            Some(c) if c <= at && c > now => return Ok(()),
+            // Known and pending: only the runtime could have moved it, by firing it.
+            Some(c) if c > now => Some(c),
+            _ => storage.get_alarm().await?,
+        };
         if current.is_some_and(|c| c <= at && c > now) {
             self.alarm_at.set(current);
         } else {
