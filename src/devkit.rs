@@ -28,7 +28,8 @@ impl SigningKey {
     pub fn es256(seed: u8) -> SigningKey {
         // Any 32 bytes below the group order are a valid scalar; a repeated small byte is.
         let scalar = [seed.clamp(1, 0x7f); 32];
-        SigningKey::Es256(p256::ecdsa::SigningKey::from_bytes(&scalar.into()).expect("valid scalar")) // ok: host-only, fixed seeds
+        SigningKey::Es256(p256::ecdsa::SigningKey::from_bytes(&scalar.into()).expect("valid scalar"))
+        // ok: host-only, fixed seeds
     }
 
     pub fn alg(&self) -> &'static str {
@@ -50,7 +51,8 @@ impl SigningKey {
             SigningKey::Es256(k) => {
                 let point = k.verifying_key().to_encoded_point(false);
                 json!({"kty": "EC", "crv": "P-256", "alg": "ES256",
-                       "x": b64(point.x().expect("uncompressed")), "y": b64(point.y().expect("uncompressed"))}) // ok: host-only
+                       "x": b64(point.x().expect("uncompressed")), "y": b64(point.y().expect("uncompressed"))})
+                // ok: host-only
             }
         };
         if let Some(kid) = kid {
@@ -106,8 +108,5 @@ pub fn jwks(keys: &[(&SigningKey, Option<&str>)]) -> String {
 }
 
 pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }

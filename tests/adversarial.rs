@@ -141,11 +141,7 @@ async fn refused_http(gw: &Gateway, path: &str, protocols: Option<&str>, headers
 /// Runs labelled checks concurrently; returns the failures, labelled.
 async fn all<F: std::future::Future<Output = Result<(), String>>>(checks: Vec<(String, F)>) -> Failures {
     let (labels, futures): (Vec<String>, Vec<F>) = checks.into_iter().unzip();
-    labels
-        .into_iter()
-        .zip(join_all(futures).await)
-        .filter_map(|(label, r)| r.err().map(|e| format!("{label}: {e}")))
-        .collect()
+    labels.into_iter().zip(join_all(futures).await).filter_map(|(label, r)| r.err().map(|e| format!("{label}: {e}"))).collect()
 }
 
 /// Offers each labelled token for `w`'s channel; each must be closed at once with `code`.
@@ -399,8 +395,8 @@ async fn hs256_signed_with_the_es256_public_key_under_its_kid_closes_4401() {
     let uncompressed = [&[0x04][..], &x, &y].concat();
     let compressed = [&[if y[31] % 2 == 0 { 0x02 } else { 0x03 }][..], &x].concat();
     let spki_prefix = [
-        0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d,
-        0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+        0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01,
+        0x07, 0x03, 0x42, 0x00,
     ];
     let spki = [&spki_prefix[..], &uncompressed].concat();
     let mut materials = vec![
@@ -850,7 +846,10 @@ async fn forbidden_header_parameter(param: &str, values: Vec<Value>) {
         let mut header = hs_header();
         header[param] = value.clone();
         cases.push((format!("{param}: {} signed by the real key", short(&value.to_string())), with_header(header.clone(), &w.channel)));
-        cases.push((format!("{param}: {} signed by the attacker", short(&value.to_string())), attacker.mint_with_header(&header, &granting(&w.channel))));
+        cases.push((
+            format!("{param}: {} signed by the attacker", short(&value.to_string())),
+            attacker.mint_with_header(&header, &granting(&w.channel)),
+        ));
     }
     let failures = expect_closes(&w, cases, 4401).await;
     w.untouched().await;
@@ -1235,7 +1234,9 @@ async fn a_chat_wildcard_does_not_grant_orders_or_payment_4403() {
     let mut orders = Witness::new("orders").await;
     let mut payment = Witness::new("payment").await;
     let mut failures = expect_closes(&orders, vec![("chat:*".into(), granted("admin", json!(["chat:*"]), None))], 4403).await;
-    failures.extend(expect_closes(&payment, vec![("chat:* and orders:*".into(), granted("admin", json!(["chat:*", "orders:*"]), None))], 4403).await);
+    failures.extend(
+        expect_closes(&payment, vec![("chat:* and orders:*".into(), granted("admin", json!(["chat:*", "orders:*"]), None))], 4403).await,
+    );
     orders.untouched().await;
     payment.untouched().await;
     verdict(failures);
@@ -1390,8 +1391,10 @@ async fn a_null_origin_is_refused_403() {
 #[tokio::test]
 async fn origin_with_a_trailing_slash_or_path_is_refused_403() {
     // PROTOCOL.md Connecting: exact string match only (an origin has no path), 403.
-    origins_refused(["https://shop.example/", "https://shop.example/app", "https://shop.example.", "https://shop.example/."].map(String::from).to_vec())
-        .await;
+    origins_refused(
+        ["https://shop.example/", "https://shop.example/app", "https://shop.example.", "https://shop.example/."].map(String::from).to_vec(),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -1619,7 +1622,9 @@ async fn the_token_is_never_echoed_in_the_handshake_response() {
                         failures.push(format!("{label}: HTTP {} with Sec-WebSocket-Protocol {selected:?}", r.status));
                     }
                     let sig = segments(tok)[2].clone();
-                    if r.headers.iter().any(|(k, v)| k.contains(sig.as_str()) || v.contains(sig.as_str())) || String::from_utf8_lossy(&r.body).contains(&sig) {
+                    if r.headers.iter().any(|(k, v)| k.contains(sig.as_str()) || v.contains(sig.as_str()))
+                        || String::from_utf8_lossy(&r.body).contains(&sig)
+                    {
                         failures.push(format!("{label}: the token appears in the handshake response"));
                     }
                 }
@@ -1684,7 +1689,9 @@ async fn a_publish_with_one_tampered_byte_is_401_and_changes_nothing() {
     failures.extend(expect_status("one byte appended to the body", &post_signed(appended.as_bytes(), &sig).await, 401).err());
     let hex = sig.split("v1=").nth(1).unwrap();
     let flipped = format!("{}{}", if hex.starts_with('0') { '1' } else { '0' }, &hex[1..]);
-    failures.extend(expect_status("one signature digit changed", &post_signed(body.as_bytes(), &format!("t={t},v1={flipped}")).await, 401).err());
+    failures.extend(
+        expect_status("one signature digit changed", &post_signed(body.as_bytes(), &format!("t={t},v1={flipped}")).await, 401).err(),
+    );
     let moved = format!("t={},v1={hex}", t - 1);
     failures.extend(expect_status("t moved by one second", &post_signed(body.as_bytes(), &moved).await, 401).err());
     let short_tag = format!("t={t},v1={}", &hex[..62]);
@@ -1790,7 +1797,9 @@ async fn a_signature_without_v1_is_401() {
         hex.clone(),
         String::new(),
     ] {
-        failures.extend(expect_status(&format!("{:?}", header.replace(&hex, "<hex>")), &post_signed(body.as_bytes(), &header).await, 401).err());
+        failures.extend(
+            expect_status(&format!("{:?}", header.replace(&hex, "<hex>")), &post_signed(body.as_bytes(), &header).await, 401).err(),
+        );
     }
     w.untouched().await;
     verdict(failures);
@@ -1981,7 +1990,10 @@ async fn malformed_publish_bodies_are_400_and_change_nothing() {
     let mut bodies: Vec<(String, Vec<u8>)> = vec![
         ("not JSON".into(), b"{not json".to_vec()),
         ("empty".into(), Vec::new()),
-        ("truncated".into(), { let s = ok("t").to_string(); s.as_bytes()[..s.len() - 1].to_vec() }),
+        ("truncated".into(), {
+            let s = ok("t").to_string();
+            s.as_bytes()[..s.len() - 1].to_vec()
+        }),
         ("trailing garbage".into(), format!("{}x", ok("t")).into_bytes()),
         ("two objects".into(), format!("{}{}", ok("t"), ok("u")).into_bytes()),
         ("invalid UTF-8".into(), [ok("t").to_string().as_bytes(), b"\xff"].concat()),
@@ -2100,7 +2112,8 @@ async fn an_id_over_128_characters_is_400() {
     // PROTOCOL.md Publishing: `id` is a non-empty string of at most 128 characters.
     let mut w = Witness::new("orders").await;
     let mut failures = Vec::new();
-    for (label, id) in [("129 ASCII", "i".repeat(129)), ("129 two-byte characters", "é".repeat(129)), ("1000 characters", "i".repeat(1000))] {
+    for (label, id) in [("129 ASCII", "i".repeat(129)), ("129 two-byte characters", "é".repeat(129)), ("1000 characters", "i".repeat(1000))]
+    {
         let r = gw().publish(&message(&id, &[&w.channel])).await;
         failures.extend(expect_status(label, &r, 400).err());
     }
@@ -2507,17 +2520,32 @@ async fn a_refresh_with_a_forged_or_foreign_token_closes_4401() {
     let cases = vec![
         ("alg none, same sub", unsigned),
         ("another key, same sub", SigningKey::hs256(99).mint(Some("hs"), &same(&|_| {}))),
-        ("HS256 keyed with the EdDSA public key", SigningKey::Hs256(public_key_bytes(&eddsa().jwk(None), "x")).mint(Some("ed"), &same(&|_| {}))),
+        (
+            "HS256 keyed with the EdDSA public key",
+            SigningKey::Hs256(public_key_bytes(&eddsa().jwk(None), "x")).mint(Some("ed"), &same(&|_| {})),
+        ),
         ("valid token of another sub", token(&unique("other"), &[&channel])),
         ("same sub, channel not granted", hs256().mint(Some("hs"), &same(&|c| c["channels"] = json!([format!("payment:{room}x")])))),
-        ("same sub, publish grant only", hs256().mint(Some("hs"), &same(&|c| {
-            c["channels"] = json!([]);
-            c["publish"] = json!([channel]);
-        }))),
-        ("same sub, expired", hs256().mint(Some("hs"), &same(&|c| {
-            c["iat"] = json!(unix_now() - 700);
-            c["exp"] = json!(unix_now() - 60);
-        }))),
+        (
+            "same sub, publish grant only",
+            hs256().mint(
+                Some("hs"),
+                &same(&|c| {
+                    c["channels"] = json!([]);
+                    c["publish"] = json!([channel]);
+                }),
+            ),
+        ),
+        (
+            "same sub, expired",
+            hs256().mint(
+                Some("hs"),
+                &same(&|c| {
+                    c["iat"] = json!(unix_now() - 700);
+                    c["exp"] = json!(unix_now() - 60);
+                }),
+            ),
+        ),
         ("same sub, jwk header", hs256().mint_with_header(&json!({"alg": "HS256", "kid": "hs", "jwk": hs256().jwk(None)}), &same(&|_| {}))),
         ("same sub, over 8 KiB", hs256().mint(Some("hs"), &same(&|c| c["pad"] = json!("p".repeat(8200))))),
     ];
@@ -2597,7 +2625,9 @@ async fn the_log_never_holds_tokens_query_values_subprotocols_or_publish_bodies(
     let mut failures = Vec::new();
 
     // Sockets: accepted with query values and an extra subprotocol, then refused ones.
-    match welcomed(gw, &format!("{path}?since=0&trace={query_value}"), Some(&format!("foyer.v1, bearer.{good}, {extra_protocol}")), &[]).await {
+    match welcomed(gw, &format!("{path}?since=0&trace={query_value}"), Some(&format!("foyer.v1, bearer.{good}, {extra_protocol}")), &[])
+        .await
+    {
         Ok(mut c) => {
             c.send_json(&json!({"type": "refresh", "token": refresh_forged})).await;
             failures.extend(expect_close(&mut c, 4401).await.err().map(|e| format!("refresh with a forged token: {e}")));
@@ -2612,13 +2642,28 @@ async fn the_log_never_holds_tokens_query_values_subprotocols_or_publish_bodies(
 
     // Publish bodies: accepted, malformed, unsigned, too large, wrong type.
     let bodies = [
-        (200, json!({"id": format!("id{mark}"), "channels": [channel], "event": format!("ev{mark}"), "data": {"note": format!("ok{mark}")}}).to_string()),
+        (
+            200,
+            json!({"id": format!("id{mark}"), "channels": [channel], "event": format!("ev{mark}"), "data": {"note": format!("ok{mark}")}})
+                .to_string(),
+        ),
         (400, format!("{{\"id\": \"bad{mark}\", ")),
-        (413, json!({"id": format!("big{mark}"), "channels": [channel], "event": "e", "data": format!("big{mark}{}", "x".repeat(70_000))}).to_string()),
+        (
+            413,
+            json!({"id": format!("big{mark}"), "channels": [channel], "event": "e", "data": format!("big{mark}{}", "x".repeat(70_000))})
+                .to_string(),
+        ),
     ];
     let mut body_markers = vec![format!("id{mark}"), format!("ev{mark}"), format!("ok{mark}"), format!("bad{mark}"), format!("big{mark}")];
     for (status, body) in &bodies {
-        failures.extend(expect_status(&format!("publish {status}"), &post_signed(body.as_bytes(), &sign_at(unix_now(), body.as_bytes())).await, *status).err());
+        failures.extend(
+            expect_status(
+                &format!("publish {status}"),
+                &post_signed(body.as_bytes(), &sign_at(unix_now(), body.as_bytes())).await,
+                *status,
+            )
+            .err(),
+        );
     }
     let unsigned = format!("{{\"id\": \"unsigned{mark}\"}}");
     failures.extend(expect_status("unsigned", &gw.post("/publish", unsigned.as_bytes(), &[JSON_CT]).await, 401).err());

@@ -42,11 +42,17 @@ async fn two_users_chat_and_the_author_always_comes_from_the_token() {
     let ch = format!("chat:{room}");
     let mut ann = join(gw, &room, &chat_token("cust-ann", "Ann", &ch)).await;
     let mut bob = join(gw, &room, &chat_token("staff-bob", "Bob", &ch)).await;
-    ann.send_json(&json!({"type": "send", "id": "m1", "text": "Where is my tea?", "author": {"sub": "staff-bob", "name": "Bob", "role": "staff"}})).await;
+    ann.send_json(
+        &json!({"type": "send", "id": "m1", "text": "Where is my tea?", "author": {"sub": "staff-bob", "name": "Bob", "role": "staff"}}),
+    )
+    .await;
     for c in [&mut ann, &mut bob] {
         let e = next_of(c, "event").await;
         assert_eq!((e["event"].as_str(), e["seq"].as_u64(), e["channel"].as_str()), (Some("chat.message"), Some(1), Some(ch.as_str())));
-        assert_eq!(e["data"], json!({"text": "Where is my tea?", "author": {"sub": "cust-ann", "name": "Ann", "role": "customer"}, "client_id": "m1"}));
+        assert_eq!(
+            e["data"],
+            json!({"text": "Where is my tea?", "author": {"sub": "cust-ann", "name": "Ann", "role": "customer"}, "client_id": "m1"})
+        );
     }
     bob.send_json(&send("r1", "On its way!")).await;
     assert_eq!(next_of(&mut ann, "event").await["data"]["author"]["sub"], "staff-bob");
@@ -128,8 +134,10 @@ async fn presence_counts_users_across_tabs_and_dropped_connections() {
 
     let tab1 = join(gw, &room, &ann_t).await;
     let p = next_of(&mut bob, "presence").await;
-    assert_eq!((p["action"].as_str(), p["sub"].as_str(), p["name"].as_str(), p["role"].as_str(), p["count"].as_u64()),
-               (Some("joined"), Some("cust-ann"), Some("Ann"), Some("customer"), Some(2)));
+    assert_eq!(
+        (p["action"].as_str(), p["sub"].as_str(), p["name"].as_str(), p["role"].as_str(), p["count"].as_u64()),
+        (Some("joined"), Some("cust-ann"), Some("Ann"), Some("customer"), Some(2))
+    );
     let tab2 = join(gw, &room, &ann_t).await;
     tab1.close().await;
     assert!(bob.next_within(2).await.is_none(), "a second tab joins and the first leaves silently");
@@ -179,14 +187,17 @@ async fn webhook_receiver(secret: &'static str, fail_first: usize) -> (u16, Arc<
                     raw.extend_from_slice(&buf[..n]);
                     if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
                         let head = String::from_utf8_lossy(&raw[..i]).to_lowercase();
-                        let len: usize = head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+                        let len: usize =
+                            head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
                         if raw.len() >= i + 4 + len {
                             break (String::from_utf8_lossy(&raw[..i]).to_string(), raw[i + 4..i + 4 + len].to_vec());
                         }
                     }
                 };
                 let path = head.split(' ').nth(1).unwrap_or("").to_string();
-                let sig = head.lines().find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("x-foyer-signature")).map(|(_, v)| v.trim().to_string()));
+                let sig = head.lines().find_map(|l| {
+                    l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("x-foyer-signature")).map(|(_, v)| v.trim().to_string())
+                });
                 let valid = path == "/hooks/chat"
                     && foyer::protocol::signature::verify(sig.as_deref(), &[secret.as_bytes().to_vec()], &path, &body, unix_now()).is_ok();
                 let id = serde_json::from_slice::<Value>(&body).ok().and_then(|v| v["id"].as_str().map(str::to_owned)).unwrap_or_default();

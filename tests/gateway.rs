@@ -168,7 +168,8 @@ async fn publish_refusals_come_in_protocol_order() {
     let mut big = event("x", &["orders:v1"]);
     big["data"] = json!("x".repeat(64 * 1024));
     assert_eq!(gw.signed_post("/publish", big.to_string().as_bytes(), PUBLISH_SECRET).await.status, 413, "data over 64 KiB");
-    let charset = gw.post("/publish", body.as_bytes(), &[("Content-Type", "application/json; charset=utf-8"), ("X-Foyer-Signature", &sig)]).await;
+    let charset =
+        gw.post("/publish", body.as_bytes(), &[("Content-Type", "application/json; charset=utf-8"), ("X-Foyer-Signature", &sig)]).await;
     assert_eq!(charset.status, 200, "content type parameters are fine");
 }
 
@@ -203,11 +204,7 @@ async fn a_batch_fans_out_to_many_channels_with_results_in_request_order() {
     let pay: Vec<String> = (0..5).map(|i| format!("payment:{venue}-o{i}")).collect();
     let mut staff = connect(gw, &orders(&venue), &token("staff", &[&orders_ch])).await;
     staff.frame().await;
-    let messages: Vec<Value> = pay
-        .iter()
-        .enumerate()
-        .map(|(i, p)| event(&format!("{venue}-paid-{i}"), &[&orders_ch, p]))
-        .collect();
+    let messages: Vec<Value> = pay.iter().enumerate().map(|(i, p)| event(&format!("{venue}-paid-{i}"), &[&orders_ch, p])).collect();
     let r = gw.publish(&json!({"messages": messages})).await;
     assert_eq!(r.status, 200);
     let results = r.json()["results"].as_array().unwrap().clone();
@@ -215,7 +212,10 @@ async fn a_batch_fans_out_to_many_channels_with_results_in_request_order() {
     for (i, p) in pay.iter().enumerate() {
         let (a, b) = (&results[2 * i], &results[2 * i + 1]);
         assert_eq!(a["id"], format!("{venue}-paid-{i}"));
-        assert_eq!((a["channel"].as_str(), a["seq"].as_u64(), a["delivered"].as_u64()), (Some(orders_ch.as_str()), Some(i as u64 + 1), Some(1)));
+        assert_eq!(
+            (a["channel"].as_str(), a["seq"].as_u64(), a["delivered"].as_u64()),
+            (Some(orders_ch.as_str()), Some(i as u64 + 1), Some(1))
+        );
         assert_eq!((b["channel"].as_str(), b["seq"].as_u64(), b["delivered"].as_u64()), (Some(p.as_str()), Some(1), Some(0)));
         assert_eq!(a["duplicate"], false);
     }
@@ -259,9 +259,10 @@ async fn fan_out_of_200_events_to_50_sockets_keeps_exact_order() {
             for i in 0..50 {
                 let body = json!({"messages": [event(&format!("p{p}-{i}"), &[&channel])]}).to_string();
                 let sig = foyer::protocol::signature::sign(PUBLISH_SECRET.as_bytes(), unix_now(), "/publish", body.as_bytes());
-                let r = http(port, "POST", "/publish", &[("Content-Type", "application/json"), ("X-Foyer-Signature", &sig)], body.as_bytes())
-                    .await
-                    .expect("publish");
+                let r =
+                    http(port, "POST", "/publish", &[("Content-Type", "application/json"), ("X-Foyer-Signature", &sig)], body.as_bytes())
+                        .await
+                        .expect("publish");
                 assert_eq!(r.status, 200);
                 delivered.push(r.json()["results"][0]["delivered"].as_u64().unwrap());
             }

@@ -288,7 +288,8 @@ async fn run(g: &Gateway, quick: bool, only: Option<&str>, f: &mut Figures) {
     }
     let rx = tokio::spawn(receive(warm, 200, Duration::from_secs(10)));
     for b in 0..8 {
-        let msgs: Vec<Value> = (0..25).map(|i| json!({"id": format!("w{b}-{i}"), "channels": ["orders:warm-up"], "event": "x", "data": {}})).collect();
+        let msgs: Vec<Value> =
+            (0..25).map(|i| json!({"id": format!("w{b}-{i}"), "channels": ["orders:warm-up"], "event": "x", "data": {}})).collect();
         publish(port, &json!({"messages": msgs})).await;
     }
     let _ = rx.await;

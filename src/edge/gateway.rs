@@ -8,9 +8,9 @@ use futures::future::join_all;
 use serde::Serialize;
 use worker::{event, web_sys, Context, Env, Method, Request, Response, Result};
 
+use super::js;
 use super::principal::{RevokeOrder, RevokeTargets};
 use super::room_object::{PublishReply, PublishRequest, RevokeReply, RevokeRequest, Ticket, TICKET_HEADER};
-use super::js;
 use super::runtime::{self, config, json_error, BUILD_ID};
 use crate::protocol::channel::{Channel, Kind};
 use crate::protocol::handshake::{self, AuthFailures, ConnectRequest, Verdict};
@@ -61,19 +61,13 @@ async fn connect(req: &web_sys::Request, own_origin: &str, path: &str, query: &[
     let origin = header("Origin");
     let protocols = header("Sec-WebSocket-Protocol");
     let config = config(env);
-    let request = ConnectRequest {
-        path,
-        query,
-        upgrade,
-        origin: origin.as_deref(),
-        own_origin,
-        protocols: protocols.as_deref(),
-    };
+    let request = ConnectRequest { path, query, upgrade, origin: origin.as_deref(), own_origin, protocols: protocols.as_deref() };
     let now = runtime::now_secs();
     let verdict = handshake::check(&request, &config, now);
     // Failed auth is counted per client address (set by Cloudflare's edge).
     let client = header("CF-Connecting-IP").unwrap_or_else(|| "unknown".into());
-    let verdict = AUTH_FAILURES.with(|f| handshake::limit_failures(verdict, &mut f.borrow_mut(), &client, now, config.auth_failures_per_minute));
+    let verdict =
+        AUTH_FAILURES.with(|f| handshake::limit_failures(verdict, &mut f.borrow_mut(), &client, now, config.auth_failures_per_minute));
     match verdict {
         Verdict::Http(status, message) => Ok(json_error(status, "handshake", message)?.into()),
         Verdict::Close { code, reason, offered_subprotocol } => Ok(runtime::accept_and_close(code, reason, offered_subprotocol)),
@@ -127,10 +121,7 @@ async fn publish(mut req: Request, env: &Env) -> Result<Response> {
     let groups = publish::group_by_channel(&messages);
     let calls = groups.iter().map(|(channel, events)| async move {
         let channel = Channel::parse(channel).map_err(|_| worker::Error::from("unparsable channel"))?;
-        let request = PublishRequest {
-            channel: channel.to_string(),
-            events: events.iter().map(|(_, d)| d.clone()).collect(),
-        };
+        let request = PublishRequest { channel: channel.to_string(), events: events.iter().map(|(_, d)| d.clone()).collect() };
         let reply: PublishReply = js::call(env, room(&request.channel, channel.kind()), "/publish", &request).await?;
         Ok::<_, worker::Error>((channel, reply))
     });
@@ -233,4 +224,3 @@ async fn signed_body(req: &mut Request, env: &Env, path: &str) -> Result<std::re
     }
     Ok(Ok(body))
 }
-

@@ -14,4 +14,3 @@ mod principal;
 mod room_object;
 mod runtime;
 mod sql_store;
-

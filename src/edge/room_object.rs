@@ -12,8 +12,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use worker::{
-    durable_object, wasm_bindgen, DurableObject, Env, Error, Fetch, Headers, Method, Request, RequestInit, Response, Result,
-    State, WebSocket, WebSocketIncomingMessage, WebSocketPair, WebSocketRequestResponsePair,
+    durable_object, wasm_bindgen, DurableObject, Env, Error, Fetch, Headers, Method, Request, RequestInit, Response, Result, State,
+    WebSocket, WebSocketIncomingMessage, WebSocketPair, WebSocketRequestResponsePair,
 };
 
 use super::js;
@@ -117,7 +117,14 @@ impl RoomObject {
         if let Ok(pair) = WebSocketRequestResponsePair::new(PING, PONG) {
             state.set_websocket_auto_response(&pair);
         }
-        RoomObject { state, env, store: RefCell::new(None), alarm_at: Default::default(), channel: Default::default(), revocations: Default::default() }
+        RoomObject {
+            state,
+            env,
+            store: RefCell::new(None),
+            alarm_at: Default::default(),
+            channel: Default::default(),
+            revocations: Default::default(),
+        }
     }
 
     /// Runs `f` with the room engine for `channel` over this object's storage.

@@ -72,19 +72,12 @@ impl SqlStore {
 
     /// The channel this object serves, remembered so alarms know it without a request.
     pub fn channel(&self) -> Option<String> {
-        let rows: Vec<Text> = self
-            .sql
-            .exec("SELECT value FROM meta WHERE key = 'channel'", None)
-            .and_then(|c| c.to_array())
-            .ok()?;
+        let rows: Vec<Text> = self.sql.exec("SELECT value FROM meta WHERE key = 'channel'", None).and_then(|c| c.to_array()).ok()?;
         rows.into_iter().next().map(|r| r.value)
     }
 
     pub fn set_channel(&self, name: &str) -> Result<(), String> {
-        self.sql
-            .exec("INSERT OR IGNORE INTO meta (key, value) VALUES ('channel', ?)", vec![name.into()])
-            .map(drop)
-            .map_err(err)
+        self.sql.exec("INSERT OR IGNORE INTO meta (key, value) VALUES ('channel', ?)", vec![name.into()]).map(drop).map_err(err)
     }
 
     /// Queues a webhook call, due now. The same id is queued once.
@@ -121,20 +114,14 @@ impl SqlStore {
 
     /// When the next webhook attempt is due, if any is pending.
     pub fn outbox_next_due(&self) -> Result<Option<i64>, String> {
-        let rows: Vec<Num> = self
-            .sql
-            .exec("SELECT next_at AS value FROM outbox ORDER BY next_at LIMIT 1", None)
-            .and_then(|c| c.to_array())
-            .map_err(err)?;
+        let rows: Vec<Num> =
+            self.sql.exec("SELECT next_at AS value FROM outbox ORDER BY next_at LIMIT 1", None).and_then(|c| c.to_array()).map_err(err)?;
         Ok(rows.first().map(|r| r.value as i64))
     }
 
     fn rows(&self, query: &str, bindings: Vec<SqlStorageValue>) -> Result<Vec<StoredEvent>, String> {
         let rows: Vec<Row> = self.sql.exec(query, bindings).and_then(|c| c.to_array()).map_err(err)?;
-        Ok(rows
-            .into_iter()
-            .map(|r| StoredEvent { seq: r.seq as u64, id: r.id, event: r.event, data: r.data, ts: r.ts as i64 })
-            .collect())
+        Ok(rows.into_iter().map(|r| StoredEvent { seq: r.seq as u64, id: r.id, event: r.event, data: r.data, ts: r.ts as i64 }).collect())
     }
 }
 
@@ -180,19 +167,13 @@ impl Store for SqlStore {
     }
 
     fn oldest_seq(&self) -> Result<Option<u64>, String> {
-        let rows: Vec<Num> = self
-            .sql
-            .exec("SELECT seq AS value FROM events ORDER BY seq LIMIT 1", None)
-            .and_then(|c| c.to_array())
-            .map_err(err)?;
+        let rows: Vec<Num> =
+            self.sql.exec("SELECT seq AS value FROM events ORDER BY seq LIMIT 1", None).and_then(|c| c.to_array()).map_err(err)?;
         Ok(rows.first().map(|r| r.value as u64))
     }
 
     fn prune_events(&mut self, below_seq: u64, before_ts: i64) -> Result<(), String> {
-        self.sql
-            .exec("DELETE FROM events WHERE seq < ? AND ts < ?", vec![int(below_seq), before_ts.into()])
-            .map(drop)
-            .map_err(err)
+        self.sql.exec("DELETE FROM events WHERE seq < ? AND ts < ?", vec![int(below_seq), before_ts.into()]).map(drop).map_err(err)
     }
 
     fn dedupe_claim(&mut self, key: &str, seq: u64, ts: i64) -> Result<Option<u64>, String> {
@@ -203,11 +184,8 @@ impl Store for SqlStore {
         if cursor.rows_written() > 0 {
             return Ok(None);
         }
-        let rows: Vec<Num> = self
-            .sql
-            .exec("SELECT seq AS value FROM dedupe WHERE key = ?", vec![key.into()])
-            .and_then(|c| c.to_array())
-            .map_err(err)?;
+        let rows: Vec<Num> =
+            self.sql.exec("SELECT seq AS value FROM dedupe WHERE key = ?", vec![key.into()]).and_then(|c| c.to_array()).map_err(err)?;
         Ok(Some(rows.first().map_or(0, |r| r.value as u64)))
     }
 

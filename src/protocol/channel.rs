@@ -52,22 +52,10 @@ impl Kind {
     pub fn policy(self) -> Policy {
         match self {
             // Staff dashboards load the current state from the backend, then follow live.
-            Kind::Orders => Policy {
-                clients_may_send: false,
-                replay_without_since: Replay::Nothing,
-                presence: false,
-            },
+            Kind::Orders => Policy { clients_may_send: false, replay_without_since: Replay::Nothing, presence: false },
             // A late customer page must see "paid" at once: replay everything retained.
-            Kind::Payment => Policy {
-                clients_may_send: false,
-                replay_without_since: Replay::Everything,
-                presence: false,
-            },
-            Kind::Chat => Policy {
-                clients_may_send: true,
-                replay_without_since: Replay::Last(50),
-                presence: true,
-            },
+            Kind::Payment => Policy { clients_may_send: false, replay_without_since: Replay::Everything, presence: false },
+            Kind::Chat => Policy { clients_may_send: true, replay_without_since: Replay::Last(50), presence: true },
         }
     }
 }
@@ -80,10 +68,7 @@ impl fmt::Display for Kind {
 
 /// `KEY` matches `[A-Za-z0-9_-]{1,64}`.
 pub fn is_valid_key(key: &str) -> bool {
-    (1..=64).contains(&key.len())
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    (1..=64).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// A well-formed channel name. Its `Display` form is the Durable Object's name.

@@ -33,14 +33,7 @@ enum ServerFrame<'a> {
     Reset { channel: &'a str, seq: u64 },
     Refreshed { expires_at: i64 },
     Error { code: &'a str, message: &'a str },
-    Presence {
-        channel: &'a str,
-        action: &'a str,
-        sub: &'a str,
-        name: Option<&'a str>,
-        role: Option<&'a str>,
-        count: usize,
-    },
+    Presence { channel: &'a str, action: &'a str, sub: &'a str, name: Option<&'a str>, role: Option<&'a str>, count: usize },
 }
 
 fn encode(frame: &ServerFrame<'_>) -> String {
@@ -129,12 +122,21 @@ mod tests {
     #[test]
     fn server_frames_have_the_documented_shape() {
         let w: Value = serde_json::from_str(&welcome("orders:v", "c1", 4, "b1", 99)).unwrap();
-        assert_eq!(w, serde_json::json!({"type": "welcome", "channel": "orders:v", "conn": "c1", "seq": 4, "build": "b1", "expires_at": 99}));
+        assert_eq!(
+            w,
+            serde_json::json!({"type": "welcome", "channel": "orders:v", "conn": "c1", "seq": 4, "build": "b1", "expires_at": 99})
+        );
         let e = StoredEvent { seq: 3, id: "e".into(), event: "order.paid".into(), data: r#"{"a":[1]}"#.into(), ts: 5 };
         let v: Value = serde_json::from_str(&event("orders:v", &e)).unwrap();
-        assert_eq!(v, serde_json::json!({"type": "event", "channel": "orders:v", "seq": 3, "id": "e", "event": "order.paid", "data": {"a": [1]}, "ts": 5}));
+        assert_eq!(
+            v,
+            serde_json::json!({"type": "event", "channel": "orders:v", "seq": 3, "id": "e", "event": "order.paid", "data": {"a": [1]}, "ts": 5})
+        );
         let p: Value = serde_json::from_str(&presence("chat:r", "joined", "u", Some("Ann"), None, 2)).unwrap();
-        assert_eq!(p, serde_json::json!({"type": "presence", "channel": "chat:r", "action": "joined", "sub": "u", "name": "Ann", "role": null, "count": 2}));
+        assert_eq!(
+            p,
+            serde_json::json!({"type": "presence", "channel": "chat:r", "action": "joined", "sub": "u", "name": "Ann", "role": null, "count": 2})
+        );
         let r: Value = serde_json::from_str(&reset("chat:r", 7)).unwrap();
         assert_eq!(r, serde_json::json!({"type": "reset", "channel": "chat:r", "seq": 7}));
     }

@@ -241,7 +241,8 @@ mod tests {
 
     fn token(channels: &[&str]) -> String {
         let now = unix_now();
-        SigningKey::hs256(1).mint(None, &json!({"sub": "u", "iss": "iss", "aud": "foyer", "iat": now, "exp": now + 300, "channels": channels}))
+        SigningKey::hs256(1)
+            .mint(None, &json!({"sub": "u", "iss": "iss", "aud": "foyer", "iat": now, "exp": now + 300, "channels": channels}))
     }
 
     struct Req {
@@ -418,8 +419,10 @@ mod tests {
     fn urls_split_into_origin_path_and_decoded_query() {
         let (origin, path, query) = split_url("https://foyer.example:8443/ws/orders/v1?since=42&build=ab%2Fc&x=a+b&flag&bad=%zz%4#frag");
         assert_eq!((origin, path), ("https://foyer.example:8443", "/ws/orders/v1"));
-        let expect: Vec<(String, String)> =
-            [("since", "42"), ("build", "ab/c"), ("x", "a b"), ("flag", ""), ("bad", "%zz%4")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let expect: Vec<(String, String)> = [("since", "42"), ("build", "ab/c"), ("x", "a b"), ("flag", ""), ("bad", "%zz%4")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         assert_eq!(query, expect);
         assert_eq!(split_url("http://127.0.0.1:8787"), ("http://127.0.0.1:8787", "/", vec![]));
         assert_eq!(split_url("http://h/ws?").2, vec![]);

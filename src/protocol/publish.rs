@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
@@ -79,11 +78,9 @@ pub fn parse_body(body: &[u8]) -> Result<Vec<Message>, BodyError> {
     };
     let messages = match root.get("messages") {
         None => vec![parse_message(&Value::Object(root), "")?],
-        Some(Value::Array(list)) if (1..=MAX_BATCH).contains(&list.len()) => list
-            .iter()
-            .enumerate()
-            .map(|(i, m)| parse_message(m, &format!("messages[{i}]: ")))
-            .collect::<Result<Vec<_>, _>>()?,
+        Some(Value::Array(list)) if (1..=MAX_BATCH).contains(&list.len()) => {
+            list.iter().enumerate().map(|(i, m)| parse_message(m, &format!("messages[{i}]: "))).collect::<Result<Vec<_>, _>>()?
+        }
         Some(Value::Array(_)) => return invalid(format!("\"messages\" must hold 1 to {MAX_BATCH} messages")),
         Some(_) => return invalid("\"messages\" must be an array"),
     };
@@ -141,10 +138,7 @@ pub fn group_by_channel(messages: &[Message]) -> BTreeMap<String, Vec<(usize, De
         for channel in &m.channels {
             // `data` came out of serde_json, so it is valid JSON.
             let data = RawValue::from_string(m.data.clone()).unwrap_or_else(|_| null());
-            groups
-                .entry(channel.to_string())
-                .or_default()
-                .push((slot, Delivery { id: m.id.clone(), event: m.event.clone(), data }));
+            groups.entry(channel.to_string()).or_default().push((slot, Delivery { id: m.id.clone(), event: m.event.clone(), data }));
             slot += 1;
         }
     }
@@ -231,7 +225,9 @@ mod tests {
         assert_eq!(parse_revoke(br#"{"sub":"u"}"#).unwrap(), Revoke { sub: "u".into(), channels: None });
         let r = parse_revoke(br#"{"sub":"u","channels":["chat:r"]}"#).unwrap();
         assert_eq!(r.channels.unwrap()[0].to_string(), "chat:r");
-        for bad in [&br#"{"sub":""}"#[..], br#"{"channels":[]}"#, br#"{"sub":"u","channels":["x"]}"#, br#"{"sub":"u","channels":"chat:r"}"#, b"[]"] {
+        for bad in
+            [&br#"{"sub":""}"#[..], br#"{"channels":[]}"#, br#"{"sub":"u","channels":["x"]}"#, br#"{"sub":"u","channels":"chat:r"}"#, b"[]"]
+        {
             assert!(parse_revoke(bad).is_err());
         }
     }

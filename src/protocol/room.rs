@@ -230,10 +230,7 @@ impl<'a, S: Store> Room<'a, S> {
 
     /// Backend events, in request order. A repeated `id` is not delivered again.
     pub fn publish(&mut self, deliveries: &[Delivery], now_ms: i64) -> Result<Vec<Published>, String> {
-        deliveries
-            .iter()
-            .map(|d| self.accept(&format!("p:{}", d.id), &d.id, &d.event, d.data.get(), now_ms))
-            .collect()
+        deliveries.iter().map(|d| self.accept(&format!("p:{}", d.id), &d.id, &d.event, d.data.get(), now_ms)).collect()
     }
 
     /// Stores an event under a dedupe key, or reports the earlier copy.
@@ -306,9 +303,7 @@ impl<'a, S: Store> Room<'a, S> {
     fn refresh(&mut self, member: &mut Member, token: &str, verify: &dyn Fn(&str) -> Result<Claims, TokenError>) -> Vec<Effect> {
         match verify(token) {
             Ok(claims)
-                if claims.sub == member.sub
-                    && claims.channels.allows(self.channel)
-                    && !is_revoked(claims.iat, member.revoked_before) =>
+                if claims.sub == member.sub && claims.channels.allows(self.channel) && !is_revoked(claims.iat, member.revoked_before) =>
             {
                 member.exp = claims.exp;
                 member.iat = claims.iat;
@@ -507,7 +502,10 @@ mod tests {
         let mut room = Room::new(&ch, &mut store, Limits::default());
         let m = member("c1", "u1", &ch);
         let join = room.join(&m, None, "build-1", &[]).unwrap();
-        assert_eq!(json(&join.frames[0]), serde_json::json!({"type": "welcome", "channel": "orders:v1", "conn": "c1", "seq": 0, "build": "build-1", "expires_at": m.exp}));
+        assert_eq!(
+            json(&join.frames[0]),
+            serde_json::json!({"type": "welcome", "channel": "orders:v1", "conn": "c1", "seq": 0, "build": "build-1", "expires_at": m.exp})
+        );
         publish_n(&mut room, 2, T0);
         let join = room.join(&m, None, "b", &[]).unwrap();
         assert_eq!(json(&join.frames[0])["seq"], 2);
@@ -595,7 +593,10 @@ mod tests {
         let v = json(b);
         assert_eq!(v["event"], "chat.message");
         assert_eq!(v["seq"], 1);
-        assert_eq!(v["data"], serde_json::json!({"text": "hello", "author": {"sub": "u1", "name": "u1-name", "role": "customer"}, "client_id": "m1"}));
+        assert_eq!(
+            v["data"],
+            serde_json::json!({"text": "hello", "author": {"sub": "u1", "name": "u1-name", "role": "customer"}, "client_id": "m1"})
+        );
         assert!(effects.iter().any(|e| matches!(e, Effect::ChatAccepted(s) if s.seq == 1)));
         // The same id again from the same sub is not delivered twice; from another sub it is.
         assert!(!room.on_text(&mut m, frame, T0, &no_refresh).unwrap().iter().any(|e| matches!(e, Effect::Broadcast(_))));
@@ -622,7 +623,11 @@ mod tests {
         assert_eq!(reply_code(&room.on_text(&mut writer, &send(""), T0, &no_refresh).unwrap()).as_deref(), Some("empty"));
         let long = "é".repeat(2001);
         assert_eq!(reply_code(&room.on_text(&mut writer, &send(&long), T0, &no_refresh).unwrap()).as_deref(), Some("too_long"));
-        assert!(room.on_text(&mut writer, &send(&"é".repeat(2000)), T0, &no_refresh).unwrap().iter().any(|e| matches!(e, Effect::Broadcast(_))));
+        assert!(room
+            .on_text(&mut writer, &send(&"é".repeat(2000)), T0, &no_refresh)
+            .unwrap()
+            .iter()
+            .any(|e| matches!(e, Effect::Broadcast(_))));
         assert_eq!(room.store.latest, 1);
     }
 

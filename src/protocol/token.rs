@@ -7,8 +7,8 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use serde_json::{Map, Value};
+use sha2::Sha256;
 
 use super::channel::Grants;
 
@@ -58,8 +58,9 @@ impl Verifier {
         match self {
             // Constant-time comparison inside `verify_slice`.
             Verifier::Hs256(mac) => mac.clone().chain_update(signed).verify_slice(signature).is_ok(),
-            Verifier::EdDsa(key) => ed25519_dalek::Signature::from_slice(signature)
-                .is_ok_and(|sig| key.verify_strict(signed, &sig).is_ok()),
+            Verifier::EdDsa(key) => {
+                ed25519_dalek::Signature::from_slice(signature).is_ok_and(|sig| key.verify_strict(signed, &sig).is_ok())
+            }
             // JWS carries r || s, 32 bytes each (not DER).
             Verifier::Es256(key) => p256::ecdsa::Signature::from_slice(signature)
                 .is_ok_and(|sig| p256::ecdsa::signature::Verifier::verify(key, signed, &sig).is_ok()),
@@ -83,10 +84,7 @@ impl KeySet {
     /// Parses a JWKS: `oct` keys for HS256, `OKP`/`Ed25519` for EdDSA, `EC`/`P-256` for ES256.
     pub fn from_jwks(json: &str) -> Result<KeySet, String> {
         let set: Value = serde_json::from_str(json).map_err(|_| "JWT_KEYS is not JSON".to_owned())?;
-        let entries = set
-            .get("keys")
-            .and_then(Value::as_array)
-            .ok_or("JWT_KEYS has no \"keys\" array")?;
+        let entries = set.get("keys").and_then(Value::as_array).ok_or("JWT_KEYS has no \"keys\" array")?;
         if entries.is_empty() {
             return Err("JWT_KEYS has no keys".into());
         }
@@ -125,9 +123,7 @@ fn parse_jwk(jwk: &Value) -> Result<Key, String> {
     let b64 = |value: &str, what: &str| URL_SAFE_NO_PAD.decode(value).map_err(|_| format!("{what} is not base64url"));
     let key = match (field("kty"), alg) {
         (Some("oct"), "HS256") => {
-            let secret = URL_SAFE_NO_PAD
-                .decode(field("k").ok_or("oct key without \"k\"")?)
-                .map_err(|_| "\"k\" is not base64url")?;
+            let secret = URL_SAFE_NO_PAD.decode(field("k").ok_or("oct key without \"k\"")?).map_err(|_| "\"k\" is not base64url")?;
             if secret.len() < MIN_HMAC_KEY_BYTES {
                 return Err(format!("HS256 key shorter than {MIN_HMAC_KEY_BYTES} bytes"));
             }

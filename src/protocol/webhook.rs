@@ -58,8 +58,11 @@ mod tests {
             ts: 5,
         };
         let v: Value = serde_json::from_str(&body("chat:r", &e)).unwrap();
-        assert_eq!(v, json!({"id": "u1/m1", "channel": "chat:r", "seq": 7, "event": "chat.message", "ts": 5,
-                             "author": {"sub": "u1", "name": "Ann", "role": null}, "text": "hi", "client_id": "m1"}));
+        assert_eq!(
+            v,
+            json!({"id": "u1/m1", "channel": "chat:r", "seq": 7, "event": "chat.message", "ts": 5,
+                             "author": {"sub": "u1", "name": "Ann", "role": null}, "text": "hi", "client_id": "m1"})
+        );
     }
 
     #[test]

@@ -47,10 +47,7 @@ pub fn repo_root() -> PathBuf {
 fn ensure_built() {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let status = Command::new(repo_root().join("scripts/build"))
-            .stdout(Stdio::null())
-            .status()
-            .expect("run scripts/build");
+        let status = Command::new(repo_root().join("scripts/build")).stdout(Stdio::null()).status().expect("run scripts/build");
         assert!(status.success(), "scripts/build failed");
     });
 }
@@ -269,10 +266,8 @@ pub async fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)],
             let head = String::from_utf8_lossy(&raw[..split]).to_string();
             let mut lines = head.split("\r\n");
             let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|s| s.parse().ok()).ok_or("bad status")?;
-            let headers: Vec<(String, String)> = lines
-                .filter_map(|l| l.split_once(':'))
-                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-                .collect();
+            let headers: Vec<(String, String)> =
+                lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).collect();
             let find = |name: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
             let rest = &raw[split + 4..];
             let body = if find("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
@@ -474,4 +469,3 @@ impl Client {
         seqs
     }
 }
-
