@@ -42,8 +42,8 @@ pub struct Admitted {
 
 #[derive(Debug, PartialEq)]
 pub enum Verdict {
-    /// Hand the socket to the channel's Durable Object.
-    Admit(Admitted),
+    /// Hand the socket to the channel's Durable Object (boxed: the refusals stay small).
+    Admit(Box<Admitted>),
     /// An HTTP error: no upgrade.
     Http(u16, &'static str),
     /// Accept the socket and close it at once with this code; select `foyer.v1` if offered.
@@ -132,7 +132,7 @@ pub fn check(req: &ConnectRequest<'_>, config: &Config, now: i64) -> Verdict {
         return close(close::FORBIDDEN, "channel not granted");
     }
     let build = query(req, "build").filter(|b| !b.is_empty()).map(str::to_owned);
-    Verdict::Admit(Admitted { channel, claims, since, build, offered_subprotocol: offered })
+    Verdict::Admit(Box::new(Admitted { channel, claims, since, build, offered_subprotocol: offered }))
 }
 
 /// Failed handshakes per client in fixed one-minute windows. A client over the limit gets

@@ -768,12 +768,12 @@ mod tests {
         let b1 = member("b1", "bob", &ch);
         let j = room.join(&a1, None, "b", &[]).unwrap();
         assert_eq!(json(j.broadcast.as_ref().unwrap())["count"], 1);
-        assert!(room.join(&a2, None, "b", &[a1.clone()]).unwrap().broadcast.is_none(), "second tab");
+        assert!(room.join(&a2, None, "b", std::slice::from_ref(&a1)).unwrap().broadcast.is_none(), "second tab");
         let j = room.join(&b1, None, "b", &[a1.clone(), a2.clone()]).unwrap();
         let v = json(j.broadcast.as_ref().unwrap());
         assert_eq!((v["action"].as_str(), v["sub"].as_str(), v["count"].as_u64()), (Some("joined"), Some("bob"), Some(2)));
         assert!(room.leave(&a1, &[a2.clone(), b1.clone()]).is_none(), "ann still has a tab");
-        let left = json(&room.leave(&a2, &[b1.clone()]).unwrap());
+        let left = json(&room.leave(&a2, std::slice::from_ref(&b1)).unwrap());
         assert_eq!((left["action"].as_str(), left["sub"].as_str(), left["count"].as_u64()), (Some("left"), Some("ann"), Some(1)));
     }
 

@@ -311,6 +311,7 @@ pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// How a connect attempt ended.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // a test helper: one per connect, size is irrelevant
 pub enum Connect {
     Open(Client),
     /// HTTP status without an upgrade.
