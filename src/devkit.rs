@@ -28,8 +28,8 @@ impl SigningKey {
     pub fn es256(seed: u8) -> SigningKey {
         // Any 32 bytes below the group order are a valid scalar; a repeated small byte is.
         let scalar = [seed.clamp(1, 0x7f); 32];
-        SigningKey::Es256(p256::ecdsa::SigningKey::from_bytes(&scalar.into()).expect("valid scalar"))
-        // ok: host-only, fixed seeds
+        let key = p256::ecdsa::SigningKey::from_bytes(&scalar.into()).expect("valid scalar"); // ok: host-only, fixed seeds
+        SigningKey::Es256(key)
     }
 
     pub fn alg(&self) -> &'static str {
@@ -50,9 +50,8 @@ impl SigningKey {
             }
             SigningKey::Es256(k) => {
                 let point = k.verifying_key().to_encoded_point(false);
-                json!({"kty": "EC", "crv": "P-256", "alg": "ES256",
-                       "x": b64(point.x().expect("uncompressed")), "y": b64(point.y().expect("uncompressed"))})
-                // ok: host-only
+                let (x, y) = (point.x().expect("uncompressed"), point.y().expect("uncompressed")); // ok: host-only, asked uncompressed
+                json!({"kty": "EC", "crv": "P-256", "alg": "ES256", "x": b64(x), "y": b64(y)})
             }
         };
         if let Some(kid) = kid {

@@ -12,7 +12,7 @@ use super::js;
 use super::principal::{RevokeOrder, RevokeTargets};
 use super::room_object::{PublishReply, PublishRequest, RevokeReply, RevokeRequest, Ticket, TICKET_HEADER};
 use super::runtime::{self, config, json_error, BUILD_ID};
-use crate::protocol::channel::{Channel, Kind};
+use crate::protocol::channel::Channel;
 use crate::protocol::handshake::{self, AuthFailures, ConnectRequest, Verdict};
 use crate::protocol::publish::{self, BodyError, MAX_BODY_BYTES};
 use crate::protocol::room::Member;
@@ -37,21 +37,6 @@ async fn fetch(req: web_sys::Request, env: Env, _ctx: Context) -> Result<web_sys
         // Everything else is a static asset (the platform serves those before the Worker runs).
         _ => Ok(env.assets("ASSETS")?.fetch_request(Request::from(req)).await?.into()),
     }
-}
-
-/// The Durable Object of a channel: one class (binding) per kind, one object per channel.
-pub fn room(channel: &str, kind: Kind) -> js::Object<'_> {
-    let binding = match kind {
-        Kind::Orders => "ORDERS",
-        Kind::Payment => "PAYMENT",
-        Kind::Chat => "CHAT",
-    };
-    js::Object { binding, name: channel }
-}
-
-/// The Durable Object of a user (`sub`).
-pub fn principal(sub: &str) -> js::Object<'_> {
-    js::Object { binding: "PRINCIPAL", name: sub }
 }
 
 async fn connect(req: &web_sys::Request, own_origin: &str, path: &str, query: &[(String, String)], env: &Env) -> Result<web_sys::Response> {
@@ -85,7 +70,7 @@ async fn connect(req: &web_sys::Request, own_origin: &str, path: &str, query: &[
             };
             // Base64url: header values must be Latin-1, and names may be any Unicode.
             let ticket_header = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&ticket)?);
-            js::connect_room(env, room(&ticket.channel, admitted.channel.kind()), TICKET_HEADER, &ticket_header).await
+            js::connect_room(env, runtime::room(&ticket.channel, admitted.channel.kind()), TICKET_HEADER, &ticket_header).await
         }
     }
 }
@@ -122,7 +107,7 @@ async fn publish(mut req: Request, env: &Env) -> Result<Response> {
     let calls = groups.iter().map(|(channel, events)| async move {
         let channel = Channel::parse(channel).map_err(|_| worker::Error::from("unparsable channel"))?;
         let request = PublishRequest { channel: channel.to_string(), events: events.iter().map(|(_, d)| d.clone()).collect() };
-        let reply: PublishReply = js::call(env, room(&request.channel, channel.kind()), "/publish", &request).await?;
+        let reply: PublishReply = js::call(env, runtime::room(&request.channel, channel.kind()), "/publish", &request).await?;
         Ok::<_, worker::Error>((channel, reply))
     });
     let replies = join_all(calls).await;
@@ -171,12 +156,12 @@ async fn revoke(mut req: Request, env: &Env) -> Result<Response> {
     };
     let now = runtime::now_secs();
     let channels = order.channels.map(|list| list.iter().map(Channel::to_string).collect());
-    let targets: RevokeTargets = js::call(env, principal(&order.sub), "/revoke", &RevokeOrder { channels, now }).await?;
+    let targets: RevokeTargets = js::call(env, runtime::principal(&order.sub), "/revoke", &RevokeOrder { channels, now }).await?;
     let calls = targets.channels.iter().filter_map(|name| Channel::parse(name).ok()).map(|channel| {
         let request = RevokeRequest { sub: order.sub.clone(), revoked_at: now };
         async move {
             let name = channel.to_string();
-            js::call::<_, RevokeReply>(env, room(&name, channel.kind()), "/revoke", &request).await
+            js::call::<_, RevokeReply>(env, runtime::room(&name, channel.kind()), "/revoke", &request).await
         }
     });
     let mut closed = 0;

@@ -282,7 +282,7 @@ impl RoomObject {
             return Ok(known);
         }
         let query = JoinQuery { channel: channel.to_string(), now: now_ms / 1000 };
-        let answer: JoinAnswer = js::call(&self.env, super::gateway::principal(sub), "/join", &query).await?;
+        let answer: JoinAnswer = js::call(&self.env, runtime::principal(sub), "/join", &query).await?;
         Ok(self.revocations.borrow_mut().learn(sub, answer.revoked_at, now_ms))
     }
 

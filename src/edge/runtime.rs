@@ -1,4 +1,5 @@
-//! Small bindings to the platform: settings, clock, randomness, JSON responses.
+//! Small bindings to the platform: settings, clock, randomness, JSON responses, and the
+//! addresses of the Durable Objects.
 
 use std::rc::Rc;
 
@@ -6,6 +7,7 @@ use worker::{Date, Env, Response, Result};
 
 use crate::protocol::handshake::SUBPROTOCOL;
 
+use crate::protocol::channel::Kind;
 use crate::protocol::config::Config;
 
 /// The deployed build id, stamped at compile time by the asset build step.
@@ -67,4 +69,19 @@ pub fn json_error(status: u16, code: &str, message: &str) -> Result<Response> {
 pub fn accept_and_close(code: u16, reason: &str, offered_subprotocol: bool) -> worker::web_sys::Response {
     // Without the subprotocol the browser fails the handshake and never sees the code.
     super::js::refuse(code, reason, if offered_subprotocol { SUBPROTOCOL } else { "" })
+}
+
+/// The Durable Object of a channel: one class (binding) per kind, one object per channel.
+pub fn room(channel: &str, kind: Kind) -> super::js::Object<'_> {
+    let binding = match kind {
+        Kind::Orders => "ORDERS",
+        Kind::Payment => "PAYMENT",
+        Kind::Chat => "CHAT",
+    };
+    super::js::Object { binding, name: channel }
+}
+
+/// The Durable Object of a user (`sub`).
+pub fn principal(sub: &str) -> super::js::Object<'_> {
+    super::js::Object { binding: "PRINCIPAL", name: sub }
 }
