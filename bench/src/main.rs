@@ -163,6 +163,15 @@ async fn publish(port: u16, body: &Value) -> Value {
     Value::Null
 }
 
+/// One publish of 25 events to `channel` (ids `{prefix}{batch}-{i}`), each stamped with the
+/// time it was sent, for the receivers' latency.
+async fn publish_batch(port: u16, channel: &str, prefix: &str, batch: usize) {
+    let msgs: Vec<Value> = (0..25)
+        .map(|i| json!({"id": format!("{prefix}{batch}-{i}"), "channels": [channel], "event": "x", "data": {"sent_us": now_us()}}))
+        .collect();
+    publish(port, &json!({"messages": msgs})).await;
+}
+
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Opens a socket; returns it after the first frame (welcome), or the close code.
@@ -282,15 +291,10 @@ async fn run(g: &Gateway, quick: bool, only: Option<&str>, f: &mut Figures) {
     // Warm-up, not measured: the first requests compile the Worker (and instantiate the
     // wasm), and the JIT tiers up hot code during the first few hundred; a figure should be
     // the steady state of both gateways, not their start-up.
-    let mut warm = Vec::new();
-    for _ in 0..20 {
-        warm.extend(open(port, "/ws/orders/warm-up", &token("w", &["orders:warm-up"], &[])).await);
-    }
+    let warm = clients(port, "orders:warm-up", 20).await;
     let rx = tokio::spawn(receive(warm, 200, Duration::from_secs(10)));
     for b in 0..8 {
-        let msgs: Vec<Value> =
-            (0..25).map(|i| json!({"id": format!("w{b}-{i}"), "channels": ["orders:warm-up"], "event": "x", "data": {}})).collect();
-        publish(port, &json!({"messages": msgs})).await;
+        publish_batch(port, "orders:warm-up", "w", b).await;
     }
     let _ = rx.await;
     let (mut lost, mut dup) = (0, 0);
@@ -305,10 +309,7 @@ async fn run(g: &Gateway, quick: bool, only: Option<&str>, f: &mut Figures) {
         let started = Instant::now();
         let rx = tokio::spawn(receive(sockets, total, Duration::from_secs(20)));
         for b in 0..batches {
-            let msgs: Vec<Value> = (0..25)
-                .map(|i| json!({"id": format!("s{b}-{i}"), "channels": [&ch], "event": "x", "data": {"sent_us": now_us()}}))
-                .collect();
-            publish(port, &json!({"messages": msgs})).await;
+            publish_batch(port, &ch, "s", b).await;
         }
         let r = rx.await.expect("rx");
         let secs = started.elapsed().as_secs_f64();

@@ -33,7 +33,7 @@ async fn fetch(req: web_sys::Request, env: Env, _ctx: Context) -> Result<web_sys
         "/healthz" => Ok(Response::from_json(&serde_json::json!({"ok": true, "build": BUILD_ID}))?.into()),
         "/publish" => Ok(publish(req.into(), &env).await?.into()),
         "/revoke" => Ok(revoke(req.into(), &env).await?.into()),
-        p if p == "/ws" || p.starts_with("/ws/") => connect(&req, origin, p, &query, &env).await,
+        p if p == "/ws" || p.starts_with("/ws/") => connect(&req, origin, p, &handshake::query_pairs(query), &env).await,
         // Everything else is a static asset (the platform serves those before the Worker runs).
         _ => Ok(env.assets("ASSETS")?.fetch_request(Request::from(req)).await?.into()),
     }

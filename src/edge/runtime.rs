@@ -5,10 +5,9 @@ use std::rc::Rc;
 
 use worker::{Date, Env, Response, Result};
 
-use crate::protocol::handshake::SUBPROTOCOL;
-
 use crate::protocol::channel::Kind;
 use crate::protocol::config::Config;
+use crate::protocol::handshake::SUBPROTOCOL;
 
 /// The deployed build id, stamped at compile time by the asset build step.
 pub const BUILD_ID: &str = match option_env!("FOYER_BUILD_ID") {
@@ -57,7 +56,7 @@ pub fn random_id() -> String {
     if getrandom::getrandom(&mut bytes).is_err() {
         bytes = (now_ms() as u64).to_be_bytes();
     }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::protocol::signature::hex(&bytes)
 }
 
 /// `{"error": code, "message": ...}` with a status.

@@ -179,23 +179,27 @@ pub fn limit_failures(verdict: Verdict, failures: &mut AuthFailures, client: &st
 }
 
 /// Splits a request URL as the runtime serializes it (absolute, WHATWG) into its origin,
-/// path and decoded query pairs, without a general URL parser: the runtime has already
-/// parsed and normalized it, so the first `/` after `://` starts the path and `?` the query.
-pub fn split_url(url: &str) -> (&str, &str, Vec<(String, String)>) {
+/// path and raw query, without a general URL parser: the runtime has already parsed and
+/// normalized it, so the first `/` after `://` starts the path and `?` the query.
+pub fn split_url(url: &str) -> (&str, &str, &str) {
     let url = url.split('#').next().unwrap_or("");
     let (before_query, query) = url.split_once('?').unwrap_or((url, ""));
     let host_start = before_query.find("://").map_or(0, |i| i + 3);
     let path_start = before_query[host_start..].find('/').map_or(before_query.len(), |i| host_start + i);
     let (origin, path) = before_query.split_at(path_start);
-    let pairs = query
+    (origin, if path.is_empty() { "/" } else { path }, query)
+}
+
+/// A raw query's decoded pairs (only the connect path needs them).
+pub fn query_pairs(query: &str) -> Vec<(String, String)> {
+    query
         .split('&')
         .filter(|pair| !pair.is_empty())
         .map(|pair| {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             (form_decode(k), form_decode(v))
         })
-        .collect();
-    (origin, if path.is_empty() { "/" } else { path }, pairs)
+        .collect()
 }
 
 /// `application/x-www-form-urlencoded` decoding: `+` is a space, `%XX` a byte; invalid
@@ -417,15 +421,15 @@ mod tests {
 
     #[test]
     fn urls_split_into_origin_path_and_decoded_query() {
-        let (origin, path, query) = split_url("https://foyer.example:8443/ws/orders/v1?since=42&build=ab%2Fc&x=a+b&flag&bad=%zz%4#frag");
+        let (origin, path, raw) = split_url("https://foyer.example:8443/ws/orders/v1?since=42&build=ab%2Fc&x=a+b&flag&bad=%zz%4#frag");
         assert_eq!((origin, path), ("https://foyer.example:8443", "/ws/orders/v1"));
         let expect: Vec<(String, String)> = [("since", "42"), ("build", "ab/c"), ("x", "a b"), ("flag", ""), ("bad", "%zz%4")]
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        assert_eq!(query, expect);
-        assert_eq!(split_url("http://127.0.0.1:8787"), ("http://127.0.0.1:8787", "/", vec![]));
-        assert_eq!(split_url("http://h/ws?").2, vec![]);
-        assert_eq!(split_url("http://h/?t=%C3%A9%FF").2, vec![("t".to_string(), "é\u{FFFD}".to_string())]);
+        assert_eq!(query_pairs(raw), expect);
+        assert_eq!(split_url("http://127.0.0.1:8787"), ("http://127.0.0.1:8787", "/", ""));
+        assert_eq!(query_pairs(split_url("http://h/ws?").2), vec![]);
+        assert_eq!(query_pairs(split_url("http://h/?t=%C3%A9%FF").2), vec![("t".to_string(), "é\u{FFFD}".to_string())]);
     }
 }

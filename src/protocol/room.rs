@@ -92,8 +92,7 @@ pub fn member_tag(sub: &str) -> String {
         format!("sub:{sub}")
     } else {
         use sha2::{Digest, Sha256};
-        let digest = Sha256::digest(sub.as_bytes());
-        format!("sub#{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>())
+        format!("sub#{}", super::signature::hex(&Sha256::digest(sub.as_bytes())))
     }
 }
 

@@ -32,8 +32,12 @@ fn mac(secret: &[u8], t: i64, path: &str, body: &[u8]) -> Hmac<Sha256> {
 /// The header value for `body` sent to `path` at time `t`.
 pub fn sign(secret: &[u8], t: i64, path: &str, body: &[u8]) -> String {
     let tag = mac(secret, t, path, body).finalize().into_bytes();
-    let hex: String = tag.iter().map(|b| format!("{b:02x}")).collect();
-    format!("t={t},v1={hex}")
+    format!("t={t},v1={}", hex(&tag))
+}
+
+/// Lowercase hex, as signatures (and ids and tags derived from bytes) are written.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {

@@ -123,7 +123,7 @@ fn parse_jwk(jwk: &Value) -> Result<Key, String> {
     let b64 = |value: &str, what: &str| URL_SAFE_NO_PAD.decode(value).map_err(|_| format!("{what} is not base64url"));
     let key = match (field("kty"), alg) {
         (Some("oct"), "HS256") => {
-            let secret = URL_SAFE_NO_PAD.decode(field("k").ok_or("oct key without \"k\"")?).map_err(|_| "\"k\" is not base64url")?;
+            let secret = b64(field("k").ok_or("oct key without \"k\"")?, "\"k\"")?;
             if secret.len() < MIN_HMAC_KEY_BYTES {
                 return Err(format!("HS256 key shorter than {MIN_HMAC_KEY_BYTES} bytes"));
             }
