@@ -3,7 +3,7 @@
 
 use foyer::protocol::channel::{Channel, Grants};
 use foyer::protocol::handshake::parse_path;
-use foyer::protocol::room::{Limits, MemStore, Member, Room};
+use foyer::protocol::room::{Incoming, Limits, MemStore, Member, Memory, Room};
 use foyer::protocol::token::{Claims, TokenError};
 use libfuzzer_sys::fuzz_target;
 
@@ -23,12 +23,13 @@ fuzz_target!(|data: &[u8]| {
         role: None,
     };
     let mut store = MemStore::default();
-    let mut room = Room::new(&channel, &mut store, Limits::default());
+    let mut memory = Memory::default();
+    let mut room = Room::new(&channel, &mut store, &mut memory, Limits::default());
     let mut member = Member::new("c".into(), &claims, &channel);
     let refresh = |_: &str| -> Result<Claims, TokenError> { Ok(claims.clone()) };
     // Each line is one frame, so one input can drive a short conversation.
     for (i, line) in text.split('\n').enumerate() {
-        let _ = room.on_text(&mut member, line, 1_800_000_000_000 + i as i64, &refresh);
+        let _ = room.on_text(&mut member, line, &Incoming { now_ms: 1_800_000_000_000 + i as i64, verify: &refresh });
     }
     let _ = room.on_binary(&mut member, data.len());
 });

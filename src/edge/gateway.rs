@@ -6,15 +6,15 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use futures::future::join_all;
 use serde::Serialize;
-use worker::{event, web_sys, Context, Env, Method, Request, Response, Result};
+use worker::{event, web_sys, Context, Env, Request, Response, Result};
 
 use super::js;
-use super::principal::{RevokeOrder, RevokeTargets};
-use super::room_object::{PublishReply, PublishRequest, RevokeReply, RevokeRequest, Ticket, TICKET_HEADER};
+use super::messages::{PublishReply, PublishRequest, ReadQuery, RevokeOrder, RevokeReply, Ticket, TICKET_HEADER};
 use super::runtime::{self, config, json_error, BUILD_ID};
 use crate::protocol::channel::Channel;
-use crate::protocol::handshake::{self, AuthFailures, ConnectRequest, Verdict};
+use crate::protocol::handshake::{self, AuthFailures, ConnectRequest, Guard, Verdict};
 use crate::protocol::publish::{self, BodyError, MAX_BODY_BYTES};
+use crate::protocol::reading::{self, Read};
 use crate::protocol::room::Member;
 use crate::protocol::signature;
 
@@ -31,8 +31,9 @@ async fn fetch(req: web_sys::Request, env: Env, _ctx: Context) -> Result<web_sys
     let (origin, path, query) = handshake::split_url(&url);
     match path {
         "/healthz" => Ok(Response::from_json(&serde_json::json!({"ok": true, "build": BUILD_ID}))?.into()),
-        "/publish" => Ok(publish(req.into(), &env).await?.into()),
-        "/revoke" => Ok(revoke(req.into(), &env).await?.into()),
+        "/publish" => Ok(publish(&req, &env).await?.into()),
+        "/revoke" => Ok(revoke(&req, &env).await?.into()),
+        p if p.starts_with("/channels/") => Ok(read_channel(&req, p, query, &env).await?.into()),
         p if p == "/ws" || p.starts_with("/ws/") => connect(&req, origin, p, &handshake::query_pairs(query), &env).await,
         // Everything else is a static asset (the platform serves those before the Worker runs).
         _ => Ok(env.assets("ASSETS")?.fetch_request(Request::from(req)).await?.into()),
@@ -48,11 +49,17 @@ async fn connect(req: &web_sys::Request, own_origin: &str, path: &str, query: &[
     let config = config(env);
     let request = ConnectRequest { path, query, upgrade, origin: origin.as_deref(), own_origin, protocols: protocols.as_deref() };
     let now = runtime::now_secs();
-    let verdict = handshake::check(&request, &config, now);
-    // Failed auth is counted per client address (set by Cloudflare's edge).
-    let client = header("CF-Connecting-IP").unwrap_or_else(|| "unknown".into());
-    let verdict =
-        AUTH_FAILURES.with(|f| handshake::limit_failures(verdict, &mut f.borrow_mut(), &client, now, config.auth_failures_per_minute));
+    let verdict = match config.auth_failures_per_minute {
+        None => handshake::check(&request, &config, now),
+        Some(limit) => {
+            // Guesses are counted per client address (set by Cloudflare's edge).
+            let client = header("CF-Connecting-IP").unwrap_or_else(|| "unknown".into());
+            AUTH_FAILURES.with(|f| {
+                let guard = Guard { failures: &mut f.borrow_mut(), client: &client, limit };
+                handshake::check_guarded(&request, &config, now, Some(guard))
+            })
+        }
+    };
     match verdict {
         Verdict::Http(status, message) => Ok(json_error(status, "handshake", message)?.into()),
         Verdict::Close { code, reason, offered_subprotocol } => Ok(runtime::accept_and_close(code, reason, offered_subprotocol)),
@@ -70,7 +77,7 @@ async fn connect(req: &web_sys::Request, own_origin: &str, path: &str, query: &[
             };
             // Base64url: header values must be Latin-1, and names may be any Unicode.
             let ticket_header = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&ticket)?);
-            js::connect_room(env, runtime::room(&ticket.channel, admitted.channel.kind()), TICKET_HEADER, &ticket_header).await
+            js::connect_room(env, runtime::room(&admitted.channel), TICKET_HEADER, &ticket_header).await
         }
     }
 }
@@ -90,9 +97,9 @@ struct PublishResult<'a> {
 
 /// `POST /publish`. Checks run in the order PROTOCOL.md fixes: method, content type, size,
 /// signature, body. The body is validated whole before any channel sees any of it.
-async fn publish(mut req: Request, env: &Env) -> Result<Response> {
-    let body = match signed_body(&mut req, env, "/publish").await? {
-        Ok(body) => body,
+async fn publish(req: &web_sys::Request, env: &Env) -> Result<Response> {
+    let body = match signed_body(req, env, "/publish").await? {
+        Ok((body, _)) => body,
         Err(refusal) => return Ok(refusal),
     };
     let messages = match publish::parse_body(&body) {
@@ -107,7 +114,7 @@ async fn publish(mut req: Request, env: &Env) -> Result<Response> {
     let calls = groups.iter().map(|(channel, events)| async move {
         let channel = Channel::parse(channel).map_err(|_| worker::Error::from("unparsable channel"))?;
         let request = PublishRequest { channel: channel.to_string(), events: events.iter().map(|(_, d)| d.clone()).collect() };
-        let reply: PublishReply = js::call(env, runtime::room(&request.channel, channel.kind()), "/publish", &request).await?;
+        let reply: PublishReply = js::call(env, runtime::room(&channel), "/publish", &request).await?;
         Ok::<_, worker::Error>((channel, reply))
     });
     let replies = join_all(calls).await;
@@ -143,69 +150,97 @@ struct PublishResults<'a> {
     results: Vec<PublishResult<'a>>,
 }
 
-/// `POST /revoke`: signed like `/publish`. Records the revocation with the user's object,
-/// then closes the user's sockets in every affected room, in parallel.
-async fn revoke(mut req: Request, env: &Env) -> Result<Response> {
-    let body = match signed_body(&mut req, env, "/revoke").await? {
-        Ok(body) => body,
+/// `POST /revoke`: signed like `/publish`. The user's Principal object records the
+/// revocation (at the signature's `t`, so a retry never revokes a newer token) and reaches
+/// the rooms: a first batch before it answers, the rest from its alarm (principal.rs).
+async fn revoke(req: &web_sys::Request, env: &Env) -> Result<Response> {
+    let (body, t) = match signed_body(req, env, "/revoke").await? {
+        Ok(signed) => signed,
         Err(refusal) => return Ok(refusal),
     };
     let order = match publish::parse_revoke(&body) {
         Ok(order) => order,
         Err(BodyError::Invalid(message) | BodyError::DataTooLarge(message)) => return json_error(400, "bad_request", &message),
     };
-    let now = runtime::now_secs();
     let channels = order.channels.map(|list| list.iter().map(Channel::to_string).collect());
-    let targets: RevokeTargets = js::call(env, runtime::principal(&order.sub), "/revoke", &RevokeOrder { channels, now }).await?;
-    let calls = targets.channels.iter().filter_map(|name| Channel::parse(name).ok()).map(|channel| {
-        let request = RevokeRequest { sub: order.sub.clone(), revoked_at: now };
-        async move {
-            let name = channel.to_string();
-            js::call::<_, RevokeReply>(env, runtime::room(&name, channel.kind()), "/revoke", &request).await
-        }
-    });
-    let mut closed = 0;
-    for reply in join_all(calls).await {
-        match reply {
-            Ok(reply) => closed += reply.closed,
-            Err(e) => {
-                worker::console_error!("revoke in a room failed: {e}");
-                return json_error(500, "internal", "a channel could not be reached; retrying the same request is safe");
-            }
+    let request = RevokeOrder { sub: order.sub.clone(), channels, at: t };
+    match js::call::<_, RevokeReply>(env, runtime::principal(&order.sub), "/revoke", &request).await {
+        Ok(reply) => Response::from_json(&serde_json::json!({"closed": reply.closed})),
+        Err(e) => {
+            worker::console_error!("revoke failed: {e}");
+            json_error(500, "internal", "the revocation could not be recorded; retrying the same request is safe")
         }
     }
-    Response::from_json(&serde_json::json!({"closed": closed}))
 }
 
-/// The shared front half of signed endpoints: method, content type, size, signature.
-/// `Ok(Err(response))` is a refusal to send as is.
-async fn signed_body(req: &mut Request, env: &Env, path: &str) -> Result<std::result::Result<Vec<u8>, Response>> {
-    if req.method() != Method::Post {
+/// `GET /channels/{kind}/{key}[/history]`: checks in the order PROTOCOL.md fixes (method,
+/// signature over the request target, then the path), then asks the channel's room.
+async fn read_channel(req: &web_sys::Request, path: &str, query: &str, env: &Env) -> Result<Response> {
+    if req.method() != "GET" {
+        let mut r = json_error(405, "method_not_allowed", "use GET")?;
+        r.headers_mut().set("Allow", "GET")?;
+        return Ok(r);
+    }
+    let target = if query.is_empty() { path.to_owned() } else { format!("{path}?{query}") };
+    if let Err(refusal) = check_signature(req, env, &target, b"")? {
+        return Ok(refusal);
+    }
+    let read = match reading::parse(path, &handshake::query_pairs(query)) {
+        Ok(read) => read,
+        Err((status, message)) => return json_error(status, if status == 404 { "not_found" } else { "bad_request" }, message),
+    };
+    let (endpoint, since, limit) = match read.read {
+        Read::State => ("/state", 0, 0),
+        Read::History { since, limit } => ("/history", since, limit),
+    };
+    let query = ReadQuery { channel: read.channel.to_string(), since, limit };
+    match js::call::<_, serde_json::Value>(env, runtime::room(&read.channel), endpoint, &query).await {
+        Ok(answer) => Response::from_json(&answer),
+        Err(e) => {
+            worker::console_error!("reading a room failed: {e}");
+            json_error(500, "internal", "the channel could not be read; retrying is safe")
+        }
+    }
+}
+
+/// The shared front half of signed POST endpoints: method, content type, size, signature.
+/// `Ok(Err(response))` is a refusal to send as is; `Ok(Ok((body, t)))` carries the signed `t`.
+async fn signed_body(req: &web_sys::Request, env: &Env, path: &str) -> Result<std::result::Result<(Vec<u8>, i64), Response>> {
+    if req.method() != "POST" {
         let mut r = json_error(405, "method_not_allowed", "use POST")?;
         r.headers_mut().set("Allow", "POST")?;
         return Ok(Err(r));
     }
-    let content_type = req.headers().get("Content-Type")?.unwrap_or_default();
+    let header = |name: &str| req.headers().get(name).ok().flatten();
+    let content_type = header("Content-Type").unwrap_or_default();
     let media_type = content_type.split(';').next().unwrap_or("").trim();
     if !media_type.eq_ignore_ascii_case("application/json") {
         return Ok(Err(json_error(415, "unsupported_media_type", "Content-Type must be application/json")?));
     }
-    let declared = req.headers().get("Content-Length")?.and_then(|v| v.trim().parse::<usize>().ok());
+    let too_large = || json_error(413, "too_large", "the body is limited to 256 KiB");
+    let declared = header("Content-Length").and_then(|v| v.trim().parse::<usize>().ok());
     if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
-        return Ok(Err(json_error(413, "too_large", "the body is limited to 256 KiB")?));
+        return Ok(Err(too_large()?));
     }
-    let body = req.bytes().await?;
-    if body.len() > MAX_BODY_BYTES {
-        return Ok(Err(json_error(413, "too_large", "the body is limited to 256 KiB")?));
-    }
-    let header = req.headers().get("X-Foyer-Signature")?;
+    // Counted as it arrives: a body without Content-Length is cut off at the limit.
+    let Some(body) = js::body_capped(req, MAX_BODY_BYTES).await? else {
+        return Ok(Err(too_large()?));
+    };
+    Ok(check_signature(req, env, path, &body)?.map(|t| (body, t)))
+}
+
+/// Checks `X-Foyer-Signature` over `target` and `body`; returns the signed `t`.
+fn check_signature(req: &web_sys::Request, env: &Env, target: &str, body: &[u8]) -> Result<std::result::Result<i64, Response>> {
+    let header = req.headers().get("X-Foyer-Signature").ok().flatten();
     let config = config(env);
-    if let Err(e) = signature::verify(header.as_deref(), &config.publish_secrets, path, &body, runtime::now_secs()) {
-        if e == signature::SignatureError::NoSecretConfigured {
-            worker::console_error!("{path} refused: PUBLISH_SECRETS is not set");
+    match signature::verify(header.as_deref(), &config.publish_secrets, target, body, runtime::now_secs()) {
+        Ok(t) => Ok(Ok(t)),
+        Err(e) => {
+            if e == signature::SignatureError::NoSecretConfigured {
+                worker::console_error!("signed endpoints refused: PUBLISH_SECRETS is not set");
+            }
+            // One uniform answer: which part was wrong is not the caller's business.
+            Ok(Err(json_error(401, "unauthorized", "signature missing, wrong or stale")?))
         }
-        // One uniform answer: which part was wrong is not the caller's business.
-        return Ok(Err(json_error(401, "unauthorized", "signature missing, wrong or stale")?));
     }
-    Ok(Ok(body))
 }

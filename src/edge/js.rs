@@ -14,6 +14,39 @@ use worker::{Env, Error, Result};
 
     export function count_tagged(state, tag) { return state.getWebSockets(tag).length; }
 
+    // Sockets still open (a socket being closed is CLOSING, then CLOSED).
+    export function count_open(state, tag) {
+        let open = 0;
+        for (const ws of tag ? state.getWebSockets(tag) : state.getWebSockets()) if (ws.readyState === 1) open++;
+        return open;
+    }
+
+    // A body read with a byte cap that holds while it arrives: a chunked body (no
+    // Content-Length) is cut off at the limit, never buffered whole. null: over the limit.
+    export async function read_capped(request, max) {
+        if (!request.body) return new Uint8Array(0);
+        const reader = request.body.getReader();
+        const chunks = [];
+        let size = 0;
+        for (;;) {
+            const { done, value } = await reader.read();
+            if (done) break;
+            size += value.byteLength;
+            if (size > max) {
+                reader.releaseLock();
+                return null;
+            }
+            chunks.push(value);
+        }
+        const body = new Uint8Array(size);
+        let at = 0;
+        for (const chunk of chunks) {
+            body.set(chunk, at);
+            at += chunk.byteLength;
+        }
+        return body;
+    }
+
     export function send_all(sockets, frame) {
         let sent = 0;
         for (const ws of sockets) {
@@ -52,6 +85,9 @@ extern "C" {
     pub fn sockets(state: &JsValue) -> JsValue;
     /// How many sockets carry `tag` (without a wasm handle for each).
     pub fn count_tagged(state: &JsValue, tag: &str) -> u32;
+    /// Open sockets of the object (with `tag`, or all with `""`).
+    pub fn count_open(state: &JsValue, tag: &str) -> u32;
+    fn read_capped(request: &worker::web_sys::Request, max: u32) -> Promise;
     /// Sends one frame to each socket of `sockets`; returns how many took it. The frame
     /// crosses into JS once, and every socket gets the same string.
     pub fn send_all(sockets: &JsValue, frame: &str) -> u32;
@@ -62,16 +98,24 @@ extern "C" {
 }
 
 /// A Durable Object: its namespace's binding and its name (from which its id derives).
-#[derive(Clone, Copy)]
-pub struct Object<'a> {
-    pub binding: &'a str,
-    pub name: &'a str,
+pub struct Object {
+    pub binding: &'static str,
+    pub name: String,
+}
+
+/// The body of `request`, or `None` when it exceeds `max` bytes (counted as it arrives).
+pub async fn body_capped(request: &worker::web_sys::Request, max: usize) -> Result<Option<Vec<u8>>> {
+    let bytes = JsFuture::from(read_capped(request, max as u32)).await.map_err(js_error)?;
+    if bytes.is_null() {
+        return Ok(None);
+    }
+    Ok(Some(worker::js_sys::Uint8Array::new(&bytes).to_vec()))
 }
 
 /// A JSON request to a Durable Object, answered with JSON (200, or an error).
-pub async fn call<B: serde::Serialize, T: serde::de::DeserializeOwned>(env: &Env, to: Object<'_>, path: &str, body: &B) -> Result<T> {
+pub async fn call<B: serde::Serialize, T: serde::de::DeserializeOwned>(env: &Env, to: Object, path: &str, body: &B) -> Result<T> {
     let body = serde_json::to_string(body)?;
-    let promise = post(env.as_ref(), to.binding, to.name, &format!("https://object{path}"), &body);
+    let promise = post(env.as_ref(), to.binding, &to.name, &format!("https://object{path}"), &body);
     let text = JsFuture::from(promise).await.map_err(js_error)?;
     let text = text.as_string().ok_or_else(|| Error::from("object answered a non-text body"))?;
     // serde_json, not `.json()`: event data stays raw JSON text end to end.
@@ -80,9 +124,9 @@ pub async fn call<B: serde::Serialize, T: serde::de::DeserializeOwned>(env: &Env
 
 /// Hands a verified socket to its room: the room's answer (101 with the socket) is returned
 /// to the client as is, never converted.
-pub async fn connect_room(env: &Env, room: Object<'_>, ticket_header: &str, ticket: &str) -> Result<worker::web_sys::Response> {
+pub async fn connect_room(env: &Env, room: Object, ticket_header: &str, ticket: &str) -> Result<worker::web_sys::Response> {
     use wasm_bindgen::JsCast;
-    let promise = open_socket(env.as_ref(), room.binding, room.name, ticket_header, ticket);
+    let promise = open_socket(env.as_ref(), room.binding, &room.name, ticket_header, ticket);
     let response = JsFuture::from(promise).await.map_err(js_error)?;
     Ok(response.dyn_into::<worker::web_sys::Response>()?)
 }

@@ -1,7 +1,8 @@
 //! The runtime-facing shell: binds the sans-IO [`crate::protocol`] to the Worker and the
 //! Durable Objects. Nothing here decides protocol rules; it moves bytes and calls the core.
 //!
-//! - [`gateway`]: the stateless Worker in front (`/ws/*`, `/publish`, `/healthz`).
+//! - [`gateway`]: the stateless Worker in front (`/ws/*`, `/publish`, `/revoke`, `/channels/*`, `/healthz`).
+//! - [`messages`]: what the Worker and the objects say to each other.
 //! - [`room_object`]: one Durable Object per channel, three classes over one engine.
 //! - [`principal`]: one Durable Object per user, for revocation.
 //! - [`sql_store`]: the room's history, sequence and dedupe in the object's SQLite.
@@ -10,6 +11,7 @@
 
 mod gateway;
 mod js;
+mod messages;
 mod principal;
 mod room_object;
 mod runtime;

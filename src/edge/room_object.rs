@@ -4,9 +4,11 @@
 //! its sockets. Why the Hibernation API: an idle room with open sockets costs nothing; the
 //! runtime keeps the sockets, evicts the object, and wakes it with a fresh instance when a
 //! frame, a publish or an alarm arrives. So nothing lives only in memory: each socket's
-//! state is its *attachment*, the room's state is in SQLite, and timers are *alarms*.
+//! state is its *attachment*, the room's state is in SQLite, and timers are *alarms*. The
+//! one alarm is set to the engine's [`room::poll_timeout`] and nothing else: a room with no
+//! sockets and no pending webhook holds none.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -17,63 +19,18 @@ use worker::{
 };
 
 use super::js;
-use super::principal::{JoinAnswer, JoinQuery};
+use super::messages::{
+    JoinAnswer, JoinQuery, LeftNotice, PublishOutcome, PublishReply, PublishRequest, ReadQuery, RevokeReply, RevokeRequest, Ticket,
+    TICKET_HEADER,
+};
 use super::runtime::{self, config, json_error};
 use super::sql_store::SqlStore;
 use crate::protocol::channel::Channel;
 use crate::protocol::frame::{PING, PONG};
 use crate::protocol::handshake::SUBPROTOCOL;
-use crate::protocol::publish::Delivery;
-use crate::protocol::revocation::Revocations;
-use crate::protocol::room::{self, close, is_revoked, Effect, Member, Room, Store};
+use crate::protocol::reading::MAX_USERS_LISTED;
+use crate::protocol::room::{self, close, Effect, Incoming, Member, Memory, Room, Store};
 use crate::protocol::{signature, token, webhook};
-
-/// Internal header carrying the Worker's verified [`Ticket`] (only the Worker can reach objects).
-pub const TICKET_HEADER: &str = "X-Foyer-Ticket";
-
-/// What the Worker hands a room with a verified socket.
-#[derive(Serialize, Deserialize)]
-pub struct Ticket {
-    pub channel: String,
-    pub member: Member,
-    pub since: Option<u64>,
-    /// REQUIRE_CURRENT_BUILD is on and the client's build differs: welcome, then 4426.
-    pub outdated: bool,
-    /// Select `foyer.v1` in the answer (only when the client offered it).
-    #[serde(default)]
-    pub subprotocol: bool,
-}
-
-#[derive(Serialize, Deserialize)]
-pub struct PublishRequest {
-    pub channel: String,
-    pub events: Vec<Delivery>,
-}
-
-#[derive(Serialize, Deserialize)]
-pub struct PublishOutcome {
-    pub seq: u64,
-    pub delivered: u32,
-    pub duplicate: bool,
-}
-
-#[derive(Serialize, Deserialize)]
-pub struct PublishReply {
-    pub results: Vec<PublishOutcome>,
-}
-
-/// The Worker's order to close a revoked user's sockets.
-#[derive(Serialize, Deserialize)]
-pub struct RevokeRequest {
-    pub sub: String,
-    /// Unix seconds: sockets whose token was issued at or before it are closed.
-    pub revoked_at: i64,
-}
-
-#[derive(Serialize, Deserialize)]
-pub struct RevokeReply {
-    pub closed: u32,
-}
 
 /// A socket's attachment: the member, plus whether the server already closed it.
 #[derive(Serialize, Deserialize)]
@@ -104,11 +61,11 @@ pub struct RoomObject {
     env: Env,
     store: RefCell<Option<SqlStore>>,
     /// When the alarm is known to be set for (ms), so hot paths skip storage round trips.
-    alarm_at: std::cell::Cell<Option<i64>>,
+    alarm_at: Cell<Option<i64>>,
     /// The channel this object serves, once known to be in storage.
     channel: RefCell<Option<Channel>>,
-    /// Users' revocations as the Principal objects told or pushed them.
-    revocations: RefCell<Revocations>,
+    /// The engine's in-memory state (rates, revocations learned, pruning bookkeeping).
+    memory: RefCell<Memory>,
 }
 
 impl RoomObject {
@@ -123,7 +80,7 @@ impl RoomObject {
             store: RefCell::new(None),
             alarm_at: Default::default(),
             channel: Default::default(),
-            revocations: Default::default(),
+            memory: Default::default(),
         }
     }
 
@@ -134,7 +91,8 @@ impl RoomObject {
             *slot = Some(SqlStore::open(self.state.storage().sql()).map_err(Error::from)?);
         }
         let store = slot.as_mut().ok_or_else(|| Error::from("storage unavailable"))?;
-        let mut room = Room::new(channel, store, config(&self.env).limits);
+        let mut memory = self.memory.borrow_mut();
+        let mut room = Room::new(channel, store, &mut memory, config(&self.env).limits);
         f(&mut room).map_err(Error::from)
     }
 
@@ -160,7 +118,7 @@ impl RoomObject {
         Ok(())
     }
 
-    /// Open sockets with their members. Reads every attachment: for rare paths (alarms, revocation, chat presence) only.
+    /// Open sockets with their members. Reads every attachment: for rare paths (alarms, reads, chat presence) only.
     fn sockets(&self) -> Vec<(WebSocket, Member)> {
         members(self.state.get_websockets())
     }
@@ -169,15 +127,15 @@ impl RoomObject {
     /// user's own sockets, found by tag, and read only when their number reaches the cap
     /// (below it, even counting sockets mid-close, they cannot change the answer). A
     /// connect in a room of thousands reads no attachments.
-    fn others_for_join(&self, channel: &Channel, sub: &str) -> Vec<(WebSocket, Member)> {
+    fn others_for_join(&self, channel: &Channel, sub: &str) -> Vec<Member> {
         if channel.kind().policy().presence {
-            return self.sockets();
+            return self.sockets().into_iter().map(|(_, m)| m).collect();
         }
         let tag = room::member_tag(sub);
         if (js::count_tagged(self.state.as_raw(), &tag) as usize) < config(&self.env).limits.sockets_per_sub {
             return Vec::new();
         }
-        members(self.state.get_websockets_with_tag(&tag))
+        members(self.state.get_websockets_with_tag(&tag)).into_iter().map(|(_, m)| m).collect()
     }
 
     /// Sends one frame to every socket of the room; returns how many took it.
@@ -187,13 +145,7 @@ impl RoomObject {
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
         match req.path().as_str() {
-            "/connect" => match self.connect(&req).await {
-                Ok(response) => Ok(response),
-                Err(e) => {
-                    worker::console_error!("connect failed: {e}");
-                    json_error(500, "internal", "the room could not take the socket")
-                }
-            },
+            "/connect" => self.connect(&req).await,
             "/publish" => {
                 // serde_json, not `req.json()`: event data stays raw JSON text end to end.
                 let request: PublishRequest = serde_json::from_str(&req.text().await?)?;
@@ -210,20 +162,19 @@ impl RoomObject {
                         duplicate: p.duplicate,
                     })
                     .collect();
-                self.alarm_by(runtime::now_ms() + room::PRUNE_INTERVAL_MS).await?;
                 Response::from_json(&PublishReply { results })
             }
             "/revoke" => {
                 let request: RevokeRequest = serde_json::from_str(&req.text().await?)?;
-                self.revocations.borrow_mut().revoke(&request.sub, request.revoked_at, runtime::now_ms());
-                let mut closed = 0;
-                for (ws, member) in self.sockets() {
-                    if member.sub == request.sub && is_revoked(member.iat, Some(request.revoked_at)) {
-                        self.close_socket(&ws, close::UNAUTHENTICATED, "token revoked");
-                        closed += 1;
-                    }
-                }
-                Response::from_json(&RevokeReply { closed })
+                Response::from_json(&RevokeReply { closed: self.revoke(&request).await })
+            }
+            "/state" => {
+                let query: ReadQuery = serde_json::from_str(&req.text().await?)?;
+                self.read_state(&query)
+            }
+            "/history" => {
+                let query: ReadQuery = serde_json::from_str(&req.text().await?)?;
+                self.read_history(&query)
             }
             _ => json_error(404, "not_found", "no such room endpoint"),
         }
@@ -234,38 +185,25 @@ impl RoomObject {
         let bytes = URL_SAFE_NO_PAD.decode(raw).map_err(|_| Error::from("bad ticket"))?;
         let mut ticket: Ticket = serde_json::from_slice(&bytes)?;
         let channel = Channel::parse(&ticket.channel).map_err(|_| Error::from("bad channel"))?;
-        self.remember_channel(&channel)?;
 
-        let revoked_at = self.revocation_of(&ticket.member.sub, &channel).await?;
-        if is_revoked(ticket.member.iat, revoked_at) {
+        let now_ms = runtime::now_ms();
+        ticket.member.revoked_before = self.revocation_of(&ticket.member.sub, &channel, now_ms).await?;
+        // A revoked token is refused before the room keeps anything of it.
+        if self.memory.borrow().refuses(&ticket.member.sub, ticket.member.iat, ticket.member.revoked_before, now_ms) {
             return Ok(runtime::accept_and_close(close::UNAUTHENTICATED, "token revoked", ticket.subprotocol).into());
         }
-        ticket.member.revoked_before = revoked_at;
 
-        let others: Vec<Member> = self.others_for_join(&channel, &ticket.member.sub).into_iter().map(|(_, m)| m).collect();
+        let others = self.others_for_join(&channel, &ticket.member.sub);
         let pair = WebSocketPair::new()?;
         let socket = pair.server;
         // Hibernatable accept: the runtime owns the socket from here on.
         self.state.accept_websocket_with_tags(&socket, &[&room::member_tag(&ticket.member.sub)]);
-        Attachment { member: ticket.member.clone(), closing: false }.save(&socket)?;
-
-        // No await between here and the last replayed frame: nothing can interleave, so a
-        // live event published meanwhile is queued behind the replay, never inside it.
-        let join = self.with_room(&channel, |room| room.join(&ticket.member, ticket.since, runtime::BUILD_ID, &others))?;
-        for frame in &join.frames {
-            socket.send_with_str(frame)?;
+        if let Err(e) = self.admit(&socket, &ticket, &channel, &others, now_ms).await {
+            // A socket the room could not take must not linger: presence and the per-user
+            // cap would count it. The client sees 1011 and reconnects.
+            worker::console_error!("connect failed after accept: {e}");
+            let _ = socket.close(Some(close::INTERNAL), Some("internal error"));
         }
-        if let Some(presence) = &join.broadcast {
-            self.fan_out(presence);
-        }
-        if let Some((code, reason)) = join.close {
-            self.close_socket(&socket, code, reason);
-        } else if ticket.outdated {
-            self.close_socket(&socket, close::OUTDATED_BUILD, "client build is outdated");
-        }
-        // The alarm must fire by this token's expiry.
-        self.alarm_by(ticket.member.exp.saturating_mul(1000)).await?;
-
         let mut response = Response::from_websocket(pair.client)?;
         if ticket.subprotocol {
             response.headers_mut().set("Sec-WebSocket-Protocol", SUBPROTOCOL)?;
@@ -273,21 +211,97 @@ impl RoomObject {
         Ok(response)
     }
 
+    /// Everything after the accept: attachment, welcome and replay, presence, alarm.
+    async fn admit(&self, socket: &WebSocket, ticket: &Ticket, channel: &Channel, others: &[Member], now_ms: i64) -> Result<()> {
+        self.remember_channel(channel)?;
+        Attachment { member: ticket.member.clone(), closing: false }.save(socket)?;
+        // No await between here and the last replayed frame: nothing can interleave, so a
+        // live event published meanwhile is queued behind the replay, never inside it.
+        let join = self.with_room(channel, |room| room.join(&ticket.member, ticket.since, runtime::BUILD_ID, others, now_ms))?;
+        for frame in &join.frames {
+            socket.send_with_str(frame)?;
+        }
+        if let Some(presence) = &join.broadcast {
+            self.fan_out(presence);
+        }
+        if let Some((code, reason)) = join.close {
+            self.close_socket(socket, code, reason).await;
+        } else if ticket.outdated {
+            self.close_socket(socket, close::OUTDATED_BUILD, "client build is outdated").await;
+        }
+        // The alarm must fire by this token's expiry.
+        self.alarm_by(ticket.member.exp.saturating_mul(1000)).await
+    }
+
     /// The revocation that applies to `sub` here: remembered, or asked of the user's
     /// Principal object (which records that the user joined this channel, so later
     /// revocations are pushed here). See protocol/revocation.rs.
-    async fn revocation_of(&self, sub: &str, channel: &Channel) -> Result<Option<i64>> {
-        let now_ms = runtime::now_ms();
-        if let Some(known) = self.revocations.borrow().lookup(sub, now_ms) {
+    async fn revocation_of(&self, sub: &str, channel: &Channel, now_ms: i64) -> Result<Option<i64>> {
+        if let Some(known) = self.memory.borrow().revocations.lookup(sub, now_ms) {
             return Ok(known);
         }
-        let query = JoinQuery { channel: channel.to_string(), now: now_ms / 1000 };
+        let query = JoinQuery { channel: channel.to_string(), now_ms };
         let answer: JoinAnswer = js::call(&self.env, runtime::principal(sub), "/join", &query).await?;
-        Ok(self.revocations.borrow_mut().learn(sub, answer.revoked_at, now_ms))
+        Ok(self.memory.borrow_mut().revocations.learn(sub, answer.revoked_at, now_ms))
     }
 
-    /// Closes a socket from the server side, announcing the departure once.
-    fn close_socket(&self, ws: &WebSocket, code: u16, reason: &str) {
+    /// A revocation pushed by the user's Principal: closes the sockets it covers; the
+    /// user's other sockets here carry it from now on (a refresh with an older token fails).
+    async fn revoke(&self, request: &RevokeRequest) -> u32 {
+        let now_ms = runtime::now_ms();
+        let tag = room::member_tag(&request.sub);
+        let mut closed = 0;
+        let mut remembered = false;
+        for (ws, mut member) in members(self.state.get_websockets_with_tag(&tag)) {
+            remembered = true;
+            if self.memory.borrow_mut().apply_revocation(&mut member, request.revoked_at, now_ms) {
+                self.close_socket(&ws, close::UNAUTHENTICATED, "token revoked").await;
+                closed += 1;
+            } else if let Err(e) = (Attachment { member, closing: false }).save(&ws) {
+                worker::console_error!("revocation not saved on a socket ({e}); closing it");
+                self.close_socket(&ws, close::INTERNAL, "internal error").await;
+            }
+        }
+        if !remembered {
+            self.memory.borrow_mut().revocations.revoke(&request.sub, request.revoked_at, now_ms);
+        }
+        closed
+    }
+
+    /// `GET /channels/{kind}/{key}`: reads only; an unused channel stores nothing.
+    fn read_state(&self, query: &ReadQuery) -> Result<Response> {
+        let channel = Channel::parse(&query.channel).map_err(|_| Error::from("bad channel"))?;
+        let seq = if SqlStore::exists(&self.state.storage().sql()) { self.with_room(&channel, |room| room.store.latest_seq())? } else { 0 };
+        let members: Vec<Member> = self.sockets().into_iter().map(|(_, m)| m).collect();
+        let (users, truncated) = room::users(&members, MAX_USERS_LISTED);
+        Response::from_json(&serde_json::json!({
+            "channel": query.channel, "seq": seq, "sockets": members.len(), "users": users, "truncated": truncated,
+        }))
+    }
+
+    /// `GET /channels/{kind}/{key}/history`: reads only; an unused channel stores nothing.
+    fn read_history(&self, query: &ReadQuery) -> Result<Response> {
+        let channel = Channel::parse(&query.channel).map_err(|_| Error::from("bad channel"))?;
+        let history = if SqlStore::exists(&self.state.storage().sql()) {
+            self.with_room(&channel, |room| room.history(query.since, query.limit))?
+        } else {
+            room::History { seq: 0, reset: false, events: Vec::new() }
+        };
+        let events: Vec<serde_json::Value> = history
+            .events
+            .iter()
+            .map(|e| {
+                let data: serde_json::Value = serde_json::from_str(&e.data).unwrap_or(serde_json::Value::Null);
+                serde_json::json!({"seq": e.seq, "id": e.id, "event": e.event, "data": data, "ts": e.ts})
+            })
+            .collect();
+        Response::from_json(&serde_json::json!({
+            "channel": query.channel, "seq": history.seq, "reset": history.reset, "events": events,
+        }))
+    }
+
+    /// Closes a socket from the server side; its departure is handled once.
+    async fn close_socket(&self, ws: &WebSocket, code: u16, reason: &str) {
         let departing = match Attachment::load(ws) {
             Some(mut a) if !a.closing => {
                 a.closing = true;
@@ -299,26 +313,42 @@ impl RoomObject {
         // Fails only if the socket is already closed, which is the goal anyway.
         let _ = ws.close(Some(code), Some(reason));
         if let Some(member) = departing {
-            self.announce_departure(&member);
+            self.depart(&member).await;
         }
     }
 
-    fn announce_departure(&self, member: &Member) {
+    /// After a socket left: presence hears of it; when it was the user's last socket here,
+    /// the room forgets the user and tells their Principal (so `/revoke` lists only where the
+    /// user is); when it was the room's last socket, the alarm is recomputed (and usually
+    /// dropped: an idle room holds none).
+    async fn depart(&self, member: &Member) {
         let Some(channel) = self.channel() else { return };
-        // Only presence needs the others; a room of thousands closing sockets reads nothing.
-        if !channel.kind().policy().presence {
-            return;
+        let raw = self.state.as_raw();
+        if channel.kind().policy().presence {
+            let remaining: Vec<Member> = self.sockets().into_iter().map(|(_, m)| m).filter(|m| m.conn != member.conn).collect();
+            if let Ok(Some(frame)) = self.with_room(&channel, |room| Ok(room.leave(member, &remaining))) {
+                // The departed socket is closed: its send fails and it is not counted.
+                self.fan_out(&frame);
+            }
         }
-        let remaining: Vec<Member> = self.sockets().into_iter().map(|(_, m)| m).filter(|m| m.conn != member.conn).collect();
-        if let Ok(Some(frame)) = self.with_room(&channel, |room| Ok(room.leave(member, &remaining))) {
-            // The departed socket is closed: its send fails and it is not counted.
-            self.fan_out(&frame);
+        if js::count_open(raw, &room::member_tag(&member.sub)) == 0 {
+            self.memory.borrow_mut().forget_user(&member.sub);
+            let notice = LeftNotice { channel: channel.to_string(), at_ms: runtime::now_ms() };
+            if let Err(e) = js::call::<_, serde_json::Value>(&self.env, runtime::principal(&member.sub), "/left", &notice).await {
+                // Harmless: a later `/revoke` reaches this room for nothing.
+                worker::console_warn!("could not tell the user's principal they left: {e}");
+            }
+        }
+        if js::count_open(raw, "") == 0 {
+            if let Err(e) = self.schedule_alarm().await {
+                worker::console_error!("alarm: {e}");
+            }
         }
     }
 
     async fn message(&self, ws: WebSocket, message: WebSocketIncomingMessage) -> Result<()> {
         let (Some(channel), Some(mut attachment)) = (self.channel(), Attachment::load(&ws)) else {
-            self.close_socket(&ws, close::INTERNAL, "room state lost");
+            self.close_socket(&ws, close::INTERNAL, "room state lost").await;
             return Ok(());
         };
         if attachment.closing {
@@ -330,9 +360,10 @@ impl RoomObject {
             Ok((keys, expect)) => token::verify(t, keys, expect, now_ms / 1000),
             Err(_) => Err(token::TokenError::UnknownKey),
         };
+        let incoming = Incoming { now_ms, verify: &verify };
         let member = &mut attachment.member;
         let effects = self.with_room(&channel, |room| match &message {
-            WebSocketIncomingMessage::String(text) => room.on_text(member, text, now_ms, &verify),
+            WebSocketIncomingMessage::String(text) => room.on_text(member, text, &incoming),
             WebSocketIncomingMessage::Binary(bytes) => Ok(room.on_binary(member, bytes.len())),
         });
         let effects = match effects {
@@ -342,12 +373,19 @@ impl RoomObject {
                 vec![Effect::Close(close::INTERNAL, "internal error")]
             }
         };
-        let mut schedule = false;
+        // Every effect is carried out even when one fails: a chat message the room stored
+        // must reach the room whatever happens to this socket's attachment.
+        let mut failed = false;
         for effect in effects {
             match effect {
                 // A refresh only moves an expiry later: the alarm set for the old one
                 // fires, finds nothing expired, and sets the next deadline.
-                Effect::Save => attachment.save(&ws)?,
+                Effect::Save => {
+                    if let Err(e) = attachment.save(&ws) {
+                        worker::console_error!("attachment not saved: {e}");
+                        failed = true;
+                    }
+                }
                 Effect::Reply(frame) => {
                     let _ = ws.send_with_str(&frame);
                 }
@@ -359,40 +397,44 @@ impl RoomObject {
                     // backend, and a failed call is retried even across restarts.
                     if config.webhook.is_some() {
                         let body = webhook::body(&channel.to_string(), &event);
-                        if let Err(e) = self.with_room(&channel, |room| room.store.outbox_put(&event.id, &body, now_ms)) {
-                            worker::console_error!("webhook outbox: {e}");
+                        match self.with_room(&channel, |room| room.store.outbox_put(&event.id, &body, now_ms)) {
+                            Ok(()) => self.alarm_by(now_ms).await?,
+                            Err(e) => worker::console_error!("webhook outbox: {e}"),
                         }
-                        schedule = true;
                     }
                 }
-                Effect::Close(code, reason) => self.close_socket(&ws, code, reason),
+                Effect::Close(code, reason) => self.close_socket(&ws, code, reason).await,
             }
         }
-        if schedule {
-            self.alarm_by(now_ms).await?;
+        if failed {
+            self.close_socket(&ws, close::INTERNAL, "internal error").await;
         }
         Ok(())
     }
 
-    /// A socket closed (by the client, or dropped) or errored. Only presence needs to know
-    /// who left; elsewhere the close is answered without reading the attachment (a storm of
-    /// departures then costs the room next to nothing).
+    /// A socket closed (by the client, or dropped) or errored.
     async fn closed(&self, ws: WebSocket) -> Result<()> {
-        if self.channel().is_some_and(|c| c.kind().policy().presence) {
-            self.close_socket(&ws, close::NORMAL, "closed");
-        } else {
-            // Fails only if the socket is already closed, which is the goal anyway.
-            let _ = ws.close(Some(close::NORMAL), Some("closed"));
+        // No attachment write: nothing else arrives for a socket the client closed.
+        let departing = Attachment::load(&ws).filter(|a| !a.closing).map(|a| a.member);
+        // Fails only if the socket is already closed, which is the goal anyway.
+        let _ = ws.close(Some(close::NORMAL), Some("closed"));
+        if let Some(member) = departing {
+            self.depart(&member).await;
         }
         Ok(())
     }
 
-    /// The one timer of a room: closes sockets whose token expired and prunes history.
+    /// The one timer of a room: closes sockets whose token expired, prunes history, sends
+    /// due webhook calls; then waits for the engine's next deadline, if any.
     async fn alarm(&self) -> Result<Response> {
         self.alarm_at.set(None);
         let now_ms = runtime::now_ms();
-        for (ws, _) in self.sockets().into_iter().filter(|(_, m)| m.exp <= now_ms / 1000) {
-            self.close_socket(&ws, close::UNAUTHENTICATED, "token expired");
+        let members = self.sockets();
+        let expired: Vec<&WebSocket> = members.iter().filter(|(_, m)| room::is_expired(m, now_ms / 1000)).map(|(ws, _)| ws).collect();
+        // One line per invocation: alarms are billed, and an idle room must show none.
+        worker::console_log!("room alarm: {} sockets, {} expired", members.len(), expired.len());
+        for ws in expired {
+            self.close_socket(ws, close::UNAUTHENTICATED, "token expired").await;
         }
         if let Some(channel) = self.channel() {
             if let Err(e) = self.with_room(&channel, |room| room.prune(now_ms)) {
@@ -404,16 +446,17 @@ impl RoomObject {
         Response::ok("ok")
     }
 
-    /// Sends due webhook calls; failures are rescheduled with backoff.
+    /// Sends due webhook calls, a batch in parallel; failures are rescheduled with backoff.
     async fn deliver_webhooks(&self, channel: &Channel, now_ms: i64) {
         let config = config(&self.env);
         let Some((url, secret)) = &config.webhook else { return };
-        let due = match self.with_room(channel, |room| room.store.outbox_due(now_ms, 25)) {
+        let due = match self.with_room(channel, |room| room.store.outbox_due(now_ms, webhook::BATCH)) {
             Ok(due) => due,
             Err(e) => return worker::console_error!("webhook outbox: {e}"),
         };
-        for row in due {
-            let delivered = match post_webhook(url, secret, &row.body).await {
+        let calls = due.iter().map(|row| post_webhook(url, secret, &row.body));
+        for (row, outcome) in due.iter().zip(futures::future::join_all(calls).await) {
+            let delivered = match outcome {
                 Ok(status) if (200..300).contains(&status) => true,
                 Ok(status) => {
                     worker::console_warn!("webhook answered {status}; will retry");
@@ -441,26 +484,20 @@ impl RoomObject {
         }
     }
 
-    /// Sets the alarm to the room's next deadline (see [`room::next_alarm`]).
+    /// Sets the alarm to the engine's next deadline ([`room::poll_timeout`]), or drops it.
     async fn schedule_alarm(&self) -> Result<()> {
         let now = runtime::now_ms();
         let members: Vec<Member> = self.sockets().into_iter().map(|(_, m)| m).collect();
-        let (has_history, webhook_due) = match self.channel() {
-            Some(channel) => self.with_room(&channel, |room| Ok((room.store.oldest_seq()?.is_some(), room.store.outbox_next_due()?)))?,
-            None => (false, None),
+        let webhook_due = match self.channel() {
+            Some(channel) => self.with_room(&channel, |room| room.store.outbox_next_due())?,
+            None => None,
         };
         let storage = self.state.storage();
-        match room::next_alarm(members.iter(), has_history, webhook_due, now) {
+        match room::poll_timeout(members.iter(), webhook_due) {
             Some(at) => {
-                let current = storage.get_alarm().await?;
-                // Keep an earlier alarm; it reschedules itself when it fires.
-                if current.is_none_or(|c| c > at || c < now) {
-                    // An integer here is an offset from now, not a timestamp.
-                    storage.set_alarm(at.saturating_sub(now).max(1)).await?;
-                    self.alarm_at.set(Some(at));
-                } else {
-                    self.alarm_at.set(current);
-                }
+                // An integer here is an offset from now, not a timestamp.
+                storage.set_alarm(at.saturating_sub(now).max(1)).await?;
+                self.alarm_at.set(Some(at));
             }
             None => {
                 storage.delete_alarm().await?;
@@ -528,7 +565,13 @@ macro_rules! room_class {
                 Self { room: RoomObject::new(state, env) }
             }
             async fn fetch(&self, req: Request) -> Result<Response> {
-                self.room.fetch(req).await
+                match self.room.fetch(req).await {
+                    Ok(response) => Ok(response),
+                    Err(e) => {
+                        worker::console_error!("room request failed: {e}");
+                        json_error(500, "internal", "the room could not complete the request")
+                    }
+                }
             }
             async fn alarm(&self) -> Result<Response> {
                 self.room.alarm().await

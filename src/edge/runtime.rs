@@ -5,7 +5,7 @@ use std::rc::Rc;
 
 use worker::{Date, Env, Response, Result};
 
-use crate::protocol::channel::Kind;
+use crate::protocol::channel::{Channel, Kind};
 use crate::protocol::config::Config;
 use crate::protocol::handshake::SUBPROTOCOL;
 
@@ -70,17 +70,18 @@ pub fn accept_and_close(code: u16, reason: &str, offered_subprotocol: bool) -> w
     super::js::refuse(code, reason, if offered_subprotocol { SUBPROTOCOL } else { "" })
 }
 
-/// The Durable Object of a channel: one class (binding) per kind, one object per channel.
-pub fn room(channel: &str, kind: Kind) -> super::js::Object<'_> {
-    let binding = match kind {
+/// The Durable Object of a channel: one class (binding) per kind, one object per channel,
+/// named by the channel's `KIND:KEY`.
+pub fn room(channel: &Channel) -> super::js::Object {
+    let binding = match channel.kind() {
         Kind::Orders => "ORDERS",
         Kind::Payment => "PAYMENT",
         Kind::Chat => "CHAT",
     };
-    super::js::Object { binding, name: channel }
+    super::js::Object { binding, name: channel.to_string() }
 }
 
 /// The Durable Object of a user (`sub`).
-pub fn principal(sub: &str) -> super::js::Object<'_> {
-    super::js::Object { binding: "PRINCIPAL", name: sub }
+pub fn principal(sub: &str) -> super::js::Object {
+    super::js::Object { binding: "PRINCIPAL", name: sub.to_owned() }
 }

@@ -10,6 +10,7 @@ use worker::{SqlStorage, SqlStorageValue};
 
 use crate::protocol::frame::StoredEvent;
 use crate::protocol::room::Store;
+use crate::protocol::webhook;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value);
@@ -70,6 +71,14 @@ impl SqlStore {
         Ok(SqlStore { sql, seq: Default::default() })
     }
 
+    /// Whether this object ever stored a room (reads only: a read of an unused channel must
+    /// create nothing, not even the schema).
+    pub fn exists(sql: &SqlStorage) -> bool {
+        let rows: Result<Vec<Text>, _> =
+            sql.exec("SELECT name AS value FROM sqlite_master WHERE type = 'table' AND name = 'events'", None).and_then(|c| c.to_array());
+        rows.is_ok_and(|rows| !rows.is_empty())
+    }
+
     /// The channel this object serves, remembered so alarms know it without a request.
     pub fn channel(&self) -> Option<String> {
         let rows: Vec<Text> = self.sql.exec("SELECT value FROM meta WHERE key = 'channel'", None).and_then(|c| c.to_array()).ok()?;
@@ -80,15 +89,27 @@ impl SqlStore {
         self.sql.exec("INSERT OR IGNORE INTO meta (key, value) VALUES ('channel', ?)", vec![name.into()]).map(drop).map_err(err)
     }
 
-    /// Queues a webhook call, due now. The same id is queued once.
+    /// Queues a webhook call, due now. The same id is queued once; beyond
+    /// [`webhook::OUTBOX_MAX`] the oldest calls are dropped.
     pub fn outbox_put(&self, id: &str, body: &str, now: i64) -> Result<(), String> {
         self.sql
             .exec(
                 "INSERT OR IGNORE INTO outbox (id, body, attempts, next_at, created) VALUES (?, ?, 0, ?, ?)",
                 vec![id.into(), body.into(), now.into(), now.into()],
             )
-            .map(drop)
-            .map_err(err)
+            .map_err(err)?;
+        let dropped = self
+            .sql
+            .exec(
+                "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY created DESC LIMIT -1 OFFSET ?)",
+                vec![int(webhook::OUTBOX_MAX)],
+            )
+            .map_err(err)?
+            .rows_written();
+        if dropped > 0 {
+            worker::console_error!("webhook outbox full: dropped {dropped} oldest messages");
+        }
+        Ok(())
     }
 
     pub fn outbox_due(&self, now: i64, limit: u64) -> Result<Vec<OutboxRow>, String> {
@@ -156,14 +177,11 @@ impl Store for SqlStore {
         Ok(())
     }
 
-    fn events_after(&self, after: u64, limit: Option<usize>) -> Result<Vec<StoredEvent>, String> {
-        match limit {
-            None => self.rows("SELECT seq, id, event, data, ts FROM events WHERE seq > ? ORDER BY seq", vec![int(after)]),
-            Some(n) => self.rows(
-                "SELECT * FROM (SELECT seq, id, event, data, ts FROM events WHERE seq > ? ORDER BY seq DESC LIMIT ?) ORDER BY seq",
-                vec![int(after), int(n as u64)],
-            ),
-        }
+    fn events_between(&self, after: u64, upto: u64) -> Result<Vec<StoredEvent>, String> {
+        self.rows(
+            "SELECT seq, id, event, data, ts FROM events WHERE seq > ? AND seq <= ? ORDER BY seq",
+            vec![int(after), int(upto.min(i64::MAX as u64))],
+        )
     }
 
     fn oldest_seq(&self) -> Result<Option<u64>, String> {
@@ -174,6 +192,25 @@ impl Store for SqlStore {
 
     fn prune_events(&mut self, below_seq: u64, before_ts: i64) -> Result<(), String> {
         self.sql.exec("DELETE FROM events WHERE seq < ? AND ts < ?", vec![int(below_seq), before_ts.into()]).map(drop).map_err(err)
+    }
+
+    fn sizes_after(&self, after: u64, count: usize) -> Result<Vec<(u64, usize)>, String> {
+        #[derive(Deserialize)]
+        struct Size {
+            seq: f64,
+            size: f64,
+        }
+        // Bytes, not characters: the bound is on frame bytes.
+        let rows: Vec<Size> = self
+            .sql
+            .exec(
+                "SELECT seq, length(CAST(data AS BLOB)) + length(CAST(id AS BLOB)) + length(CAST(event AS BLOB)) AS size
+                 FROM events WHERE seq > ? ORDER BY seq DESC LIMIT ?",
+                vec![int(after), int(count.min(i64::MAX as usize) as u64)],
+            )
+            .and_then(|c| c.to_array())
+            .map_err(err)?;
+        Ok(rows.into_iter().map(|r| (r.seq as u64, r.size as usize)).collect())
     }
 
     fn dedupe_claim(&mut self, key: &str, seq: u64, ts: i64) -> Result<Option<u64>, String> {

@@ -7,8 +7,6 @@
 use super::room::Limits;
 use super::token::{Expectations, KeySet, DEFAULT_MAX_LIFETIME_SECS};
 
-pub const DEFAULT_AUTH_FAILURES_PER_MINUTE: i64 = 30;
-
 pub struct Config {
     /// Keys and expectations for tokens, or why sockets are refused.
     pub tokens: Result<(KeySet, Expectations), String>,
@@ -18,9 +16,9 @@ pub struct Config {
     pub allow_query_token: bool,
     pub require_current_build: bool,
     pub limits: Limits,
-    /// Failed handshakes (bad or missing token) one client IP may make per minute before
-    /// its attempts are answered with 4429 instead of being verified.
-    pub auth_failures_per_minute: u32,
+    /// Token guesses (malformed, unknown key, bad signature) one client address may make per
+    /// minute before further guesses are answered 4429; `None` (the default): no limiter.
+    pub auth_failures_per_minute: Option<u32>,
     /// Where client chat messages are POSTed, and the secret that signs them.
     pub webhook: Option<(String, Vec<u8>)>,
     /// Settings that were present but invalid (logged; they refuse their endpoint).
@@ -72,11 +70,12 @@ impl Config {
             Ok(n) => limits.sockets_per_sub = n as usize,
             Err(e) => problems.push(format!("{e}; the default applies")),
         }
-        let auth_failures_per_minute = match number("AUTH_FAILURES_PER_MINUTE", DEFAULT_AUTH_FAILURES_PER_MINUTE) {
-            Ok(n) => n.min(u32::MAX as i64) as u32,
-            Err(e) => {
-                problems.push(format!("{e}; the default applies"));
-                DEFAULT_AUTH_FAILURES_PER_MINUTE as u32
+        let auth_failures_per_minute = match get("AUTH_FAILURES_PER_MINUTE").map(|_| number("AUTH_FAILURES_PER_MINUTE", 0)) {
+            None => None,
+            Some(Ok(n)) => Some(n.min(u32::MAX as i64) as u32),
+            Some(Err(e)) => {
+                problems.push(format!("{e}; the limiter is off"));
+                None
             }
         };
 

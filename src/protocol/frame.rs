@@ -28,12 +28,44 @@ pub struct StoredEvent {
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 enum ServerFrame<'a> {
-    Welcome { channel: &'a str, conn: &'a str, seq: u64, build: &'a str, expires_at: i64 },
-    Event { channel: &'a str, seq: u64, id: &'a str, event: &'a str, data: &'a RawValue, ts: i64 },
-    Reset { channel: &'a str, seq: u64 },
-    Refreshed { expires_at: i64 },
-    Error { code: &'a str, message: &'a str },
-    Presence { channel: &'a str, action: &'a str, sub: &'a str, name: Option<&'a str>, role: Option<&'a str>, count: usize },
+    Welcome {
+        channel: &'a str,
+        conn: &'a str,
+        seq: u64,
+        build: &'a str,
+        expires_at: i64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        presence: Option<&'a [Present<'a>]>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        count: Option<usize>,
+    },
+    Event {
+        channel: &'a str,
+        seq: u64,
+        id: &'a str,
+        event: &'a str,
+        data: &'a RawValue,
+        ts: i64,
+    },
+    Reset {
+        channel: &'a str,
+        seq: u64,
+    },
+    Refreshed {
+        expires_at: i64,
+    },
+    Error {
+        code: &'a str,
+        message: &'a str,
+    },
+    Presence {
+        channel: &'a str,
+        action: &'a str,
+        sub: &'a str,
+        name: Option<&'a str>,
+        role: Option<&'a str>,
+        count: usize,
+    },
 }
 
 fn encode(frame: &ServerFrame<'_>) -> String {
@@ -41,8 +73,24 @@ fn encode(frame: &ServerFrame<'_>) -> String {
     serde_json::to_string(frame).unwrap_or_default()
 }
 
-pub fn welcome(channel: &str, conn: &str, seq: u64, build: &str, expires_at: i64) -> String {
-    encode(&ServerFrame::Welcome { channel, conn, seq, build, expires_at })
+/// One user in a chat `welcome`'s `presence` list.
+#[derive(Serialize, Debug, PartialEq)]
+pub struct Present<'a> {
+    pub sub: &'a str,
+    pub name: Option<&'a str>,
+    pub role: Option<&'a str>,
+}
+
+/// Who is in a room as a `welcome` tells it: the listed users (sorted, capped) and the count
+/// of all of them.
+pub struct Roster<'a> {
+    pub present: &'a [Present<'a>],
+    pub count: usize,
+}
+
+pub fn welcome(channel: &str, conn: &str, seq: u64, build: &str, expires_at: i64, roster: Option<Roster<'_>>) -> String {
+    let (presence, count) = roster.map_or((None, None), |r| (Some(r.present), Some(r.count)));
+    encode(&ServerFrame::Welcome { channel, conn, seq, build, expires_at, presence, count })
 }
 
 pub fn event(channel: &str, e: &StoredEvent) -> String {
@@ -121,11 +169,15 @@ mod tests {
 
     #[test]
     fn server_frames_have_the_documented_shape() {
-        let w: Value = serde_json::from_str(&welcome("orders:v", "c1", 4, "b1", 99)).unwrap();
+        let w: Value = serde_json::from_str(&welcome("orders:v", "c1", 4, "b1", 99, None)).unwrap();
         assert_eq!(
             w,
             serde_json::json!({"type": "welcome", "channel": "orders:v", "conn": "c1", "seq": 4, "build": "b1", "expires_at": 99})
         );
+        let present = [Present { sub: "a", name: Some("Ann"), role: None }];
+        let w: Value = serde_json::from_str(&welcome("chat:r", "c1", 0, "b1", 99, Some(Roster { present: &present, count: 3 }))).unwrap();
+        assert_eq!(w["presence"], serde_json::json!([{"sub": "a", "name": "Ann", "role": null}]));
+        assert_eq!(w["count"], 3);
         let e = StoredEvent { seq: 3, id: "e".into(), event: "order.paid".into(), data: r#"{"a":[1]}"#.into(), ts: 5 };
         let v: Value = serde_json::from_str(&event("orders:v", &e)).unwrap();
         assert_eq!(

@@ -90,6 +90,23 @@ fn query<'q>(req: &'q ConnectRequest<'_>, name: &str) -> Option<&'q str> {
 
 /// Runs every check in order. `now` is Unix seconds.
 pub fn check(req: &ConnectRequest<'_>, config: &Config, now: i64) -> Verdict {
+    check_guarded(req, config, now, None)
+}
+
+/// The optional limiter on token guessing (`AUTH_FAILURES_PER_MINUTE`, off by default):
+/// per client address, it counts only failures that look like guessing (see
+/// [`token::TokenError::is_guess`]). Its state is consulted before the token is verified;
+/// beyond the limit a guess is answered 4429. An expired, not-yet-valid or revoked token is
+/// a normal event and always gets 4401, and a valid token always gets in, so guests sharing
+/// a venue's address are never told to back off for someone else's attempts.
+pub struct Guard<'g> {
+    pub failures: &'g mut AuthFailures,
+    pub client: &'g str,
+    pub limit: u32,
+}
+
+/// [`check`] with the guessing limiter.
+pub fn check_guarded(req: &ConnectRequest<'_>, config: &Config, now: i64, guard: Option<Guard<'_>>) -> Verdict {
     let channel = match parse_path(req.path) {
         Ok(channel) => channel,
         Err(verdict) => return verdict,
@@ -124,8 +141,19 @@ pub fn check(req: &ConnectRequest<'_>, config: &Config, now: i64) -> Verdict {
     let Ok((keys, expect)) = &config.tokens else {
         return close(close::INTERNAL, "gateway misconfigured");
     };
+    let over_limit = guard.as_ref().is_some_and(|g| g.failures.is_over(g.client, now, g.limit));
     let claims = match token::verify(token, keys, expect, now) {
         Ok(claims) => claims,
+        Err(e) if e.is_guess() => {
+            if let Some(g) = guard {
+                g.failures.record(g.client, now);
+            }
+            return if over_limit {
+                close(close::RATE_LIMITED, "too many failed attempts")
+            } else {
+                close(close::UNAUTHENTICATED, e.reason())
+            };
+        }
         Err(e) => return close(close::UNAUTHENTICATED, e.reason()),
     };
     if !claims.channels.allows(&channel) {
@@ -135,9 +163,8 @@ pub fn check(req: &ConnectRequest<'_>, config: &Config, now: i64) -> Verdict {
     Verdict::Admit(Box::new(Admitted { channel, claims, since, build, offered_subprotocol: offered }))
 }
 
-/// Failed handshakes per client in fixed one-minute windows. A client over the limit gets
-/// 4429 instead of 4401 for further failures; valid tokens are never affected, so users
-/// sharing an address with an attacker still get in. Per isolate: a bound, not a census.
+/// Guessing failures per client address in fixed one-minute windows. Per isolate: a bound on
+/// one isolate's work, not a census (Cloudflare's rate limiting rules do the global one).
 #[derive(Default)]
 pub struct AuthFailures {
     windows: std::collections::HashMap<String, (i64, u32)>,
@@ -147,8 +174,13 @@ const WINDOW_SECS: i64 = 60;
 const MAX_TRACKED_CLIENTS: usize = 10_000;
 
 impl AuthFailures {
-    /// Records a failure of `client` at `now`; returns true when it is over `limit`.
-    pub fn record(&mut self, client: &str, now: i64, limit: u32) -> bool {
+    /// Whether `client` has made more than `limit` guesses in its current window.
+    pub fn is_over(&self, client: &str, now: i64, limit: u32) -> bool {
+        self.windows.get(client).is_some_and(|(start, count)| now - start < WINDOW_SECS && *count >= limit)
+    }
+
+    /// Records a guess of `client` at `now`.
+    pub fn record(&mut self, client: &str, now: i64) {
         if self.windows.len() >= MAX_TRACKED_CLIENTS {
             self.windows.retain(|_, (start, _)| now - *start < WINDOW_SECS);
             if self.windows.len() >= MAX_TRACKED_CLIENTS {
@@ -160,21 +192,6 @@ impl AuthFailures {
             (*start, *count) = (now, 0);
         }
         *count = count.saturating_add(1);
-        *count > limit
-    }
-}
-
-/// Applies the failed-auth rate to a verdict: a 4401 beyond the limit becomes 4429.
-pub fn limit_failures(verdict: Verdict, failures: &mut AuthFailures, client: &str, now: i64, limit: u32) -> Verdict {
-    match verdict {
-        Verdict::Close { code: close::UNAUTHENTICATED, reason, offered_subprotocol } => {
-            if failures.record(client, now, limit) {
-                Verdict::Close { code: close::RATE_LIMITED, reason: "too many failed attempts", offered_subprotocol }
-            } else {
-                Verdict::Close { code: close::UNAUTHENTICATED, reason, offered_subprotocol }
-            }
-        }
-        other => other,
     }
 }
 
@@ -399,18 +416,41 @@ mod tests {
     }
 
     #[test]
-    fn failed_auth_beyond_the_limit_answers_4429_per_client() {
+    fn guessing_beyond_the_limit_answers_4429_but_expired_tokens_always_4401() {
+        let c = config(&[]);
         let mut failures = AuthFailures::default();
-        let fail = || Verdict::Close { code: 4401, reason: "x", offered_subprotocol: true };
-        let mut codes = Vec::new();
-        for _ in 0..4 {
-            codes.push(closed(&limit_failures(fail(), &mut failures, "10.0.0.1", 1000, 3)).unwrap().0);
+        let mut attempt = |token: &str, client: &str| {
+            let r = Req::new("/ws/orders/v1", token);
+            let req = ConnectRequest {
+                path: r.path,
+                query: &r.query,
+                upgrade: true,
+                origin: None,
+                own_origin: "http://127.0.0.1:8787",
+                protocols: r.protocols.as_deref(),
+            };
+            let v = check_guarded(&req, &c, unix_now(), Some(Guard { failures: &mut failures, client, limit: 3 }));
+            match v {
+                Verdict::Admit(_) => 0,
+                v => closed(&v).unwrap().0,
+            }
+        };
+        let now = unix_now();
+        let forged = SigningKey::hs256(99).mint(None, &json!({"sub": "u", "iss": "iss", "aud": "foyer", "iat": now, "exp": now + 300}));
+        let expired = SigningKey::hs256(1).mint(
+            None,
+            &json!({"sub": "u", "iss": "iss", "aud": "foyer", "iat": now - 3700, "exp": now - 3600, "channels": ["orders:v1"]}),
+        );
+        // A venue's shared address: many expired tokens are never a reason to back off.
+        for _ in 0..50 {
+            assert_eq!(attempt(&expired, "10.0.0.1"), 4401);
         }
-        assert_eq!(codes, [4401, 4401, 4401, 4429]);
-        assert_eq!(closed(&limit_failures(fail(), &mut failures, "10.0.0.2", 1000, 3)), Some((4401, true)), "others unaffected");
-        assert_eq!(closed(&limit_failures(fail(), &mut failures, "10.0.0.1", 1060, 3)), Some((4401, true)), "a new window");
-        let forbidden = Verdict::Close { code: 4403, reason: "x", offered_subprotocol: true };
-        assert_eq!(closed(&limit_failures(forbidden, &mut failures, "10.0.0.1", 1060, 0)), Some((4403, true)));
+        let codes: Vec<u16> = (0..5).map(|_| attempt(&forged, "10.0.0.1")).collect();
+        assert_eq!(codes, [4401, 4401, 4401, 4429, 4429]);
+        assert_eq!(attempt("a.b", "10.0.0.1"), 4429, "malformed: refused before any signature work");
+        assert_eq!(attempt(&expired, "10.0.0.1"), 4401, "expired stays 4401 beyond the limit");
+        assert_eq!(attempt(&token(&["orders:v1"]), "10.0.0.1"), 0, "a valid token still gets in");
+        assert_eq!(attempt(&forged, "10.0.0.2"), 4401, "others unaffected");
     }
 
     #[test]

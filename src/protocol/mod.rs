@@ -4,13 +4,14 @@
 //! Object is touched) → [`token`] (who is this) → [`channel`] (what may they see) → [`room`]
 //! (the channel's engine) → [`frame`] (what goes on the wire). Publishing: [`signature`] →
 //! [`publish`] → [`room`]; client chat messages go back out through [`webhook`]. [`config`]
-//! reads the deployment's settings; [`revocation`] is what a room remembers of revoked users.
+//! reads the deployment's settings; [`reading`] is the backend's read of a channel; [`revocation`] is what a room remembers of revoked users.
 
 pub mod channel;
 pub mod config;
 pub mod frame;
 pub mod handshake;
 pub mod publish;
+pub mod reading;
 pub mod revocation;
 pub mod room;
 pub mod signature;

@@ -88,6 +88,12 @@ pub fn parse_body(body: &[u8]) -> Result<Vec<Message>, BodyError> {
     if let Some(dup) = messages.iter().find(|m| !ids.insert(m.id.as_str())) {
         return invalid(format!("id {:?} appears twice in the batch", dup.id));
     }
+    // One object call per distinct channel: bounded so a request stays within the
+    // platform's subrequest limits and cannot fan out without end.
+    let distinct: HashSet<&Channel> = messages.iter().flat_map(|m| &m.channels).collect();
+    if distinct.len() > MAX_CHANNELS {
+        return invalid(format!("a request may reach at most {MAX_CHANNELS} distinct channels"));
+    }
     Ok(messages)
 }
 
@@ -188,6 +194,16 @@ mod tests {
         let mut bad = msg("b");
         bad["channels"] = json!(["orders:bad key"]);
         assert!(matches!(parse_body(&body(json!({"messages": [msg("a"), bad]}))), Err(BodyError::Invalid(_))));
+    }
+
+    #[test]
+    fn a_request_reaches_at_most_100_distinct_channels() {
+        let to = |i: usize| json!({"id": format!("e{i}"), "channels": [format!("orders:v{i}")], "event": "x"});
+        let at_limit: Vec<Value> = (0..100).map(to).collect();
+        assert!(parse_body(&body(json!({"messages": at_limit}))).is_ok());
+        let mut over: Vec<Value> = (0..99).map(to).collect();
+        over.push(json!({"id": "two", "channels": ["orders:v0", "orders:v100", "orders:v101"], "event": "x"}));
+        assert!(matches!(parse_body(&body(json!({"messages": over}))), Err(BodyError::Invalid(m)) if m.contains("distinct")));
     }
 
     #[test]

@@ -10,6 +10,9 @@
 
 use std::collections::HashMap;
 
+/// The scope under which a revocation of all of a user's channels is recorded.
+pub const ALL_CHANNELS: &str = "*";
+
 /// How long an answer is trusted.
 pub const TTL_MS: i64 = 10 * 60 * 1000;
 /// Entries kept; beyond it, answers are not cached (pushes always are).
@@ -43,6 +46,11 @@ impl Revocations {
             self.entries.insert(sub.to_owned(), (revoked_at, now_ms));
         }
         revoked_at
+    }
+
+    /// Drops what is known of `sub` (their last socket here closed), so the next connect asks.
+    pub fn forget(&mut self, sub: &str) {
+        self.entries.remove(sub);
     }
 
     /// A revocation pushed by `/revoke`: always kept.

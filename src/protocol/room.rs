@@ -6,11 +6,14 @@
 //! attachments), and time is an argument. The engine returns frames and decisions; the
 //! Durable Object shell moves them to the runtime.
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 
 use super::channel::{Channel, Policy, Replay};
-use super::frame::{self, ClientFrame, StoredEvent, MAX_CLIENT_FRAME_BYTES};
+use super::frame::{self, ClientFrame, Present, Roster, StoredEvent, MAX_CLIENT_FRAME_BYTES};
 use super::publish::Delivery;
+use super::revocation::Revocations;
 use super::token::{Claims, TokenError};
 
 /// Events kept at least: the last `MIN_EVENTS`, and everything of the last `MIN_AGE_MS`.
@@ -18,8 +21,24 @@ pub const HISTORY_MIN_EVENTS: u64 = 100;
 pub const HISTORY_MIN_AGE_MS: i64 = 10 * 60 * 1000;
 /// Publish and chat ids are remembered this long for dedupe (at least the history window).
 pub const DEDUPE_WINDOW_MS: i64 = 60 * 60 * 1000;
-/// How often a room with history prunes it.
+/// Beyond the newest `HISTORY_MIN_EVENTS`, older events are kept (up to `HISTORY_MIN_AGE_MS`)
+/// only while they add up to at most this many bytes: retention is bounded in bytes too.
+pub const HISTORY_MAX_EXTRA_BYTES: usize = 2 * 1024 * 1024;
+/// A room prunes history when written at most this often (or sooner after a burst of bytes);
+/// no timer does it, so an idle room holds no alarm.
 pub const PRUNE_INTERVAL_MS: i64 = 60 * 1000;
+/// A replay longer than either bound is answered with `reset` (PROTOCOL.md "Recovery"), so no
+/// request can make an object load an unbounded history.
+pub const MAX_REPLAY_EVENTS: u64 = 1000;
+pub const MAX_REPLAY_BYTES: usize = 1024 * 1024;
+/// What an `event` frame adds around an event's data, id and name (type, channel, seq, ts).
+const FRAME_OVERHEAD_BYTES: usize = 96;
+/// A history read answers at most this many bytes of events (the reader pages on).
+pub const MAX_READ_BYTES: usize = 4 * 1024 * 1024;
+/// A chat `welcome` lists at most this many users (PROTOCOL.md; `count` tells the rest).
+pub const MAX_PRESENCE_LISTED: usize = 100;
+/// Users whose per-user rate window is tracked; beyond it, expired windows are dropped.
+const MAX_TRACKED_RATES: usize = 10_000;
 /// After this many malformed or unexpected frames a connection is closed with 4400.
 pub const MAX_STRIKES: u32 = 10;
 pub const MAX_CHAT_TEXT_CHARS: usize = 2000;
@@ -32,16 +51,58 @@ pub trait Store {
     fn latest_seq(&self) -> Result<u64, String>;
     /// Appends an event and makes its `seq` the latest, atomically.
     fn append(&mut self, event: &StoredEvent) -> Result<(), String>;
-    /// Events with `seq > after`, ascending; at most `limit` of the newest when given.
-    fn events_after(&self, after: u64, limit: Option<usize>) -> Result<Vec<StoredEvent>, String>;
+    /// Events with `after < seq <= upto`, ascending.
+    fn events_between(&self, after: u64, upto: u64) -> Result<Vec<StoredEvent>, String>;
     /// The smallest retained `seq`, if any event is retained.
     fn oldest_seq(&self) -> Result<Option<u64>, String>;
     /// Drops events with `seq < below_seq` and `ts < before_ts`.
     fn prune_events(&mut self, below_seq: u64, before_ts: i64) -> Result<(), String>;
+    /// The sizes (bytes of data, id and event name) of the newest `count` events with
+    /// `seq > after`, newest first: what a bound can be checked on without loading events.
+    fn sizes_after(&self, after: u64, count: usize) -> Result<Vec<(u64, usize)>, String>;
     /// Records `key → seq` unless `key` is already recorded; then returns the recorded `seq`
     /// and changes nothing. One round trip on the hot path (a new id), two on a duplicate.
     fn dedupe_claim(&mut self, key: &str, seq: u64, ts: i64) -> Result<Option<u64>, String>;
     fn prune_dedupe(&mut self, before_ts: i64) -> Result<(), String>;
+}
+
+/// What a room keeps in memory only: losing it (eviction, restart) is always safe, because
+/// each part is a cache or a bound that resets to "ask again" or "start a fresh window".
+#[derive(Debug, Default)]
+pub struct Memory {
+    /// Client frames per user in the current window: sub → (window start ms, count).
+    rates: HashMap<String, (i64, u32)>,
+    /// When history was last pruned here, and the bytes appended since.
+    pruned_at: Option<i64>,
+    appended_bytes: usize,
+    /// Users' revocations as the Principal objects told or pushed them.
+    pub revocations: Revocations,
+}
+
+impl Memory {
+    /// The one revocation rule, used at connect, on a `/revoke` push and at refresh: a token
+    /// of `sub` issued at `iat` is refused when a revocation at or after it is known, whether
+    /// the socket carried it (`carried`) or the room learned it since.
+    pub fn refuses(&self, sub: &str, iat: Option<i64>, carried: Option<i64>, now_ms: i64) -> bool {
+        let learned = self.revocations.lookup(sub, now_ms).flatten();
+        is_revoked(iat, carried.max(learned))
+    }
+
+    /// A revocation pushed by `/revoke`: remembered, and applied to one of the user's
+    /// sockets (its attachment carries it from now on). True: close that socket with 4401.
+    pub fn apply_revocation(&mut self, member: &mut Member, revoked_at: i64, now_ms: i64) -> bool {
+        self.revocations.revoke(&member.sub, revoked_at, now_ms);
+        member.revoked_before = member.revoked_before.max(Some(revoked_at));
+        is_revoked(member.iat, member.revoked_before)
+    }
+
+    /// A user left the room for good (their last socket closed): forget what is kept about
+    /// them, so that their next connect asks their Principal object again (which re-records
+    /// where they are, for `/revoke`).
+    pub fn forget_user(&mut self, sub: &str) {
+        self.revocations.forget(sub);
+        self.rates.remove(sub);
+    }
 }
 
 /// Per-connection limits (configuration with defaults).
@@ -180,12 +241,24 @@ pub struct Room<'a, S: Store> {
     pub channel: &'a Channel,
     pub policy: Policy,
     pub store: &'a mut S,
+    pub memory: &'a mut Memory,
     pub limits: Limits,
 }
 
+/// What a client frame is judged with besides the frame itself.
+pub struct Incoming<'v> {
+    pub now_ms: i64,
+    /// Checks a refresh token (signature and claims).
+    pub verify: &'v dyn Fn(&str) -> Result<Claims, TokenError>,
+}
+
 impl<'a, S: Store> Room<'a, S> {
-    pub fn new(channel: &'a Channel, store: &'a mut S, limits: Limits) -> Self {
-        Room { channel, policy: channel.kind().policy(), store, limits }
+    pub fn new(channel: &'a Channel, store: &'a mut S, memory: &'a mut Memory, limits: Limits) -> Self {
+        Room { channel, policy: channel.kind().policy(), store, memory, limits }
+    }
+
+    fn refuses(&self, sub: &str, iat: Option<i64>, carried: Option<i64>, now_ms: i64) -> bool {
+        self.memory.refuses(sub, iat, carried, now_ms)
     }
 
     fn name(&self) -> String {
@@ -194,42 +267,91 @@ impl<'a, S: Store> Room<'a, S> {
 
     /// A verified socket joins. `others` are the members already in the room; without
     /// presence, the user's own are enough, and none while they are fewer than the cap.
-    pub fn join(&mut self, member: &Member, since: Option<u64>, build: &str, others: &[Member]) -> Result<Join, String> {
+    pub fn join(&mut self, member: &Member, since: Option<u64>, build: &str, others: &[Member], now_ms: i64) -> Result<Join, String> {
+        if self.refuses(&member.sub, member.iat, member.revoked_before, now_ms) {
+            return Ok(Join { close: Some((close::UNAUTHENTICATED, "token revoked")), ..Join::default() });
+        }
         if others.iter().filter(|o| o.sub == member.sub).count() >= self.limits.sockets_per_sub {
             return Ok(Join { close: Some((close::RATE_LIMITED, "too many sockets for this user")), ..Join::default() });
         }
         let channel = self.name();
         let latest = self.store.latest_seq()?;
-        let mut frames = vec![frame::welcome(&channel, &member.conn, latest, build, member.exp)];
-        let replay = match since {
-            Some(since) if since >= latest => Vec::new(),
-            Some(since) => {
-                // The gap (since, latest] must be held whole, or the client must reload.
-                match self.store.oldest_seq()? {
-                    Some(oldest) if oldest <= since + 1 => self.store.events_after(since, None)?,
-                    _ => {
-                        frames.push(frame::reset(&channel, latest));
-                        Vec::new()
-                    }
-                }
-            }
-            None => match self.policy.replay_without_since {
-                Replay::Nothing => Vec::new(),
-                Replay::Everything => self.store.events_after(0, None)?,
-                Replay::Last(n) => self.store.events_after(0, Some(n))?,
-            },
-        };
-        frames.extend(replay.iter().map(|e| frame::event(&channel, e)));
+        let everyone: Vec<&Member> = others.iter().chain([member]).collect();
+        let present = self.policy.presence.then(|| roster(&everyone));
+        let roster = present.as_ref().map(|p| Roster { present: &p[..p.len().min(MAX_PRESENCE_LISTED)], count: p.len() });
+        let mut frames = vec![frame::welcome(&channel, &member.conn, latest, build, member.exp, roster)];
+        match self.replay(since, latest)? {
+            Replayed::Events(events) => frames.extend(events.iter().map(|e| frame::event(&channel, e))),
+            Replayed::Reset => frames.push(frame::reset(&channel, latest)),
+        }
         let broadcast = (self.policy.presence && !others.iter().any(|o| o.sub == member.sub)).then(|| {
-            let count = distinct_subs(others.iter().chain([member]));
+            let count = distinct_subs(everyone.iter().copied());
             frame::presence(&channel, "joined", &member.sub, member.name.as_deref(), member.role.as_deref(), count)
         });
         Ok(Join { frames, broadcast, close: None })
     }
 
+    /// What a joining socket is replayed: the gap after `since`, or the kind's default
+    /// without it; `reset` when the gap is not held whole or exceeds the replay bounds.
+    fn replay(&mut self, since: Option<u64>, latest: u64) -> Result<Replayed, String> {
+        let since = match (since, self.policy.replay_without_since) {
+            (Some(since), _) => since,
+            (None, Replay::Nothing) => return Ok(Replayed::Events(Vec::new())),
+            (None, Replay::Everything) => self.store.oldest_seq()?.map_or(latest, |oldest| oldest - 1),
+            (None, Replay::Last(n)) => {
+                // Recent context, not a gap to fill: as many of the last `n` as the byte bound takes.
+                let sizes = self.store.sizes_after(0, n)?;
+                let events = match self.fitting(&sizes).checked_sub(1).and_then(|i| sizes.get(i)) {
+                    Some((first, _)) => self.store.events_between(first - 1, latest)?,
+                    None => Vec::new(),
+                };
+                return Ok(Replayed::Events(events));
+            }
+        };
+        if since >= latest {
+            return Ok(Replayed::Events(Vec::new()));
+        }
+        let gap = latest - since;
+        let held = self.store.oldest_seq()?.is_some_and(|oldest| oldest <= since + 1);
+        if !held || gap > MAX_REPLAY_EVENTS {
+            return Ok(Replayed::Reset);
+        }
+        let sizes = self.store.sizes_after(since, gap as usize)?;
+        if self.fitting(&sizes) < sizes.len() {
+            return Ok(Replayed::Reset);
+        }
+        Ok(Replayed::Events(self.store.events_between(since, latest)?))
+    }
+
+    /// How many of `sizes` (newest first) fit into one replay's byte bound as frames.
+    fn fitting(&self, sizes: &[(u64, usize)]) -> usize {
+        let per_frame = FRAME_OVERHEAD_BYTES + self.name().len();
+        let mut total = 0;
+        sizes
+            .iter()
+            .take_while(|(_, size)| {
+                total += size + per_frame;
+                total <= MAX_REPLAY_BYTES
+            })
+            .count()
+    }
+
     /// Backend events, in request order. A repeated `id` is not delivered again.
     pub fn publish(&mut self, deliveries: &[Delivery], now_ms: i64) -> Result<Vec<Published>, String> {
-        deliveries.iter().map(|d| self.accept(&format!("p:{}", d.id), &d.id, &d.event, d.data.get(), now_ms)).collect()
+        let published = deliveries.iter().map(|d| self.accept(&format!("p:{}", d.id), &d.id, &d.event, d.data.get(), now_ms)).collect();
+        self.housekeeping(now_ms)?;
+        published
+    }
+
+    /// Pruning on write: at most once per `PRUNE_INTERVAL_MS`, or at once after a burst of
+    /// bytes, so retention stays bounded without a timer.
+    fn housekeeping(&mut self, now_ms: i64) -> Result<(), String> {
+        let due = self.memory.pruned_at.is_none_or(|at| now_ms - at >= PRUNE_INTERVAL_MS)
+            || self.memory.appended_bytes > HISTORY_MAX_EXTRA_BYTES / 4;
+        if due {
+            self.prune(now_ms)?;
+        }
+        Ok(())
     }
 
     /// Stores an event under a dedupe key, or reports the earlier copy.
@@ -241,6 +363,7 @@ impl<'a, S: Store> Room<'a, S> {
         let stored = StoredEvent { seq, id: id.to_owned(), event: event.to_owned(), data: data.to_owned(), ts: now_ms };
         // No await between the claim and the append: they commit together.
         self.store.append(&stored)?;
+        self.memory.appended_bytes += stored.data.len() + stored.id.len() + stored.event.len();
         Ok(Published { seq: stored.seq, duplicate: false, frame: Some(frame::event(&self.name(), &stored)) })
     }
 
@@ -252,14 +375,9 @@ impl<'a, S: Store> Room<'a, S> {
         self.strike(member, frame::error("binary_unsupported", "frames are text (JSON)"))
     }
 
-    /// A text frame from `member`. `verify` checks a refresh token (signature and claims).
-    pub fn on_text(
-        &mut self,
-        member: &mut Member,
-        text: &str,
-        now_ms: i64,
-        verify: &dyn Fn(&str) -> Result<Claims, TokenError>,
-    ) -> Result<Vec<Effect>, String> {
+    /// A text frame from `member`.
+    pub fn on_text(&mut self, member: &mut Member, text: &str, incoming: &Incoming<'_>) -> Result<Vec<Effect>, String> {
+        let now_ms = incoming.now_ms;
         if text.len() > MAX_CLIENT_FRAME_BYTES {
             return Ok(vec![Effect::Close(close::TOO_BIG, "frame too big")]);
         }
@@ -268,26 +386,44 @@ impl<'a, S: Store> Room<'a, S> {
             // Normally answered by the runtime's auto-response; this is the fallback.
             return Ok(vec![Effect::Reply(frame::PONG.to_owned())]);
         }
-        // Every other client frame counts towards the rate limit.
+        // Every other client frame counts towards the rate limit, of the connection and of
+        // the user across all their sockets here (more sockets do not raise it).
         if now_ms - member.window_start >= self.limits.rate_window_ms {
             member.window_start = now_ms;
             member.window_count = 0;
         }
         member.window_count += 1;
-        if member.window_count >= 2 * self.limits.rate_count {
+        let user_count = self.count_for_user(&member.sub, now_ms);
+        let count = member.window_count.max(user_count);
+        if count >= 2 * self.limits.rate_count {
             return Ok(vec![Effect::Close(close::RATE_LIMITED, "rate limited")]);
         }
-        if member.window_count > self.limits.rate_count {
+        if count > self.limits.rate_count {
             return Ok(vec![Effect::Save, Effect::Reply(frame::error("rate_limited", "too many messages, slow down"))]);
         }
         let mut effects = match parsed {
             Err(e) => self.strike(member, frame::error(e.code, e.message)),
             Ok(ClientFrame::Ping) => Vec::new(),
-            Ok(ClientFrame::Refresh { token }) => self.refresh(member, &token, verify),
+            Ok(ClientFrame::Refresh { token }) => self.refresh(member, &token, incoming),
             Ok(ClientFrame::Send { id, text }) => self.send(member, &id, &text, now_ms)?,
         };
         effects.insert(0, Effect::Save);
         Ok(effects)
+    }
+
+    /// Counts one frame of `sub` in the user's window; returns the window's count.
+    fn count_for_user(&mut self, sub: &str, now_ms: i64) -> u32 {
+        let window = self.limits.rate_window_ms;
+        let rates = &mut self.memory.rates;
+        if rates.len() >= MAX_TRACKED_RATES && !rates.contains_key(sub) {
+            rates.retain(|_, (start, _)| now_ms - *start < window);
+        }
+        let (start, count) = rates.entry(sub.to_owned()).or_insert((now_ms, 0));
+        if now_ms - *start >= window {
+            (*start, *count) = (now_ms, 0);
+        }
+        *count = count.saturating_add(1);
+        *count
     }
 
     fn strike(&mut self, member: &mut Member, error: String) -> Vec<Effect> {
@@ -299,10 +435,12 @@ impl<'a, S: Store> Room<'a, S> {
         }
     }
 
-    fn refresh(&mut self, member: &mut Member, token: &str, verify: &dyn Fn(&str) -> Result<Claims, TokenError>) -> Vec<Effect> {
-        match verify(token) {
+    fn refresh(&mut self, member: &mut Member, token: &str, incoming: &Incoming<'_>) -> Vec<Effect> {
+        match (incoming.verify)(token) {
             Ok(claims)
-                if claims.sub == member.sub && claims.channels.allows(self.channel) && !is_revoked(claims.iat, member.revoked_before) =>
+                if claims.sub == member.sub
+                    && claims.channels.allows(self.channel)
+                    && !self.refuses(&member.sub, claims.iat, member.revoked_before, incoming.now_ms) =>
             {
                 member.exp = claims.exp;
                 member.iat = claims.iat;
@@ -340,6 +478,7 @@ impl<'a, S: Store> Room<'a, S> {
             return Ok(Vec::new()); // A repeated id: already delivered once.
         };
         let stored = StoredEvent { seq: published.seq, id: event_id, event: "chat.message".into(), data, ts: now_ms };
+        self.housekeeping(now_ms)?;
         Ok(vec![Effect::Broadcast(frame), Effect::ChatAccepted(stored)])
     }
 
@@ -352,11 +491,49 @@ impl<'a, S: Store> Room<'a, S> {
         Some(frame::presence(&self.name(), "left", &member.sub, member.name.as_deref(), member.role.as_deref(), count))
     }
 
-    /// Drops history and dedupe entries past their retention.
+    /// `GET /channels/.../history`: retained events after `since`, oldest first, at most
+    /// `limit` and at most `MAX_READ_BYTES` of them (the caller pages on with `since`);
+    /// `reset` when part of the gap is no longer held.
+    pub fn history(&mut self, since: u64, limit: usize) -> Result<History, String> {
+        let latest = self.store.latest_seq()?;
+        if since >= latest {
+            return Ok(History { seq: latest, reset: false, events: Vec::new() });
+        }
+        if self.store.oldest_seq()?.is_none_or(|oldest| oldest > since + 1) {
+            return Ok(History { seq: latest, reset: true, events: Vec::new() });
+        }
+        let mut sizes = self.store.sizes_after(since, usize::MAX)?;
+        sizes.reverse();
+        let mut total = 0;
+        let take = sizes.iter().take(limit).take_while(|(_, size)| {
+            total += size;
+            total <= MAX_READ_BYTES
+        });
+        let events = match take.last() {
+            Some((upto, _)) => self.store.events_between(since, *upto)?,
+            // A first event larger than the bound still goes alone: the reader must progress.
+            None => self.store.events_between(since, since + 1)?,
+        };
+        Ok(History { seq: latest, reset: false, events })
+    }
+
+    /// Drops history and dedupe entries past their retention: the newest
+    /// `HISTORY_MIN_EVENTS` always stay; older events stay for `HISTORY_MIN_AGE_MS` while
+    /// they add up to at most `HISTORY_MAX_EXTRA_BYTES`, oldest dropped first.
     pub fn prune(&mut self, now_ms: i64) -> Result<(), String> {
         let latest = self.store.latest_seq()?;
         let keep_from = latest.saturating_sub(HISTORY_MIN_EVENTS - 1).max(1);
         self.store.prune_events(keep_from, now_ms - HISTORY_MIN_AGE_MS)?;
+        let older = self.store.sizes_after(0, usize::MAX)?.into_iter().filter(|(seq, _)| *seq < keep_from);
+        let mut total = 0;
+        if let Some((cut, _)) = older.into_iter().find(|(_, size)| {
+            total += size;
+            total > HISTORY_MAX_EXTRA_BYTES
+        }) {
+            self.store.prune_events(cut + 1, i64::MAX)?;
+        }
+        self.memory.pruned_at = Some(now_ms);
+        self.memory.appended_bytes = 0;
         self.store.prune_dedupe(now_ms - DEDUPE_WINDOW_MS)
     }
 }
@@ -368,18 +545,65 @@ pub fn distinct_subs<'m>(members: impl Iterator<Item = &'m Member>) -> usize {
     subs.len()
 }
 
-/// Members whose token has expired at `now` (seconds): close them with 4401.
-pub fn expired<'m>(members: impl Iterator<Item = &'m Member>, now: i64) -> impl Iterator<Item = &'m Member> {
-    members.filter(move |m| m.exp <= now)
+/// Whether a member's token has expired at `now` (seconds): close it with 4401.
+pub fn is_expired(member: &Member, now: i64) -> bool {
+    member.exp <= now
 }
 
-/// When the room's alarm should next fire (ms): the first token expiry, the next webhook
-/// attempt, or the next prune while history is held. `None`: nothing to wait for, so the
-/// object may sleep for good.
-pub fn next_alarm<'m>(members: impl Iterator<Item = &'m Member>, has_history: bool, webhook_due: Option<i64>, now_ms: i64) -> Option<i64> {
+/// The one instant the room next needs to run (ms): the first token expiry or the next
+/// webhook attempt. `None`: nothing to time, so the room holds no alarm and an idle room
+/// costs nothing (history is pruned when the room is next written, not by a timer).
+pub fn poll_timeout<'m>(members: impl Iterator<Item = &'m Member>, webhook_due: Option<i64>) -> Option<i64> {
     let expiry = members.map(|m| m.exp.saturating_mul(1000)).min();
-    let prune = has_history.then_some(now_ms + PRUNE_INTERVAL_MS);
-    [expiry, prune, webhook_due].into_iter().flatten().min()
+    [expiry, webhook_due].into_iter().flatten().min()
+}
+
+/// The users of a room for a `welcome`: one entry per distinct `sub`, sorted by `sub`.
+fn roster<'m>(members: &[&'m Member]) -> Vec<Present<'m>> {
+    let mut present: Vec<Present<'m>> =
+        members.iter().map(|m| Present { sub: &m.sub, name: m.name.as_deref(), role: m.role.as_deref() }).collect();
+    present.sort_by(|a, b| a.sub.cmp(b.sub));
+    present.dedup_by(|a, b| a.sub == b.sub);
+    present
+}
+
+/// The answer to a history read.
+#[derive(Debug, PartialEq)]
+pub struct History {
+    pub seq: u64,
+    pub reset: bool,
+    pub events: Vec<StoredEvent>,
+}
+
+/// One user of a room as `GET /channels/{kind}/{key}` lists them.
+#[derive(Debug, PartialEq, Serialize)]
+pub struct User {
+    pub sub: String,
+    pub name: Option<String>,
+    pub role: Option<String>,
+    pub sockets: usize,
+}
+
+/// The distinct users holding `members`, sorted by `sub`, at most `max` of them; and whether
+/// there were more.
+pub fn users(members: &[Member], max: usize) -> (Vec<User>, bool) {
+    let mut sorted: Vec<&Member> = members.iter().collect();
+    sorted.sort_by(|a, b| a.sub.cmp(&b.sub));
+    let mut users: Vec<User> = Vec::new();
+    for m in sorted {
+        match users.last_mut() {
+            Some(u) if u.sub == m.sub => u.sockets += 1,
+            _ => users.push(User { sub: m.sub.clone(), name: m.name.clone(), role: m.role.clone(), sockets: 1 }),
+        }
+    }
+    let truncated = users.len() > max;
+    users.truncate(max);
+    (users, truncated)
+}
+
+enum Replayed {
+    Events(Vec<StoredEvent>),
+    Reset,
 }
 
 /// An in-memory [`Store`] for host tests and tools: the same contract as the SQLite one.
@@ -399,10 +623,8 @@ impl Store for MemStore {
         self.events.push(event.clone());
         Ok(())
     }
-    fn events_after(&self, after: u64, limit: Option<usize>) -> Result<Vec<StoredEvent>, String> {
-        let all: Vec<StoredEvent> = self.events.iter().filter(|e| e.seq > after).cloned().collect();
-        let skip = limit.map_or(0, |n| all.len().saturating_sub(n));
-        Ok(all.into_iter().skip(skip).collect())
+    fn events_between(&self, after: u64, upto: u64) -> Result<Vec<StoredEvent>, String> {
+        Ok(self.events.iter().filter(|e| e.seq > after && e.seq <= upto).cloned().collect())
     }
     fn oldest_seq(&self) -> Result<Option<u64>, String> {
         Ok(self.events.first().map(|e| e.seq))
@@ -410,6 +632,10 @@ impl Store for MemStore {
     fn prune_events(&mut self, below_seq: u64, before_ts: i64) -> Result<(), String> {
         self.events.retain(|e| e.seq >= below_seq || e.ts >= before_ts);
         Ok(())
+    }
+    fn sizes_after(&self, after: u64, count: usize) -> Result<Vec<(u64, usize)>, String> {
+        let sizes = self.events.iter().rev().filter(|e| e.seq > after).map(|e| (e.seq, e.data.len() + e.id.len() + e.event.len()));
+        Ok(sizes.take(count).collect())
     }
     fn dedupe_claim(&mut self, key: &str, seq: u64, ts: i64) -> Result<Option<u64>, String> {
         if let Some((_, earlier, _)) = self.dedupe.iter().find(|(k, ..)| k == key) {
@@ -429,6 +655,7 @@ mod tests {
     use super::*;
     use crate::protocol::channel::Grants;
     use crate::protocol::publish::{null, Delivery};
+    use serde_json::value::RawValue as RawValueBox;
     use serde_json::Value;
 
     const T0: i64 = 1_800_000_000_000;
@@ -474,7 +701,8 @@ mod tests {
     fn seq_starts_at_one_and_increases_by_one() {
         let ch = Channel::parse("orders:v1").unwrap();
         let mut store = MemStore::default();
-        let mut room = Room::new(&ch, &mut store, Limits::default());
+        let mut mem = Memory::default();
+        let mut room = Room::new(&ch, &mut store, &mut mem, Limits::default());
         let out = room.publish(&[delivery("a"), delivery("b"), delivery("c")], T0).unwrap();
         assert_eq!(out.iter().map(|p| p.seq).collect::<Vec<_>>(), [1, 2, 3]);
         let frame = json(out[1].frame.as_ref().unwrap());
@@ -487,7 +715,8 @@ mod tests {
     fn republished_id_is_a_duplicate_with_its_first_seq() {
         let ch = Channel::parse("orders:v1").unwrap();
         let mut store = MemStore::default();
-        let mut room = Room::new(&ch, &mut store, Limits::default());
+        let mut mem = Memory::default();
+        let mut room = Room::new(&ch, &mut store, &mut mem, Limits::default());
         room.publish(&[delivery("a"), delivery("b")], T0).unwrap();
         let again = room.publish(&[delivery("a"), delivery("c")], T0 + 1).unwrap();
         assert_eq!(again[0], Published { seq: 1, duplicate: true, frame: None });
@@ -498,15 +727,16 @@ mod tests {
     fn welcome_carries_latest_seq_and_expiry() {
         let ch = Channel::parse("orders:v1").unwrap();
         let mut store = MemStore::default();
-        let mut room = Room::new(&ch, &mut store, Limits::default());
+        let mut mem = Memory::default();
+        let mut room = Room::new(&ch, &mut store, &mut mem, Limits::default());
         let m = member("c1", "u1", &ch);
-        let join = room.join(&m, None, "build-1", &[]).unwrap();
+        let join = room.join(&m, None, "build-1", &[], T0).unwrap();
         assert_eq!(
             json(&join.frames[0]),
             serde_json::json!({"type": "welcome", "channel": "orders:v1", "conn": "c1", "seq": 0, "build": "build-1", "expires_at": m.exp})
         );
         publish_n(&mut room, 2, T0);
-        let join = room.join(&m, None, "b", &[]).unwrap();
+        let join = room.join(&m, None, "b", &[], T0).unwrap();
         assert_eq!(json(&join.frames[0])["seq"], 2);
         assert_eq!(join.frames.len(), 1, "orders replays nothing without since");
     }
@@ -516,9 +746,10 @@ mod tests {
         for (name, expected) in [("orders:v", vec![]), ("payment:o", (1..=60).collect::<Vec<u64>>()), ("chat:r", (11..=60).collect())] {
             let ch = Channel::parse(name).unwrap();
             let mut store = MemStore::default();
-            let mut room = Room::new(&ch, &mut store, Limits::default());
+            let mut mem = Memory::default();
+            let mut room = Room::new(&ch, &mut store, &mut mem, Limits::default());
             publish_n(&mut room, 60, T0);
-            let join = room.join(&member("c", "u", &ch), None, "b", &[]).unwrap();
+            let join = room.join(&member("c", "u", &ch), None, "b", &[], T0).unwrap();
             assert_eq!(seqs(&join.frames), expected, "{name}");
         }
     }
@@ -527,36 +758,39 @@ mod tests {
     fn since_replays_every_later_event_in_order() {
         let ch = Channel::parse("orders:v").unwrap();
         let mut store = MemStore::default();
-        let mut room = Room::new(&ch, &mut store, Limits::default());
+        let mut mem = Memory::default();
+        let mut room = Room::new(&ch, &mut store, &mut mem, Limits::default());
         publish_n(&mut room, 10, T0);
         let m = member("c", "u", &ch);
-        assert_eq!(seqs(&room.join(&m, Some(7), "b", &[]).unwrap().frames), [8, 9, 10]);
-        assert_eq!(seqs(&room.join(&m, Some(0), "b", &[]).unwrap().frames), (1..=10).collect::<Vec<_>>());
-        assert!(seqs(&room.join(&m, Some(10), "b", &[]).unwrap().frames).is_empty());
-        assert!(seqs(&room.join(&m, Some(99), "b", &[]).unwrap().frames).is_empty());
+        assert_eq!(seqs(&room.join(&m, Some(7), "b", &[], T0).unwrap().frames), [8, 9, 10]);
+        assert_eq!(seqs(&room.join(&m, Some(0), "b", &[], T0).unwrap().frames), (1..=10).collect::<Vec<_>>());
+        assert!(seqs(&room.join(&m, Some(10), "b", &[], T0).unwrap().frames).is_empty());
+        assert!(seqs(&room.join(&m, Some(99), "b", &[], T0).unwrap().frames).is_empty());
     }
 
     #[test]
     fn since_older_than_history_gets_a_reset() {
         let ch = Channel::parse("orders:v").unwrap();
         let mut store = MemStore::default();
-        let mut room = Room::new(&ch, &mut store, Limits::default());
+        let mut mem = Memory::default();
+        let mut room = Room::new(&ch, &mut store, &mut mem, Limits::default());
         publish_n(&mut room, 150, T0);
         // Eleven minutes later everything but the last 100 may go.
         room.prune(T0 + 11 * 60 * 1000).unwrap();
         assert_eq!(room.store.oldest_seq().unwrap(), Some(51));
         let m = member("c", "u", &ch);
-        let frames = room.join(&m, Some(49), "b", &[]).unwrap().frames;
+        let frames = room.join(&m, Some(49), "b", &[], T0).unwrap().frames;
         assert_eq!(json(&frames[1]), serde_json::json!({"type": "reset", "channel": "orders:v", "seq": 150}));
         assert_eq!(frames.len(), 2);
-        assert_eq!(seqs(&room.join(&m, Some(50), "b", &[]).unwrap().frames), (51..=150).collect::<Vec<_>>());
+        assert_eq!(seqs(&room.join(&m, Some(50), "b", &[], T0).unwrap().frames), (51..=150).collect::<Vec<_>>());
     }
 
     #[test]
     fn pruning_keeps_the_last_100_and_the_last_10_minutes() {
         let ch = Channel::parse("orders:v").unwrap();
         let mut store = MemStore::default();
-        let mut room = Room::new(&ch, &mut store, Limits::default());
+        let mut mem = Memory::default();
+        let mut room = Room::new(&ch, &mut store, &mut mem, Limits::default());
         publish_n(&mut room, 150, T0);
         room.prune(T0 + 9 * 60 * 1000).unwrap();
         assert_eq!(room.store.oldest_seq().unwrap(), Some(1), "younger than 10 minutes: all kept");
@@ -568,15 +802,16 @@ mod tests {
         assert!(room.store.dedupe.is_empty());
         // The newest event always stays: the SQL store reads the latest seq from it.
         room.prune(T0 + 24 * 60 * 60 * 1000).unwrap();
-        assert_eq!(room.store.events_after(149, None).unwrap().len(), 1);
+        assert_eq!(room.store.events_between(149, u64::MAX).unwrap().len(), 1);
     }
 
     #[test]
     fn outdated_build_is_decided_by_the_shell_but_welcome_comes_first() {
         let ch = Channel::parse("chat:r").unwrap();
         let mut store = MemStore::default();
-        let mut room = Room::new(&ch, &mut store, Limits::default());
-        let join = room.join(&member("c", "u", &ch), None, "b", &[]).unwrap();
+        let mut mem = Memory::default();
+        let mut room = Room::new(&ch, &mut store, &mut mem, Limits::default());
+        let join = room.join(&member("c", "u", &ch), None, "b", &[], T0).unwrap();
         assert_eq!(json(&join.frames[0])["type"], "welcome");
     }
 
@@ -584,10 +819,11 @@ mod tests {
     fn chat_message_author_comes_from_the_token() {
         let ch = Channel::parse("chat:r").unwrap();
         let mut store = MemStore::default();
-        let mut room = Room::new(&ch, &mut store, Limits::default());
+        let mut mem = Memory::default();
+        let mut room = Room::new(&ch, &mut store, &mut mem, Limits::default());
         let mut m = member("c", "u1", &ch);
         let frame = r#"{"type":"send","id":"m1","text":"hello","author":{"sub":"admin","name":"Boss"}}"#;
-        let effects = room.on_text(&mut m, frame, T0, &no_refresh).unwrap();
+        let effects = room.on_text(&mut m, frame, &Incoming { now_ms: T0, verify: &no_refresh }).unwrap();
         let Some(Effect::Broadcast(b)) = effects.iter().find(|e| matches!(e, Effect::Broadcast(_))) else { panic!("{effects:?}") };
         let v = json(b);
         assert_eq!(v["event"], "chat.message");
@@ -598,9 +834,17 @@ mod tests {
         );
         assert!(effects.iter().any(|e| matches!(e, Effect::ChatAccepted(s) if s.seq == 1)));
         // The same id again from the same sub is not delivered twice; from another sub it is.
-        assert!(!room.on_text(&mut m, frame, T0, &no_refresh).unwrap().iter().any(|e| matches!(e, Effect::Broadcast(_))));
+        assert!(!room
+            .on_text(&mut m, frame, &Incoming { now_ms: T0, verify: &no_refresh })
+            .unwrap()
+            .iter()
+            .any(|e| matches!(e, Effect::Broadcast(_))));
         let mut other = member("c2", "u2", &ch);
-        assert!(room.on_text(&mut other, frame, T0, &no_refresh).unwrap().iter().any(|e| matches!(e, Effect::Broadcast(_))));
+        assert!(room
+            .on_text(&mut other, frame, &Incoming { now_ms: T0, verify: &no_refresh })
+            .unwrap()
+            .iter()
+            .any(|e| matches!(e, Effect::Broadcast(_))));
     }
 
     fn reply_code(effects: &[Effect]) -> Option<String> {
@@ -614,16 +858,26 @@ mod tests {
     fn refused_sends_get_error_frames_and_store_nothing() {
         let ch = Channel::parse("chat:r").unwrap();
         let mut store = MemStore::default();
-        let mut room = Room::new(&ch, &mut store, Limits { rate_count: 1000, ..Limits::default() });
+        let mut mem = Memory::default();
+        let mut room = Room::new(&ch, &mut store, &mut mem, Limits { rate_count: 1000, ..Limits::default() });
         let mut reader = Member::new("c".into(), &claims("u", &["chat:r"], &[]), &ch);
         let send = |text: &str| format!(r#"{{"type":"send","id":"x","text":{}}}"#, serde_json::to_string(text).unwrap());
-        assert_eq!(reply_code(&room.on_text(&mut reader, &send("hi"), T0, &no_refresh).unwrap()).as_deref(), Some("forbidden"));
+        assert_eq!(
+            reply_code(&room.on_text(&mut reader, &send("hi"), &Incoming { now_ms: T0, verify: &no_refresh }).unwrap()).as_deref(),
+            Some("forbidden")
+        );
         let mut writer = member("c2", "w", &ch);
-        assert_eq!(reply_code(&room.on_text(&mut writer, &send(""), T0, &no_refresh).unwrap()).as_deref(), Some("empty"));
+        assert_eq!(
+            reply_code(&room.on_text(&mut writer, &send(""), &Incoming { now_ms: T0, verify: &no_refresh }).unwrap()).as_deref(),
+            Some("empty")
+        );
         let long = "é".repeat(2001);
-        assert_eq!(reply_code(&room.on_text(&mut writer, &send(&long), T0, &no_refresh).unwrap()).as_deref(), Some("too_long"));
+        assert_eq!(
+            reply_code(&room.on_text(&mut writer, &send(&long), &Incoming { now_ms: T0, verify: &no_refresh }).unwrap()).as_deref(),
+            Some("too_long")
+        );
         assert!(room
-            .on_text(&mut writer, &send(&"é".repeat(2000)), T0, &no_refresh)
+            .on_text(&mut writer, &send(&"é".repeat(2000)), &Incoming { now_ms: T0, verify: &no_refresh })
             .unwrap()
             .iter()
             .any(|e| matches!(e, Effect::Broadcast(_))));
@@ -635,9 +889,11 @@ mod tests {
         for name in ["orders:v", "payment:o"] {
             let ch = Channel::parse(name).unwrap();
             let mut store = MemStore::default();
-            let mut room = Room::new(&ch, &mut store, Limits::default());
+            let mut mem = Memory::default();
+            let mut room = Room::new(&ch, &mut store, &mut mem, Limits::default());
             let mut m = member("c", "u", &ch);
-            let effects = room.on_text(&mut m, r#"{"type":"send","id":"1","text":"x"}"#, T0, &no_refresh).unwrap();
+            let effects =
+                room.on_text(&mut m, r#"{"type":"send","id":"1","text":"x"}"#, &Incoming { now_ms: T0, verify: &no_refresh }).unwrap();
             assert_eq!(reply_code(&effects).as_deref(), Some("forbidden"));
             assert_eq!(room.store.latest, 0);
         }
@@ -647,12 +903,13 @@ mod tests {
     fn rate_limit_refuses_then_closes_4429() {
         let ch = Channel::parse("chat:r").unwrap();
         let mut store = MemStore::default();
-        let mut room = Room::new(&ch, &mut store, Limits::default());
+        let mut mem = Memory::default();
+        let mut room = Room::new(&ch, &mut store, &mut mem, Limits::default());
         let mut m = member("c", "u", &ch);
         let mut codes = Vec::new();
         for i in 0..40 {
             let f = format!(r#"{{"type":"send","id":"{i}","text":"x"}}"#);
-            let effects = room.on_text(&mut m, &f, T0 + i, &no_refresh).unwrap();
+            let effects = room.on_text(&mut m, &f, &Incoming { now_ms: T0 + i, verify: &no_refresh }).unwrap();
             codes.push(match effects.iter().find(|e| matches!(e, Effect::Close(..))) {
                 Some(Effect::Close(code, _)) => code.to_string(),
                 _ => reply_code(&effects).unwrap_or_else(|| "ok".into()),
@@ -665,7 +922,7 @@ mod tests {
         let f = r#"{"type":"send","id":"later","text":"x"}"#;
         let mut m2 = m.clone();
         m2.window_count = 5;
-        let effects = room.on_text(&mut m2, f, T0 + 10_000, &no_refresh).unwrap();
+        let effects = room.on_text(&mut m2, f, &Incoming { now_ms: T0 + 10_000, verify: &no_refresh }).unwrap();
         assert!(effects.iter().any(|e| matches!(e, Effect::Broadcast(_))));
     }
 
@@ -673,10 +930,11 @@ mod tests {
     fn more_than_ten_malformed_frames_close_4400() {
         let ch = Channel::parse("orders:v").unwrap();
         let mut store = MemStore::default();
-        let mut room = Room::new(&ch, &mut store, Limits { rate_count: 1000, ..Limits::default() });
+        let mut mem = Memory::default();
+        let mut room = Room::new(&ch, &mut store, &mut mem, Limits { rate_count: 1000, ..Limits::default() });
         let mut m = member("c", "u", &ch);
         for _ in 0..10 {
-            let effects = room.on_text(&mut m, "nonsense", T0, &no_refresh).unwrap();
+            let effects = room.on_text(&mut m, "nonsense", &Incoming { now_ms: T0, verify: &no_refresh }).unwrap();
             assert_eq!(reply_code(&effects).as_deref(), Some("bad_frame"));
         }
         assert!(room.on_binary(&mut m, 10).contains(&Effect::Close(close::BAD_REQUEST, "too many malformed frames")));
@@ -686,10 +944,14 @@ mod tests {
     fn oversized_frames_close_1009() {
         let ch = Channel::parse("chat:r").unwrap();
         let mut store = MemStore::default();
-        let mut room = Room::new(&ch, &mut store, Limits::default());
+        let mut mem = Memory::default();
+        let mut room = Room::new(&ch, &mut store, &mut mem, Limits::default());
         let mut m = member("c", "u", &ch);
         let big = "x".repeat(MAX_CLIENT_FRAME_BYTES + 1);
-        assert_eq!(room.on_text(&mut m, &big, T0, &no_refresh).unwrap(), vec![Effect::Close(close::TOO_BIG, "frame too big")]);
+        assert_eq!(
+            room.on_text(&mut m, &big, &Incoming { now_ms: T0, verify: &no_refresh }).unwrap(),
+            vec![Effect::Close(close::TOO_BIG, "frame too big")]
+        );
         assert_eq!(room.on_binary(&mut m, MAX_CLIENT_FRAME_BYTES + 1), vec![Effect::Close(close::TOO_BIG, "frame too big")]);
     }
 
@@ -697,7 +959,8 @@ mod tests {
     fn refresh_needs_the_same_sub_and_the_channel() {
         let ch = Channel::parse("payment:o1").unwrap();
         let mut store = MemStore::default();
-        let mut room = Room::new(&ch, &mut store, Limits::default());
+        let mut mem = Memory::default();
+        let mut room = Room::new(&ch, &mut store, &mut mem, Limits::default());
         let mut m = member("c", "u", &ch);
         let fresh = |sub: &'static str, channel: &'static str| {
             move |_: &str| {
@@ -707,32 +970,44 @@ mod tests {
             }
         };
         let f = r#"{"type":"refresh","token":"t"}"#;
-        let effects = room.on_text(&mut m, f, T0, &fresh("u", "payment:o1")).unwrap();
+        let effects = room.on_text(&mut m, f, &Incoming { now_ms: T0, verify: &fresh("u", "payment:o1") }).unwrap();
         assert!(matches!(&effects[1], Effect::Reply(r) if json(r)["type"] == "refreshed"));
         assert_eq!(m.exp, T0 / 1000 + 1500);
         for verify in [fresh("other", "payment:o1"), fresh("u", "payment:o2")] {
             let mut m = member("c", "u", &ch);
-            assert!(room.on_text(&mut m, f, T0, &verify).unwrap().contains(&Effect::Close(close::UNAUTHENTICATED, "refresh refused")));
+            assert!(room
+                .on_text(&mut m, f, &Incoming { now_ms: T0, verify: &verify })
+                .unwrap()
+                .contains(&Effect::Close(close::UNAUTHENTICATED, "refresh refused")));
         }
-        assert!(room.on_text(&mut m, f, T0, &no_refresh).unwrap().contains(&Effect::Close(close::UNAUTHENTICATED, "refresh refused")));
+        assert!(room
+            .on_text(&mut m, f, &Incoming { now_ms: T0, verify: &no_refresh })
+            .unwrap()
+            .contains(&Effect::Close(close::UNAUTHENTICATED, "refresh refused")));
     }
 
     #[test]
     fn refresh_with_a_revoked_token_is_refused() {
         let ch = Channel::parse("chat:r").unwrap();
         let mut store = MemStore::default();
-        let mut room = Room::new(&ch, &mut store, Limits::default());
+        let mut mem = Memory::default();
+        let mut room = Room::new(&ch, &mut store, &mut mem, Limits::default());
         let mut m = member("c", "u", &ch);
         m.revoked_before = Some(T0 / 1000 + 10);
         let old = |_: &str| Ok(claims("u", &["chat:r"], &[]));
         let f = r#"{"type":"refresh","token":"t"}"#;
-        assert!(room.on_text(&mut m, f, T0, &old).unwrap().contains(&Effect::Close(close::UNAUTHENTICATED, "refresh refused")));
+        assert!(room
+            .on_text(&mut m, f, &Incoming { now_ms: T0, verify: &old })
+            .unwrap()
+            .contains(&Effect::Close(close::UNAUTHENTICATED, "refresh refused")));
         let newer = |_: &str| {
             let mut c = claims("u", &["chat:r"], &[]);
             c.iat = Some(T0 / 1000 + 11);
             Ok(c)
         };
-        assert!(matches!(&room.on_text(&mut m, f, T0, &newer).unwrap()[1], Effect::Reply(r) if json(r)["type"] == "refreshed"));
+        assert!(
+            matches!(&room.on_text(&mut m, f, &Incoming { now_ms: T0, verify: &newer }).unwrap()[1], Effect::Reply(r) if json(r)["type"] == "refreshed")
+        );
     }
 
     #[test]
@@ -748,12 +1023,13 @@ mod tests {
     fn a_user_at_the_socket_cap_is_refused_without_affecting_others() {
         let ch = Channel::parse("orders:v").unwrap();
         let mut store = MemStore::default();
+        let mut mem = Memory::default();
         let limits = Limits { sockets_per_sub: 2, ..Limits::default() };
-        let mut room = Room::new(&ch, &mut store, limits);
+        let mut room = Room::new(&ch, &mut store, &mut mem, limits);
         let tabs = [member("a1", "ann", &ch), member("a2", "ann", &ch)];
-        let j = room.join(&member("a3", "ann", &ch), None, "b", &tabs).unwrap();
+        let j = room.join(&member("a3", "ann", &ch), None, "b", &tabs, T0).unwrap();
         assert_eq!((j.close, j.frames.len()), (Some((close::RATE_LIMITED, "too many sockets for this user")), 0));
-        let j = room.join(&member("b1", "bob", &ch), None, "b", &tabs).unwrap();
+        let j = room.join(&member("b1", "bob", &ch), None, "b", &tabs, T0).unwrap();
         assert_eq!((j.close, j.frames.len()), (None, 1));
     }
 
@@ -761,14 +1037,15 @@ mod tests {
     fn presence_counts_users_not_sockets() {
         let ch = Channel::parse("chat:r").unwrap();
         let mut store = MemStore::default();
-        let mut room = Room::new(&ch, &mut store, Limits::default());
+        let mut mem = Memory::default();
+        let mut room = Room::new(&ch, &mut store, &mut mem, Limits::default());
         let a1 = member("a1", "ann", &ch);
         let a2 = member("a2", "ann", &ch);
         let b1 = member("b1", "bob", &ch);
-        let j = room.join(&a1, None, "b", &[]).unwrap();
+        let j = room.join(&a1, None, "b", &[], T0).unwrap();
         assert_eq!(json(j.broadcast.as_ref().unwrap())["count"], 1);
-        assert!(room.join(&a2, None, "b", std::slice::from_ref(&a1)).unwrap().broadcast.is_none(), "second tab");
-        let j = room.join(&b1, None, "b", &[a1.clone(), a2.clone()]).unwrap();
+        assert!(room.join(&a2, None, "b", std::slice::from_ref(&a1), T0).unwrap().broadcast.is_none(), "second tab");
+        let j = room.join(&b1, None, "b", &[a1.clone(), a2.clone()], T0).unwrap();
         let v = json(j.broadcast.as_ref().unwrap());
         assert_eq!((v["action"].as_str(), v["sub"].as_str(), v["count"].as_u64()), (Some("joined"), Some("bob"), Some(2)));
         assert!(room.leave(&a1, &[a2.clone(), b1.clone()]).is_none(), "ann still has a tab");
@@ -780,24 +1057,202 @@ mod tests {
     fn no_presence_outside_chat() {
         let ch = Channel::parse("orders:v").unwrap();
         let mut store = MemStore::default();
-        let mut room = Room::new(&ch, &mut store, Limits::default());
+        let mut mem = Memory::default();
+        let mut room = Room::new(&ch, &mut store, &mut mem, Limits::default());
         let m = member("a", "ann", &ch);
-        assert!(room.join(&m, None, "b", &[]).unwrap().broadcast.is_none());
+        assert!(room.join(&m, None, "b", &[], T0).unwrap().broadcast.is_none());
         assert!(room.leave(&m, &[]).is_none());
     }
 
     #[test]
-    fn alarm_waits_for_the_first_expiry_or_the_next_prune() {
+    fn the_alarm_waits_for_the_first_expiry_or_webhook_and_an_idle_room_has_none() {
         let ch = Channel::parse("chat:r").unwrap();
         let mut a = member("a", "ann", &ch);
         let b = member("b", "bob", &ch);
         a.exp = T0 / 1000 + 5;
-        assert_eq!(next_alarm([&a, &b].into_iter(), false, None, T0), Some(T0 + 5000));
-        assert_eq!(next_alarm([&b].into_iter(), true, None, T0), Some(T0 + PRUNE_INTERVAL_MS));
-        assert_eq!(next_alarm([&b].into_iter(), true, Some(T0 + 1), T0), Some(T0 + 1));
-        assert_eq!(next_alarm(std::iter::empty(), false, None, T0), None);
-        let gone: Vec<&str> = expired([&a, &b].into_iter(), T0 / 1000 + 5).map(|m| m.conn.as_str()).collect();
-        assert_eq!(gone, ["a"]);
+        assert_eq!(poll_timeout([&a, &b].into_iter(), None), Some(T0 + 5000));
+        assert_eq!(poll_timeout([&b].into_iter(), Some(T0 + 1)), Some(T0 + 1));
+        assert_eq!(poll_timeout(std::iter::empty(), None), None, "history alone never wakes a room");
+        assert!(is_expired(&a, T0 / 1000 + 5) && !is_expired(&b, T0 / 1000 + 5));
+    }
+
+    fn publish_sized(room: &mut Room<MemStore>, n: usize, bytes: usize, at: i64) {
+        let data = RawValueBox::from_string(serde_json::to_string(&"x".repeat(bytes)).unwrap()).unwrap();
+        let ds: Vec<Delivery> = (0..n).map(|i| Delivery { id: format!("s{at}-{i}"), event: "e".into(), data: data.clone() }).collect();
+        room.publish(&ds, at).unwrap();
+    }
+
+    #[test]
+    fn a_gap_of_more_than_1000_events_is_answered_with_reset() {
+        let ch = Channel::parse("orders:v").unwrap();
+        let mut store = MemStore::default();
+        let mut mem = Memory::default();
+        let mut room = Room::new(&ch, &mut store, &mut mem, Limits::default());
+        publish_n(&mut room, 1200, T0);
+        let m = member("c", "u", &ch);
+        let frames = room.join(&m, Some(199), "b", &[], T0).unwrap().frames;
+        assert_eq!(json(&frames[1])["type"], "reset", "1001 events");
+        assert_eq!(frames.len(), 2);
+        assert_eq!(seqs(&room.join(&m, Some(200), "b", &[], T0).unwrap().frames).len(), 1000, "exactly 1000 is replayed");
+    }
+
+    #[test]
+    fn a_gap_of_more_than_1_mib_of_frames_is_answered_with_reset() {
+        let ch = Channel::parse("chat:r").unwrap();
+        let mut store = MemStore::default();
+        let mut mem = Memory::default();
+        let mut room = Room::new(&ch, &mut store, &mut mem, Limits::default());
+        publish_sized(&mut room, 40, 60 * 1024, T0);
+        let m = member("c", "u", &ch);
+        let frames = room.join(&m, Some(0), "b", &[], T0).unwrap().frames;
+        assert_eq!((json(&frames[1])["type"].as_str(), frames.len()), (Some("reset"), 2), "40 x 60 KiB");
+        assert_eq!(seqs(&room.join(&m, Some(25), "b", &[], T0).unwrap().frames), (26..=40).collect::<Vec<_>>(), "15 x 60 KiB fit");
+        // Without `since`, chat replays as many of its last 50 as fit, newest kept.
+        let recent = seqs(&room.join(&m, None, "b", &[], T0).unwrap().frames);
+        assert_eq!(recent, (24..=40).collect::<Vec<_>>());
+        assert!(recent.len() as u64 * 60 * 1024 <= MAX_REPLAY_BYTES as u64);
+    }
+
+    #[test]
+    fn payment_replays_everything_retained_within_the_bounds() {
+        let ch = Channel::parse("payment:o").unwrap();
+        let mut store = MemStore::default();
+        let mut mem = Memory::default();
+        let mut room = Room::new(&ch, &mut store, &mut mem, Limits::default());
+        publish_n(&mut room, 3, T0);
+        let m = member("c", "u", &ch);
+        assert_eq!(seqs(&room.join(&m, None, "b", &[], T0).unwrap().frames), [1, 2, 3]);
+        publish_sized(&mut room, 20, 60 * 1024, T0);
+        let frames = room.join(&m, None, "b", &[], T0).unwrap().frames;
+        assert_eq!(json(&frames[1])["type"], "reset", "too large to replay whole: the page reloads");
+    }
+
+    #[test]
+    fn retention_is_bounded_in_bytes_beyond_the_newest_100() {
+        let ch = Channel::parse("orders:v").unwrap();
+        let mut store = MemStore::default();
+        let mut mem = Memory::default();
+        let mut room = Room::new(&ch, &mut store, &mut mem, Limits::default());
+        // 300 events of 32 KiB within one minute: the last 100 stay whatever their size, and
+        // older ones only up to HISTORY_MAX_EXTRA_BYTES (64 of 32 KiB), pruned on write.
+        for i in 0..300 {
+            publish_sized(&mut room, 1, 32 * 1024, T0 + i);
+        }
+        room.prune(T0 + 1000).unwrap();
+        let oldest = room.store.oldest_seq().unwrap().unwrap();
+        let older_bytes: usize = room.store.sizes_after(0, usize::MAX).unwrap().iter().filter(|(s, _)| *s <= 200).map(|(_, b)| b).sum();
+        assert!(older_bytes <= HISTORY_MAX_EXTRA_BYTES, "{older_bytes}");
+        assert_eq!(oldest, 200 - (HISTORY_MAX_EXTRA_BYTES / (32 * 1024 + 7)) as u64 + 1, "oldest first");
+        assert_eq!(room.store.events_between(200, u64::MAX).unwrap().len(), 100, "the newest 100 always stay");
+        // Without pruning calls from outside, writes kept it bounded all along.
+        assert!(room.store.events.len() < 300);
+    }
+
+    #[test]
+    fn the_chat_rate_limit_holds_per_user_across_their_sockets() {
+        let ch = Channel::parse("chat:r").unwrap();
+        let mut store = MemStore::default();
+        let mut mem = Memory::default();
+        let mut room = Room::new(&ch, &mut store, &mut mem, Limits::default());
+        let mut tabs: Vec<Member> = (0..8).map(|i| member(&format!("c{i}"), "u", &ch)).collect();
+        let mut outcomes = Vec::new();
+        for i in 0..40 {
+            let f = format!(r#"{{"type":"send","id":"{i}","text":"x"}}"#);
+            let effects = room.on_text(&mut tabs[i % 8], &f, &Incoming { now_ms: T0 + i as i64, verify: &no_refresh }).unwrap();
+            outcomes.push(match effects.iter().find(|e| matches!(e, Effect::Close(..))) {
+                Some(Effect::Close(code, _)) => code.to_string(),
+                _ => reply_code(&effects).unwrap_or_else(|| "ok".into()),
+            });
+        }
+        assert!(outcomes[..20].iter().all(|c| c == "ok"), "{outcomes:?}");
+        assert!(outcomes[20..39].iter().all(|c| c == "rate_limited"), "{outcomes:?}");
+        assert_eq!(outcomes[39], "4429", "the socket that reaches twice the limit");
+        // Another user is unaffected.
+        let mut other = member("d", "v", &ch);
+        let effects = room.on_text(&mut other, r#"{"type":"send","id":"z","text":"x"}"#, &Incoming { now_ms: T0, verify: &no_refresh });
+        assert!(effects.unwrap().iter().any(|e| matches!(e, Effect::Broadcast(_))));
+    }
+
+    #[test]
+    fn history_reads_page_oldest_first_and_say_reset_when_the_gap_is_gone() {
+        let ch = Channel::parse("orders:v").unwrap();
+        let mut store = MemStore::default();
+        let mut mem = Memory::default();
+        let mut room = Room::new(&ch, &mut store, &mut mem, Limits::default());
+        assert_eq!(room.history(0, 100).unwrap(), History { seq: 0, reset: false, events: vec![] });
+        publish_n(&mut room, 150, T0);
+        let h = room.history(10, 5).unwrap();
+        assert_eq!((h.seq, h.reset, h.events.iter().map(|e| e.seq).collect::<Vec<_>>()), (150, false, vec![11, 12, 13, 14, 15]));
+        assert!(room.history(150, 100).unwrap().events.is_empty());
+        assert!(room.history(999, 100).unwrap().events.is_empty());
+        room.prune(T0 + 11 * 60 * 1000).unwrap();
+        let h = room.history(10, 5).unwrap();
+        assert!(h.reset && h.events.is_empty());
+        assert_eq!(room.history(50, 1000).unwrap().events.len(), 100);
+        publish_sized(&mut room, 100, 60 * 1024, T0 + 11 * 60 * 1000);
+        let h = room.history(150, 1000).unwrap();
+        assert!(h.events.len() < 100 && !h.events.is_empty(), "bounded in bytes: {}", h.events.len());
+        assert_eq!(h.events[0].seq, 151);
+    }
+
+    #[test]
+    fn users_are_distinct_sorted_counted_and_capped() {
+        let ch = Channel::parse("chat:r").unwrap();
+        let ms = [member("1", "bob", &ch), member("2", "ann", &ch), member("3", "bob", &ch)];
+        let (users, truncated) = users(&ms, 1000);
+        assert!(!truncated);
+        assert_eq!(users.iter().map(|u| (u.sub.as_str(), u.sockets)).collect::<Vec<_>>(), [("ann", 1), ("bob", 2)]);
+        assert_eq!(
+            self::users(&ms, 1),
+            (vec![User { sub: "ann".into(), name: Some("ann-name".into()), role: Some("customer".into()), sockets: 1 }], true)
+        );
+    }
+
+    #[test]
+    fn a_chat_welcome_lists_who_is_there() {
+        let ch = Channel::parse("chat:r").unwrap();
+        let mut store = MemStore::default();
+        let mut mem = Memory::default();
+        let mut room = Room::new(&ch, &mut store, &mut mem, Limits::default());
+        let others = [member("b1", "bob", &ch), member("b2", "bob", &ch), member("z1", "zed", &ch)];
+        let j = room.join(&member("a1", "ann", &ch), None, "b", &others, T0).unwrap();
+        let w = json(&j.frames[0]);
+        assert_eq!(w["count"], 3);
+        let subs: Vec<&str> = w["presence"].as_array().unwrap().iter().map(|p| p["sub"].as_str().unwrap()).collect();
+        assert_eq!(subs, ["ann", "bob", "zed"]);
+        assert_eq!(w["presence"][0], serde_json::json!({"sub": "ann", "name": "ann-name", "role": "customer"}));
+        let crowd: Vec<Member> = (0..150).map(|i| member(&format!("c{i}"), &format!("u{i:03}"), &ch)).collect();
+        let w = json(&room.join(&member("x", "ann", &ch), None, "b", &crowd, T0).unwrap().frames[0]);
+        assert_eq!((w["count"].as_u64(), w["presence"].as_array().unwrap().len()), (Some(151), MAX_PRESENCE_LISTED));
+        let orders = Channel::parse("orders:v").unwrap();
+        let mut store = MemStore::default();
+        let mut mem = Memory::default();
+        let mut room = Room::new(&orders, &mut store, &mut mem, Limits::default());
+        let w = json(&room.join(&member("a", "ann", &orders), None, "b", &[], T0).unwrap().frames[0]);
+        assert!(w.get("presence").is_none() && w.get("count").is_none(), "chat only");
+    }
+
+    #[test]
+    fn refresh_consults_revocations_the_room_learned_after_connect() {
+        let ch = Channel::parse("chat:r").unwrap();
+        let mut store = MemStore::default();
+        let mut mem = Memory::default();
+        let mut room = Room::new(&ch, &mut store, &mut mem, Limits::default());
+        // The socket's own token is newer than the revocation, so the push leaves it open,
+        // but a refresh with an older token must be refused.
+        let mut survivor = member("c", "u", &ch);
+        survivor.iat = Some(T0 / 1000 + 20);
+        assert!(!room.memory.apply_revocation(&mut survivor, T0 / 1000 + 10, T0));
+        let old = |_: &str| Ok(claims("u", &["chat:r"], &[]));
+        let f = r#"{"type":"refresh","token":"t"}"#;
+        let effects = room.on_text(&mut survivor, f, &Incoming { now_ms: T0, verify: &old }).unwrap();
+        assert!(effects.contains(&Effect::Close(close::UNAUTHENTICATED, "refresh refused")));
+        // A socket that never heard of it (connected before, attachment unchanged) too.
+        let mut unaware = member("d", "u", &ch);
+        let effects = room.on_text(&mut unaware, f, &Incoming { now_ms: T0, verify: &old }).unwrap();
+        assert!(effects.contains(&Effect::Close(close::UNAUTHENTICATED, "refresh refused")));
+        // And a connect with the old token.
+        assert_eq!(room.join(&member("e", "u", &ch), None, "b", &[], T0).unwrap().close, Some((close::UNAUTHENTICATED, "token revoked")));
     }
 
     #[test]

@@ -48,8 +48,9 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
 }
 
 /// Checks a signature header against every configured secret (rotation): one match suffices.
-/// Tags are compared in constant time by `Mac::verify_slice`.
-pub fn verify(header: Option<&str>, secrets: &[Vec<u8>], path: &str, body: &[u8], now: i64) -> Result<(), SignatureError> {
+/// Tags are compared in constant time by `Mac::verify_slice`. Returns the signed `t`: the
+/// backend's clock at signing, which is what a revocation's time is (PROTOCOL.md).
+pub fn verify(header: Option<&str>, secrets: &[Vec<u8>], path: &str, body: &[u8], now: i64) -> Result<i64, SignatureError> {
     if secrets.is_empty() {
         return Err(SignatureError::NoSecretConfigured);
     }
@@ -80,7 +81,7 @@ pub fn verify(header: Option<&str>, secrets: &[Vec<u8>], path: &str, body: &[u8]
         tags.iter().fold(false, |ok, tag| base.clone().verify_slice(tag).is_ok() | ok)
     });
     if matched {
-        Ok(())
+        Ok(t)
     } else {
         Err(SignatureError::Mismatch)
     }
@@ -100,7 +101,7 @@ mod tests {
     #[test]
     fn a_signature_from_any_configured_secret_verifies() {
         for s in secrets() {
-            assert_eq!(verify(Some(&sign(&s, NOW, "/publish", BODY)), &secrets(), "/publish", BODY, NOW), Ok(()));
+            assert_eq!(verify(Some(&sign(&s, NOW, "/publish", BODY)), &secrets(), "/publish", BODY, NOW), Ok(NOW));
         }
     }
 
@@ -109,7 +110,7 @@ mod tests {
         let good = sign(b"old-secret", NOW, "/publish", BODY);
         let tag = good.split("v1=").nth(1).unwrap();
         let header = format!("t={NOW},v1={},v1={}", "0".repeat(64), tag.to_uppercase());
-        assert_eq!(verify(Some(&header), &secrets(), "/publish", BODY, NOW), Ok(()));
+        assert_eq!(verify(Some(&header), &secrets(), "/publish", BODY, NOW), Ok(NOW));
     }
 
     #[test]

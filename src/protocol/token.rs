@@ -120,6 +120,10 @@ fn parse_jwk(jwk: &Value) -> Result<Key, String> {
         Some(_) => return Err("\"kid\" must be a non-empty string".into()),
     };
     let alg = field("alg").ok_or("\"alg\" is required")?;
+    // The gateway verifies, it never signs: a private key here is a leak waiting to happen.
+    if matches!(field("kty"), Some("OKP" | "EC")) && jwk.get("d").is_some() {
+        return Err("holds private key material (\"d\"); configure the public key only".into());
+    }
     let b64 = |value: &str, what: &str| URL_SAFE_NO_PAD.decode(value).map_err(|_| format!("{what} is not base64url"));
     let key = match (field("kty"), alg) {
         (Some("oct"), "HS256") => {
@@ -195,6 +199,22 @@ pub enum TokenError {
 }
 
 impl TokenError {
+    /// Whether the failure looks like guessing: the token failed before or at its signature
+    /// (malformed, unknown key, forged). Every later failure is a token the backend signed
+    /// (expired, not yet valid, wrong audience...): a normal event, never an attack.
+    pub fn is_guess(self) -> bool {
+        matches!(
+            self,
+            TokenError::TooLarge
+                | TokenError::Malformed
+                | TokenError::BadHeader
+                | TokenError::ForbiddenHeaderParam
+                | TokenError::UnknownKey
+                | TokenError::AlgorithmMismatch
+                | TokenError::BadSignature
+        )
+    }
+
     pub fn reason(self) -> &'static str {
         match self {
             TokenError::TooLarge => "token too large",
@@ -631,5 +651,16 @@ mod tests {
         let (a, b) = (SigningKey::hs256(1), SigningKey::hs256(2));
         assert!(KeySet::from_jwks(&jwks(&[(&a, None), (&b, Some("b"))])).is_err(), "kid required with several");
         assert!(KeySet::from_jwks(&jwks(&[(&a, Some("x")), (&b, Some("x"))])).is_err(), "duplicate kid");
+    }
+
+    #[test]
+    fn a_jwks_holding_a_private_key_is_invalid_configuration() {
+        for key in [SigningKey::eddsa(1), SigningKey::es256(1)] {
+            let mut jwk = key.jwk(Some("k"));
+            assert!(KeySet::from_jwks(&json!({"keys": [jwk.clone()]}).to_string()).is_ok());
+            jwk["d"] = json!(URL_SAFE_NO_PAD.encode([7u8; 32]));
+            let err = KeySet::from_jwks(&json!({"keys": [jwk]}).to_string()).unwrap_err();
+            assert!(err.contains("private"), "{err}");
+        }
     }
 }

@@ -11,6 +11,11 @@ use super::frame::StoredEvent;
 /// First retry after 1 s, doubling up to 5 minutes.
 const FIRST_RETRY_MS: i64 = 1_000;
 const MAX_RETRY_MS: i64 = 5 * 60 * 1_000;
+/// Calls sent in parallel per alarm; a full batch sets the next alarm at once.
+pub const BATCH: u64 = 25;
+/// Messages the outbox holds at most; beyond it the oldest are dropped (and logged): a
+/// backend that is down for long cannot make a room's storage grow without end.
+pub const OUTBOX_MAX: u64 = 10_000;
 /// A message the backend has refused for a whole day is dropped (and logged).
 pub const GIVE_UP_AFTER_MS: i64 = 24 * 60 * 60 * 1_000;
 

@@ -82,8 +82,6 @@ impl Gateway {
             ("JWT_AUDIENCE".into(), "foyer".into()),
             ("PUBLISH_SECRETS".into(), format!("{PUBLISH_SECRET},{OLD_PUBLISH_SECRET}")),
             ("ALLOWED_ORIGINS".into(), "https://shop.example".into()),
-            // Tests fail auth on purpose, all from 127.0.0.1; the limit has its own test.
-            ("AUTH_FAILURES_PER_MINUTE".into(), "100000".into()),
         ])
     }
 
