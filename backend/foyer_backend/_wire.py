@@ -45,6 +45,9 @@ class InvalidSignature(Exception):
     """A webhook whose X-Foyer-Signature is missing, wrong or stale."""
 
 
+FoyerError.__module__ = InvalidSignature.__module__ = "foyer_backend"  # as users import them
+
+
 # Signatures (PROTOCOL "Publishing": t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<path>." + body)>)
 
 def sign(path: str, body: bytes, secret: Union[str, bytes], t: Optional[int] = None) -> str:
