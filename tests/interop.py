@@ -1,5 +1,6 @@
 """Interop: only third-party clients (PyJWT, cryptography, websockets) against a real
-`wrangler dev`, plus the repo's Python backend kit for signing publishes."""
+`wrangler dev`, plus the repo's Python backend kit (installed from ./backend) for signing
+publishes. Run with the repo's virtualenv: .venv/bin/python tests/interop.py"""
 import asyncio, base64, json, os, secrets, signal, socket, subprocess, sys, tempfile, time, urllib.request
 
 import jwt
@@ -7,8 +8,10 @@ import websockets
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-sys.path.insert(0, os.path.join(ROOT, "backend"))
-import foyer_backend as fb  # noqa: E402
+try:
+    import foyer_backend as fb  # the kit as installed by scripts/setup: pip install ./backend
+except ImportError:
+    raise SystemExit("foyer_backend is not installed: run scripts/setup, then .venv/bin/python tests/interop.py")
 
 b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
 results = []

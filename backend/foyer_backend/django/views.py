@@ -1,0 +1,47 @@
+"""The token view: a short-lived token for whoever this request is, as the FOYER_GRANTS hook decides."""
+from __future__ import annotations
+
+import functools
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.http import HttpResponse, JsonResponse
+from django.utils.module_loading import import_string
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_http_methods
+
+from .._tokens import mint_token
+from . import Grant, foyer_settings
+
+
+@functools.lru_cache(maxsize=8)
+def _hook(path: str):
+    return import_string(path)
+
+
+def grants_hook():
+    path = getattr(settings, "FOYER_GRANTS", None)
+    if not path:
+        raise ImproperlyConfigured("FOYER_GRANTS must name your grants hook, e.g. 'shop.foyer.grants'")
+    return _hook(path)
+
+
+@never_cache
+@require_http_methods(["GET", "POST"])
+def token(request):
+    """200 text/plain: a token for the channels the hook grants this request (a logged-in user
+    or an anonymous session). 403 when the hook grants nothing. Cache-Control: no-store.
+
+    The browser client calls it as `getToken: async () => (await fetch(url)).text()`: any
+    non-2xx answer makes the client retry later, so a 403 never loops fast."""
+    grant = grants_hook()(request)
+    if grant is None or not grant.channels:
+        return JsonResponse({"error": "forbidden", "message": "no channels for this session"}, status=403)
+    if not isinstance(grant, Grant):
+        raise ImproperlyConfigured("FOYER_GRANTS must return a foyer_backend.django.Grant or None")
+    ttl = int(getattr(settings, "FOYER_TOKEN_TTL", 300))
+    tok = mint_token(grant.sub, list(grant.channels), list(grant.publish), grant.name, grant.role, ttl=ttl,
+                     settings=foyer_settings())
+    response = HttpResponse(tok, content_type="text/plain; charset=utf-8")
+    response["Cache-Control"] = "no-store"
+    return response

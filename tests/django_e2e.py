@@ -1,0 +1,402 @@
+"""A real Django project (tests/django_project: Django from PyPI, SQLite) with the backend kit
+installed from ./backend, against a real gateway under `wrangler dev`.
+
+It generates an Ed25519 pair with the kit (the gateway holds only the public JWKS), starts
+the Django project on a local port (the gateway's CHAT_WEBHOOK_URL points at it, and its
+origin is in ALLOWED_ORIGINS), and proves: tokens for staff sessions and for anonymous
+customers (4403 on another customer's order), publish after commit only, a publish retried
+across a gateway restart and delivered once, the chat webhook verified by the kit, and a
+dashboard rendered at the channel's seq then connected with `since`.
+
+    .venv/bin/python tests/django_e2e.py
+"""
+import base64
+import json
+import logging
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import urllib.error
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.normpath(os.path.join(HERE, ".."))
+sys.path.insert(0, os.path.join(HERE, "django_project"))
+
+import foyer_backend as fb  # noqa: E402  (installed from ./backend by scripts/setup)
+from websockets.exceptions import ConnectionClosed  # noqa: E402
+from websockets.sync.client import connect as ws_connect  # noqa: E402
+
+results = []
+
+
+def check(name, ok, detail=""):
+    results.append(bool(ok))
+    print(f"{'ok  ' if ok else 'FAIL'} {name}" + (f" ({detail})" if detail and not ok else ""), flush=True)
+    return ok
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def claims_of(token):
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+class Gateway:
+    """`wrangler dev` on a fixed port and persistence directory, so it can be stopped and started again."""
+
+    def __init__(self, tmp, env):
+        self.port, self.tmp, self.proc = free_port(), tmp, None
+        self.env_file = os.path.join(tmp, "gateway.env")
+        with open(self.env_file, "w") as f:
+            f.writelines(f"{k}='{v}'\n" for k, v in env.items())
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.ws = self.base.replace("http", "ws", 1)
+
+    def start(self):
+        log = open(os.path.join(self.tmp, "wrangler.log"), "a")
+        self.proc = subprocess.Popen(
+            [os.path.join(ROOT, "node_modules/.bin/wrangler"), "dev", "--ip", "127.0.0.1", "--port", str(self.port),
+             "--inspector-port", str(free_port()), "--persist-to", os.path.join(self.tmp, "state"),
+             "--env-file", self.env_file, "--show-interactive-dev-session=false"],
+            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env=dict(os.environ, WRANGLER_SEND_METRICS="false", NO_COLOR="1"))
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit("wrangler dev exited; see " + os.path.join(self.tmp, "wrangler.log"))
+            try:
+                if urllib.request.urlopen(self.base + "/healthz", timeout=5).status == 200:
+                    return
+            except OSError:
+                time.sleep(0.3)
+        raise SystemExit("wrangler dev did not start")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.proc = None
+
+
+class Socket:
+    """A websocket client as a page on the Django site would open it (Origin: the site)."""
+
+    def __init__(self, gw, channel, token, origin, since=None):
+        kind, key = channel.split(":", 1)
+        url = f"{gw.ws}/ws/{kind}/{key}" + (f"?since={since}" if since is not None else "")
+        self.closed = None
+        self.ws = ws_connect(url, subprotocols=["foyer.v1", "bearer." + token], origin=origin, open_timeout=20)
+
+    def recv(self, timeout=10):
+        try:
+            return json.loads(self.ws.recv(timeout=timeout))
+        except TimeoutError:
+            return None
+        except ConnectionClosed as e:
+            self.closed = e.rcvd.code if e.rcvd else None
+            return None
+
+    def events(self, seconds):
+        """Every event frame received within `seconds`."""
+        out, end = [], time.time() + seconds
+        while time.time() < end:
+            f = self.recv(timeout=max(0.05, end - time.time()))
+            if f is None and self.closed is not None:
+                break
+            if f and f.get("type") == "event":
+                out.append(f)
+        return out
+
+    def close(self):
+        self.ws.close()
+
+
+def first_frame_or_close(gw, channel, token, origin):
+    try:
+        s = Socket(gw, channel, token, origin)
+    except Exception as e:  # HTTP refusal (e.g. 403 for an origin)
+        return ("refused", getattr(getattr(e, "response", None), "status_code", str(e)))
+    f = s.recv()
+    s.close()
+    return f if f is not None else ("closed", s.closed)
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="foyer-django-")
+    private, public = fb.generate_ed25519("django-test")
+    issuer, publish_secret, hook_secret = "shop-backend", secrets.token_hex(32), secrets.token_hex(32)
+    django_port = free_port()
+    origin = f"http://127.0.0.1:{django_port}"
+    gw = Gateway(tmp, {"JWT_KEYS": json.dumps(public), "JWT_ISSUER": issuer, "PUBLISH_SECRETS": publish_secret,
+                       "CHAT_WEBHOOK_URL": f"{origin}/hooks/chat", "CHAT_WEBHOOK_SECRET": hook_secret,
+                       "ALLOWED_ORIGINS": origin})
+    os.environ.update({
+        "DJANGO_SETTINGS_MODULE": "shopsite.settings", "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+        "SHOP_DB": os.path.join(tmp, "shop.sqlite3"), "FOYER_URL": gw.base,
+        "FOYER_JWT_PRIVATE_JWK": json.dumps(private), "JWT_ISSUER": issuer, "PUBLISH_SECRETS": publish_secret,
+        "CHAT_WEBHOOK_SECRET": hook_secret, "FOYER_LOG_LEVEL": "ERROR",
+    })
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.core.servers.basehttp import ThreadedWSGIServer, WSGIRequestHandler
+    from django.core.wsgi import get_wsgi_application
+
+    call_command("migrate", verbosity=0)
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = ThreadedWSGIServer(("127.0.0.1", django_port), Quiet, allow_reuse_address=True)
+    server.set_app(get_wsgi_application())
+    threading.Thread(target=server.serve_forever, args=(0.1,), daemon=True).start()
+
+    t0 = time.time()
+    gw.start()
+    print(f"gateway up in {time.time() - t0:.1f} s; Django on {origin}", flush=True)
+    try:
+        run(gw, origin, hook_secret)
+    except Exception:
+        traceback.print_exc()
+        check("the test ran to its end", False)
+    finally:
+        gw.stop()
+        server.shutdown()
+    passed = sum(results)
+    print(f"{passed} passed, {len(results) - passed} failed")
+    sys.exit(0 if results and all(results) else 1)
+
+
+def run(gw, origin, hook_secret):
+    from django.contrib.auth.models import User
+    from django.db import transaction
+    from django.test import Client
+
+    from foyer_backend.django import flush, foyer_settings
+    from shop.models import ChatMessage, Order, StaffProfile
+
+    venue = "venue-" + secrets.token_hex(3)
+    orders_ch = f"orders:{venue}"
+
+    # --- Staff: a logged-in session gets a token from the kit's view -------------------------
+    password = "pw-" + secrets.token_hex(8)
+    user = User.objects.create_user("sam", password=password, first_name="Sam", is_staff=True)
+    StaffProfile.objects.create(user=user, venue=venue)
+    staff = Client()
+    check("staff log in with their password", staff.login(username="sam", password=password))
+    r = staff.get("/foyer/token")
+    staff_token = r.content.decode()
+    c = claims_of(staff_token) if r.status_code == 200 else {}
+    check("the kit's token view gives a logged-in staff session a token", r.status_code == 200 and "no-store" in r["Cache-Control"],
+          r.status_code)
+    check("the staff token grants the venue's orders, as staff", c.get("sub") == f"staff-{user.pk}" and orders_ch in c.get("channels", [])
+          and c.get("role") == "staff" and c.get("name") == "Sam", c)
+    f = first_frame_or_close(gw, orders_ch, staff_token, origin)
+    check("the staff token opens the venue's orders channel from the Django site's origin",
+          isinstance(f, dict) and f.get("type") == "welcome", f)
+    f = first_frame_or_close(gw, orders_ch, staff_token, "http://elsewhere.example")
+    check("another origin is refused (only ALLOWED_ORIGINS and the gateway's own)", f == ("refused", 403), f)
+    nobody = Client()
+    r = nobody.get("/foyer/token")
+    check("an anonymous visitor without an order gets no token (403)", r.status_code == 403, r.status_code)
+
+    # --- Anonymous customers: a token bound to the session, for the orders placed in it ------
+    ann, bob = Client(), Client()
+    ra = ann.post("/order", {"venue": venue, "seat": "A12", "items": ["tea", "cake"]})
+    rb = bob.post("/order", {"venue": venue, "seat": "B3", "items": ["coffee"]})
+    flush(30)
+    a_key, b_key = ra.json()["order"], rb.json()["order"]
+    r = ann.get("/foyer/token")
+    ann_token = r.content.decode() if r.status_code == 200 else ""
+    c = claims_of(ann_token) if ann_token else {}
+    session_key = ann.session.session_key
+    check("a customer who ordered without an account gets a token",
+          r.status_code == 200 and ra.status_code == 201, (r.status_code, ra.status_code))
+    check("it grants exactly that order's payment and chat (publish: chat only)",
+          c.get("channels") == [f"payment:{a_key}", f"chat:{a_key}"] and c.get("publish") == [f"chat:{a_key}"]
+          and c.get("role") == "customer", c)
+    check("its sub is derived from the session, never the session key",
+          c.get("sub", "").startswith("guest-") and session_key and session_key not in ann_token
+          and claims_of(ann.get("/foyer/token").content.decode())["sub"] == c.get("sub"), c.get("sub"))
+    check("another customer's session gets another sub",
+          claims_of(bob.get("/foyer/token").content.decode())["sub"] != c.get("sub"))
+    s = Socket(gw, f"payment:{a_key}", ann_token, origin)
+    welcome, replay = s.recv(), s.events(1.5)
+    s.close()
+    check("the customer's payment channel opens", welcome and welcome.get("type") == "welcome", welcome)
+    check("and replays the order's state published on commit (a late page sees it at once)",
+          [e["id"] for e in replay] == [f"order-{a_key[2:]}-created"] and replay[0]["data"]["seat"] == "A12", replay)
+    f = first_frame_or_close(gw, f"chat:{a_key}", ann_token, origin)
+    check("the customer's chat channel opens", isinstance(f, dict) and f.get("type") == "welcome", f)
+    for ch in (f"payment:{b_key}", f"chat:{b_key}"):
+        f = first_frame_or_close(gw, ch, ann_token, origin)
+        check(f"another customer's order is refused with 4403 ({ch.split(':')[0]})", f == ("closed", 4403), f)
+    check("the customer's order page renders for its session only",
+          ann.get(f"/order/{a_key[2:]}").status_code == 200 and bob.get(f"/order/{a_key[2:]}").status_code == 404)
+
+    # --- Publish on commit: once after commit, never after a rollback ------------------------
+    feed = Socket(gw, orders_ch, staff_token, origin)
+    feed.recv()
+    try:
+        with transaction.atomic():
+            Order.objects.create(venue=venue, seat="ROLLBACK", items=["ghost"])
+            raise RuntimeError("the view failed")
+    except RuntimeError:
+        pass
+    flush(30)
+    with transaction.atomic():
+        committed = Order.objects.create(venue=venue, seat="C7", items=["wine"])
+        flush(30)
+        early = feed.events(1.5)
+    flush(30)
+    after = feed.events(2.5)
+    check("nothing is published before the commit", early == [], early)
+    check("the committed order reaches the websocket client exactly once, after commit",
+          [e["data"]["seat"] for e in after] == ["C7"] and after[0]["id"] == f"order-{committed.pk}-created", after)
+    check("the rolled-back order reaches nobody", all(e["data"]["seat"] != "ROLLBACK" for e in early + after))
+    last_seq = after[-1]["seq"] if after else None
+    feed.close()
+
+    # --- A publish issued while the gateway is down is retried and delivered once ------------
+    retries = []
+
+    class Count(logging.Handler):
+        def emit(self, record):
+            if "retrying" in record.getMessage():
+                retries.append(record.getMessage())
+
+    logging.getLogger("foyer_backend").addHandler(Count(level=logging.WARNING))
+    logging.getLogger("foyer_backend").setLevel(logging.WARNING)
+    gw.stop()
+    t0 = time.time()
+    rd = ann.post("/order", {"venue": venue, "seat": "D4", "items": ["water"]})
+    took = time.time() - t0
+    check("an order placed while the gateway is down still succeeds at once",
+          rd.status_code == 201 and took < 2, (rd.status_code, round(took, 2)))
+    time.sleep(3)
+    gw.start()
+    check("the background publish finished after the gateway came back", flush(90))
+    check("it was retried while the gateway was down", len(retries) >= 1, retries)
+    d_key = rd.json()["order"]
+    ann_token = ann.get("/foyer/token").content.decode()
+    s = Socket(gw, f"payment:{d_key}", ann_token, origin)
+    s.recv()
+    got = s.events(1.5)
+    s.close()
+    check("the order's payment channel holds it exactly once", [e["id"] for e in got] == [f"order-{d_key[2:]}-created"], got)
+    s = Socket(gw, orders_ch, staff_token, origin, since=last_seq)
+    s.recv()
+    got = s.events(1.5)
+    s.close()
+    check("the venue's feed resumed with since receives it exactly once",
+          [e["data"]["seat"] for e in got] == ["D4"] and (last_seq is None or got[0]["seq"] == last_seq + 1), got)
+    again = fb.publish(fb.message("order.created", [orders_ch], id=f"order-{d_key[2:]}-created"), settings=foyer_settings())
+    check("publishing the same id again is answered duplicate", again["results"][0]["duplicate"] is True, again)
+
+    # --- The chat webhook lands in a Django view protected by the kit's verifier -------------
+    ann_sub = claims_of(ann_token)["sub"]
+    room = Socket(gw, f"chat:{a_key}", ann_token, origin)
+    room.recv()
+    room.ws.send(json.dumps({"type": "send", "id": "m1", "text": "Where is my tea?"}))
+    echoed = room.events(2)
+    room.close()
+    check("the customer's chat message is delivered to the room", [e["data"]["text"] for e in echoed] == ["Where is my tea?"], echoed)
+    deadline, row = time.time() + 30, None
+    while time.time() < deadline and row is None:
+        row = ChatMessage.objects.filter(foyer_id=f"{ann_sub}/m1").first()
+        time.sleep(0.2)
+    check("the gateway's signed webhook reached the Django view and was stored",
+          row is not None and row.text == "Where is my tea?" and row.channel == f"chat:{a_key}" and row.author_sub == ann_sub,
+          row and row.__dict__)
+    body = json.dumps({"id": "forged/1", "channel": f"chat:{a_key}", "seq": 99, "event": "chat.message", "ts": 1,
+                       "author": {"sub": "staff-1", "name": "Boss", "role": "staff"}, "text": "refund everyone",
+                       "client_id": "1"}).encode()
+    hook = origin + "/hooks/chat"
+
+    def post(data, sig):
+        headers = {"Content-Type": "application/json"}
+        if sig:
+            headers["X-Foyer-Signature"] = sig
+        try:
+            return urllib.request.urlopen(urllib.request.Request(hook, data, headers), timeout=10).status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    good = fb.sign("/hooks/chat", body, hook_secret)
+    check("a tampered webhook body is refused (403)", post(body.replace(b"everyone", b"me"), good) == 403)
+    check("an unsigned or wrongly signed webhook is refused (403)",
+          post(body, None) == 403 and post(body, fb.sign("/hooks/chat", body, "guess")) == 403
+          and post(body, fb.sign("/other", body, hook_secret)) == 403)
+    check("a correctly signed one is accepted, and a retry of it stored once",
+          post(body, good) == 204 and post(body, good) == 204 and ChatMessage.objects.filter(foyer_id="forged/1").count() == 1)
+    check("the refused ones stored nothing", ChatMessage.objects.filter(text="refund me").count() == 0)
+
+    # --- PROTOCOL v1.1 reading: dashboard at the channel's seq, then connect with since ------
+    info = None
+    try:
+        info = fb.channel_info(orders_ch, settings=foyer_settings(), retry_for=2)
+    except fb.FoyerError as e:
+        info = e
+    check("channel_info reads the venue's seq (GET /channels/orders/{key})",
+          isinstance(info, dict) and info.get("channel") == orders_ch and isinstance(info.get("seq"), int), info)
+    page = staff.get("/dashboard")
+    html = page.content.decode()
+    m = re.search(r'data-seq="(\d*)"', html)
+    seq = int(m.group(1)) if m and m.group(1) else None
+    check("the dashboard renders the venue's orders",
+          page.status_code == 200 and all(f'data-order="{k}"' in html for k in (a_key, b_key, d_key)), page.status_code)
+    check("the dashboard renders at the channel's seq and loads the client from the gateway",
+          seq is not None and isinstance(info, dict) and seq == info["seq"]
+          and f'{gw.base}/client/foyer.js' in html.replace("\\u002F", "/"), seq)
+    between = Order.objects.create(venue=venue, seat="E5", items=["crisps"])  # published between render and connect
+    flush(30)
+    s = Socket(gw, orders_ch, staff_token, origin, since=seq)
+    w = s.recv()
+    got = s.events(2)
+    s.close()
+    check("connecting with since=<rendered seq> misses nothing published in between",
+          seq is not None and [e["id"] for e in got] == [f"order-{between.pk}-created"] and got[0]["seq"] == seq + 1
+          and w.get("seq") == seq + 1, (seq, w, got))
+    try:
+        h = fb.history(orders_ch, since=max(0, (seq or 1) - 1), limit=10, settings=foyer_settings(), retry_for=2)
+    except fb.FoyerError as e:
+        h = e
+    check("history reads the retained events after since (GET .../history?since=N&limit=M)",
+          isinstance(h, dict) and [e["seq"] for e in h.get("events", [])] == [seq, seq + 1] and h.get("reset") is False, h)
+
+    # --- PROTOCOL v1.1: who is in a chat room -----------------------------------------------
+    room = Socket(gw, f"chat:{a_key}", ann_token, origin)
+    w = room.recv()
+    check("a chat welcome lists presence and count", isinstance(w, dict) and w.get("count") == 1
+          and w.get("presence") == [{"sub": ann_sub, "name": "Seat D4", "role": "customer"}], w)
+    try:
+        info = fb.channel_info(f"chat:{a_key}", settings=foyer_settings(), retry_for=2)
+    except fb.FoyerError as e:
+        info = e
+    room.close()
+    check("channel_info lists the room's users and sockets", isinstance(info, dict) and info.get("sockets") == 1
+          and [u["sub"] for u in info.get("users", [])] == [ann_sub], info)
+
+
+if __name__ == "__main__":
+    main()
