@@ -83,7 +83,7 @@ export interface PresenceChange {
 export interface Presence {
   /** Distinct users connected. */
   count: number;
-  /** Who they are, as far as known (welcome lists at most 100). */
+  /** Who they are, as far as known (welcome lists at most 100), sorted by sub. */
   members: Member[];
   /** True when `members` lists all `count` users. */
   complete: boolean;

@@ -139,7 +139,7 @@ export function connect(options) {
     get lastSeq() { return lastSeq; },
     get presence() {
       if (count === null) return null;
-      const members = roster ? [...roster.values()] : [];
+      const members = roster ? [...roster.values()].sort((a, b) => (a.sub < b.sub ? -1 : a.sub > b.sub ? 1 : 0)) : [];
       return { count, members, complete: roster !== null && members.length === count };
     },
     send,
