@@ -5,6 +5,13 @@
 // rewritten, so a changed byte is a new URL and an unchanged file keeps its URL across
 // builds. HTML keeps its name and is served `no-cache`; hashed files are `immutable`. The
 // rules go into dist/static/_headers, which Workers static assets applies at the edge.
+//
+// The browser client's one source is client/foyer.js (also the @foyer/client package); it is
+// published as /assets/foyer.js like any asset. Pages on other origins load the current
+// client from the stable URL /client/foyer.js: a short-lived (max-age=60) 302 to the hashed,
+// immutable file, written to dist/static/_redirects. Hashed assets carry
+// `Access-Control-Allow-Origin: *` (public, credential-free code) so `import()` works from
+// any origin.
 // The build id (a hash of the assets and the Worker's sources) is stamped into the pages
 // (`%FOYER_BUILD%`) and written to dist/build-id for the Worker's compile.
 import { createHash } from "node:crypto";
@@ -25,13 +32,18 @@ function walk(dir) {
   });
 }
 
-const files = walk(src).map((path) => ({
-  path,
-  url: "/" + relative(src, path).split(sep).join("/"),
-  html: path.endsWith(".html"),
-  text: TEXT.test(path),
-  data: readFileSync(path),
-}));
+// Sources outside static/: the client package's module, served as an asset.
+const EXTRA = [[join(root, "client", "foyer.js"), "/assets/foyer.js"]];
+// Stable URLs for other origins: path -> the asset it redirects to.
+const STABLE = [["/client/foyer.js", "/assets/foyer.js"]];
+const file = (path, url) => ({ path, url, html: path.endsWith(".html"), text: TEXT.test(path), data: readFileSync(path) });
+const files = [
+  ...walk(src).map((path) => file(path, "/" + relative(src, path).split(sep).join("/"))),
+  ...EXTRA.map(([path, url]) => file(path, url)),
+];
+for (const [path, url] of EXTRA) {
+  if (files.filter((f) => f.url === url).length > 1) throw new Error(`${url} comes from ${relative(root, path)} only; remove the copy under static/`);
+}
 const assets = files.filter((f) => !f.html);
 
 // Hash leaves first: a file's hash covers the hashed names of what it references.
@@ -80,10 +92,16 @@ for (const f of files) {
     } else routes.push(f.url.slice(0, -".html".length));
     for (const r of routes) headers.push(r, "  Cache-Control: no-cache", "");
   } else {
-    headers.push(url, "  Cache-Control: public, max-age=31536000, immutable", "");
+    headers.push(url, "  Cache-Control: public, max-age=31536000, immutable", "  Access-Control-Allow-Origin: *", "");
   }
 }
+const redirects = [];
+for (const [stable, asset] of STABLE) {
+  redirects.push(`${stable} ${hashedUrl.get(asset)} 302`);
+  headers.push(stable, "  Cache-Control: public, max-age=60", "  Access-Control-Allow-Origin: *", "");
+}
 writeFileSync(join(out, "_headers"), headers.join("\n"));
+writeFileSync(join(out, "_redirects"), redirects.join("\n") + "\n");
 writeFileSync(join(root, "dist", "build-id"), buildId);
 writeFileSync(join(root, "dist", "manifest.json"), JSON.stringify(Object.fromEntries(hashedUrl), null, 2));
 console.log(`[assets] ${assets.length} hashed, ${files.length - assets.length} pages, build ${buildId}`);

@@ -1,73 +1,30 @@
 // What a person sees, in a real browser (Debian's Chromium via playwright-core) against a
-// real `wrangler dev`: live orders, payment status, chat, token refresh on 4401, and the
-// hashed, immutable assets that make stale JavaScript impossible.
+// real `wrangler dev`: live orders, payment status, chat with presence, token refresh on
+// 4401, pages that trust nothing from their URL, and the hashed, immutable assets that make
+// stale JavaScript impossible.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, execFileSync } from "node:child_process";
-import { createHmac, randomBytes } from "node:crypto";
+import { execFileSync } from "node:child_process";
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
-import { createServer } from "node:http";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
+import { join } from "node:path";
+import { launchBrowser, root, sleep, startGateway, startTokenServer } from "./support/foyer.mjs";
 
-const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const artifacts = join(root, "test-artifacts");
-const secret = randomBytes(32);
-const publishSecret = randomBytes(16).toString("hex");
-const ISSUER = "browser-test";
-let gateway, base, browser, tokenServer, tokenUrl, tokenRequests = 0;
-
-const b64 = (x) => Buffer.from(x).toString("base64url");
-function mint(sub, channels, { publish = [], exp = 300, iatAgo = 0 } = {}) {
-  const now = Math.floor(Date.now() / 1000) - iatAgo;
-  const head = b64(JSON.stringify({ alg: "HS256", kid: "t" }));
-  const body = b64(JSON.stringify({ sub, iss: ISSUER, aud: "foyer", iat: now, exp: now + exp, channels, publish, name: sub, role: "staff" }));
-  return `${head}.${body}.${createHmac("sha256", secret).update(`${head}.${body}`).digest("base64url")}`;
-}
-
-async function publish(channel, event, data) {
-  const body = JSON.stringify({ id: `${event}-${Math.random()}`, channels: [channel], event, data });
-  const t = Math.floor(Date.now() / 1000);
-  const v1 = createHmac("sha256", publishSecret).update(`${t}./publish.${body}`).digest("hex");
-  const r = await fetch(`${base}/publish`, { method: "POST", body, headers: { "Content-Type": "application/json", "X-Foyer-Signature": `t=${t},v1=${v1}` } });
-  assert.equal(r.status, 200, await r.text());
-}
-
-const freePort = () => new Promise((ok) => { const s = createServer().listen(0, "127.0.0.1", () => { const p = s.address().port; s.close(() => ok(p)); }); });
+let gw, base, browser, tokens, mint, publish;
 
 before(async () => {
   mkdirSync(artifacts, { recursive: true });
-  const dir = mkdtempSync(join(tmpdir(), "foyer-browser-"));
-  const jwks = JSON.stringify({ keys: [{ kty: "oct", alg: "HS256", kid: "t", k: b64(secret) }] });
-  writeFileSync(join(dir, "env"), `JWT_KEYS='${jwks}'\nJWT_ISSUER='${ISSUER}'\nPUBLISH_SECRETS='${publishSecret}'\n`);
-  const port = await freePort();
-  base = `http://127.0.0.1:${port}`;
-  gateway = spawn(join(root, "node_modules/.bin/wrangler"), ["dev", "--ip", "127.0.0.1", "--port", String(port),
-    "--inspector-port", String(await freePort()), "--persist-to", join(dir, "state"), "--env-file", join(dir, "env"),
-    "--show-interactive-dev-session=false"], { cwd: root, detached: true, stdio: "ignore", env: { ...process.env, WRANGLER_SEND_METRICS: "false" } });
-  for (let i = 0; i < 600; i++) {
-    try { if ((await fetch(`${base}/healthz`)).ok) break; } catch { /* not yet */ }
-    await new Promise((r) => setTimeout(r, 500));
-  }
-  // The stand-in backend: hands out a fresh token for whatever the query asks.
-  tokenServer = createServer((req, res) => {
-    tokenRequests += 1;
-    const q = new URL(req.url, "http://x").searchParams;
-    res.writeHead(200, { "Access-Control-Allow-Origin": base, "Content-Type": "text/plain" });
-    res.end(mint(q.get("sub"), [q.get("channel")], { publish: q.get("publish") ? [q.get("publish")] : [] }));
-  }).listen(0, "127.0.0.1");
-  await new Promise((r) => tokenServer.on("listening", r));
-  tokenUrl = `http://127.0.0.1:${tokenServer.address().port}/token`;
-  browser = await chromium.launch({ executablePath: "/usr/bin/chromium",
-    args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"] });
+  gw = await startGateway();
+  ({ base, mint, publish } = gw);
+  tokens = await startTokenServer(gw); // the stand-in backend, on another loopback port
+  browser = await launchBrowser();
 });
 
 after(async () => {
   await browser?.close();
-  tokenServer?.close();
-  try { process.kill(-gateway.pid, "SIGTERM"); } catch { /* gone */ }
+  tokens?.close();
+  gw?.stop();
 });
 
 function page(path, channel, token, extra = {}) {
@@ -108,14 +65,59 @@ test("the payment page shows a status paid before it opened", async () => {
 test("a 4401 makes the page fetch a new token and reconnect", async () => {
   const venue = `r${Date.now()}`;
   const expired = mint("staff-2", [`orders:${venue}`], { exp: 60, iatAgo: 400 });
-  const before = tokenRequests;
-  const url = page("/orders/", `orders:${venue}`, expired, { token_url: `${tokenUrl}?sub=staff-2&channel=orders:${venue}` });
+  const url = page("/orders/", `orders:${venue}`, expired, { token_url: tokens.url({ sub: "staff-2", channel: `orders:${venue}`, tag: venue }) });
   const p = await open(url, 1000);
   await p.waitForSelector('#status[data-state="open"]', { timeout: 20000 });
-  assert.ok(tokenRequests > before, "the page asked its backend for a token");
+  assert.equal(tokens.times(venue).length, 1, "the page asked its backend for one token");
   await publish(`orders:${venue}`, "order.created", { order: "o-9", seat: "C3", items: ["water"], status: "created" });
   await p.waitForSelector("#order-o-9");
   await p.close();
+});
+
+test("the token leaves the address bar and the history at once", async () => {
+  const venue = `f${Date.now()}`;
+  const token = mint("staff-3", [`orders:${venue}`]);
+  const p = await open(page("/orders/", `orders:${venue}`, token), 1000);
+  await p.waitForSelector('#status[data-state="open"]');
+  assert.ok(!p.url().includes(token) && !p.url().includes("token="), p.url());
+  assert.equal(await p.evaluate(() => new URLSearchParams(location.hash.slice(1)).get("channel")), `orders:${venue}`, "the rest of the link stays");
+  await p.goto(`${base}/`);
+  await p.goBack();
+  assert.ok(!p.url().includes("token="), `history entry: ${p.url()}`);
+  await p.close();
+});
+
+test("a link whose token_url names a foreign origin is refused before any request", async () => {
+  const venue = `x${Date.now()}`;
+  const p = await browser.newPage();
+  const requests = [], sockets = [];
+  p.on("request", (r) => requests.push(r.url()));
+  p.on("websocket", (w) => sockets.push(w.url()));
+  const token = mint("staff-4", [`orders:${venue}`]);
+  await p.goto(page("/orders/", `orders:${venue}`, token, { token_url: "https://tokens.attacker.example/t" }));
+  await p.waitForSelector('#status[data-state="failed"]');
+  assert.match(await p.textContent("#status"), /token_url \(https:\/\/tokens\.attacker\.example\) is not an allowed origin/);
+  await sleep(500);
+  assert.deepEqual(requests.filter((u) => !u.startsWith(base)), [], "nothing was asked of the foreign origin");
+  assert.deepEqual(sockets, [], "no socket with the link's token either");
+  assert.ok(!p.url().includes("token="), "and the token is gone from the address bar");
+  await p.close();
+});
+
+test("a token endpoint that answers with a login page shows an error instead of looping", async () => {
+  for (const mode of ["login", "html"]) {
+    const venue = `l${mode}${Date.now()}`;
+    tokens.modes[venue] = mode;
+    // No token in the link: the page must ask token_url first.
+    const url = `${base}/orders/#${new URLSearchParams({ channel: `orders:${venue}`, token_url: tokens.url({ sub: "staff-5", channel: `orders:${venue}`, tag: venue }) })}`;
+    const p = await open(url);
+    await p.waitForSelector('#status[data-state="failed"]');
+    assert.match(await p.textContent("#status"), mode === "login" ? /redirected/ : /not a token/);
+    await sleep(1500);
+    assert.equal(tokens.times(venue).length, 1, `${mode}: asked once, no loop`);
+    assert.equal(tokens.hits.filter((h) => h.path === "/login").length, 0, "the redirect was not followed");
+    await p.close();
+  }
 });
 
 test("two people chat, with presence and server-stamped authors", async () => {
@@ -130,8 +132,38 @@ test("two people chat, with presence and server-stamped authors", async () => {
   await ann.click("button[type=submit]");
   await sam.waitForFunction(() => document.getElementById("log").textContent.includes("ann (staff): Two teas to B12, please"));
   await ann.screenshot({ path: join(artifacts, "chat.png") });
-  await ann.close();
   await sam.close();
+  await ann.waitForFunction(() => document.getElementById("online").textContent.includes("1 online"));
+  await ann.close();
+});
+
+test("the chat page lists who is there from the welcome (v1.1), then follows joins and leaves", async () => {
+  const ch = `chat:p${Date.now()}`;
+  const ann = await open(page("/chat/", ch, mint("ann", [ch], { publish: [ch] })));
+  await ann.waitForSelector('#status[data-state="open"]');
+  const sam = await open(page("/chat/", ch, mint("sam", [ch], { publish: [ch] })));
+  await sam.waitForSelector('#status[data-state="open"]');
+  const who = (p) => p.$$eval("#people li", (lis) => lis.map((li) => li.dataset.sub));
+  // Only sam's welcome can tell him that ann was already there.
+  await sam.waitForSelector('#people li[data-sub="ann"]', { timeout: 5000 });
+  assert.deepEqual(await who(sam), ["ann", "sam"]);
+  assert.match(await sam.textContent("#online"), /2 online/);
+  await ann.waitForSelector('#people li[data-sub="sam"]', { timeout: 5000 });
+  await sam.close();
+  await ann.waitForFunction(() => !document.querySelector('#people li[data-sub="sam"]'));
+  assert.deepEqual(await who(ann), ["ann"]);
+  await ann.screenshot({ path: join(artifacts, "chat-presence.png") });
+  await ann.close();
+});
+
+test("the landing page's client library link serves the current client", async () => {
+  const html = await (await fetch(`${base}/`)).text();
+  const href = /href="([^"]+)">client library</.exec(html)?.[1];
+  assert.equal(href, "/client/foyer.js");
+  const r = await fetch(base + href);
+  assert.equal(r.status, 200);
+  assert.match(r.url, /\/assets\/foyer\.[0-9a-f]{10}\.js$/);
+  assert.match(await r.text(), /export function connect/);
 });
 
 function walk(dir) {
@@ -158,7 +190,7 @@ test("every asset in the built pages is content-hashed and served immutable; pag
 
 test("one changed byte changes a script's URL; unchanged assets keep theirs", () => {
   const dir = mkdtempSync(join(tmpdir(), "foyer-assets-"));
-  for (const p of ["static", "src", "scripts/build-assets.mjs", "Cargo.toml", "Cargo.lock"]) cpSync(join(root, p), join(dir, p), { recursive: true });
+  for (const p of ["static", "client", "src", "scripts/build-assets.mjs", "Cargo.toml", "Cargo.lock"]) cpSync(join(root, p), join(dir, p), { recursive: true });
   const build = () => { execFileSync("node", [join(dir, "scripts/build-assets.mjs")], { stdio: "ignore" }); return JSON.parse(readFileSync(join(dir, "dist/manifest.json"), "utf8")); };
   const first = build();
   assert.deepEqual(build(), first, "builds are reproducible");
@@ -168,14 +200,20 @@ test("one changed byte changes a script's URL; unchanged assets keep theirs", ()
   assert.notEqual(second["/assets/orders.js"], first["/assets/orders.js"], "its importers change too");
   assert.equal(second["/assets/foyer.css"], first["/assets/foyer.css"]);
   assert.equal(second["/assets/foyer.js"], first["/assets/foyer.js"]);
+  // The client's one source is client/foyer.js; the stable URL follows it.
+  writeFileSync(join(dir, "client/foyer.js"), readFileSync(join(dir, "client/foyer.js"), "utf8") + " ");
+  const third = build();
+  assert.notEqual(third["/assets/foyer.js"], second["/assets/foyer.js"]);
+  assert.notEqual(third["/assets/page.js"], second["/assets/page.js"], "the pages that import it change too");
+  assert.equal(readFileSync(join(dir, "dist/static/_redirects"), "utf8"), `/client/foyer.js ${third["/assets/foyer.js"]} 302\n`);
 });
 
 test("no static file carries a token, key or secret", () => {
-  for (const f of [...walk(join(root, "static")), ...walk(join(root, "dist/static"))]) {
+  for (const f of [...walk(join(root, "static")), ...walk(join(root, "client")), ...walk(join(root, "dist/static"))]) {
     const text = readFileSync(f, "utf8");
     assert.doesNotMatch(text, /eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}/, `${f}: JWT`);
     assert.doesNotMatch(text, /[?&](key|api_key|apikey)=/i, `${f}: key in a URL`);
     assert.doesNotMatch(text, /PRIVATE KEY|PUBLISH_SECRETS|JWT_KEYS/, `${f}: secret material`);
-    assert.ok(!text.includes(publishSecret) && !text.includes(b64(secret)), `${f}: this run's secrets`);
+    assert.ok(gw.secrets.every((x) => !text.includes(x)), `${f}: this run's secrets`);
   }
 });

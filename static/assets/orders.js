@@ -1,9 +1,9 @@
 // Staff dashboard: one row per order, updated in place as events arrive.
-import { connect, fragment } from "/assets/foyer.js";
-import { showState } from "/assets/page.js";
+import { connect } from "/assets/foyer.js";
+import { fromLink, showState } from "/assets/page.js";
 
-const { channel, getToken } = fragment();
-document.getElementById("venue").textContent = channel ? `· ${channel.split(":")[1]}` : "";
+const link = fromLink("open this page from the link scripts/dev prints");
+document.getElementById("venue").textContent = link ? `· ${link.channel.split(":")[1]}` : "";
 const rows = document.getElementById("orders");
 
 function render(e) {
@@ -26,9 +26,7 @@ function render(e) {
   status.firstChild.className = `badge ${s}`;
 }
 
-if (channel) {
-  connect({ channel, getToken, onEvent: render, onState: showState,
+if (link) {
+  connect({ channel: link.channel, getToken: link.getToken, onEvent: render, onState: showState,
     onReset: () => { rows.replaceChildren(); } }); // a real dashboard reloads from its backend here
-} else {
-  showState("closed", "open this page from the link scripts/dev prints");
 }

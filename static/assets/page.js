@@ -1,6 +1,30 @@
-// Shared page bits: the connection status light.
-export function showState(state, reason = "") {
+// Shared page bits: the connection status light, and reading the page's link.
+import { fragment } from "/assets/foyer.js";
+
+const LABELS = { connecting: "connecting", open: "live", reconnecting: "reconnecting", offline: "offline", closed: "closed", failed: "stopped" };
+
+export function showState(state, reason = "", detail = {}) {
   const el = document.getElementById("status");
   el.dataset.state = state;
-  el.textContent = reason && state !== "open" ? `${state}: ${reason}` : state;
+  let text = LABELS[state] ?? state;
+  if (state === "reconnecting" && detail.retryInMs > 1500) text += ` in ${Math.round(detail.retryInMs / 1000)} s`;
+  el.textContent = reason && state !== "open" ? `${text}: ${reason}` : text;
+  el.title = reason;
+}
+
+// The page's channel and token source from its link, trusting nothing else in it: the token
+// leaves the address bar at once, `token_url` must be this origin (or one listed in
+// <meta name="foyer-token-origins">). Returns null, with the reason shown, when the page
+// cannot connect.
+export function fromLink(missing) {
+  const link = fragment();
+  if (link.error) {
+    showState("failed", link.error);
+    return null;
+  }
+  if (!link.channel) {
+    showState("closed", missing);
+    return null;
+  }
+  return link;
 }

@@ -1,10 +1,10 @@
 // Customer payment page: payment channels replay their history on connect, so the current
 // status shows at once even if it was paid before the page opened.
-import { connect, fragment } from "/assets/foyer.js";
-import { showState } from "/assets/page.js";
+import { connect } from "/assets/foyer.js";
+import { fromLink, showState } from "/assets/page.js";
 
-const { channel, getToken } = fragment();
-document.getElementById("order").textContent = channel ? channel.split(":")[1] : "";
+const link = fromLink("open this page from your order link");
+document.getElementById("order").textContent = link ? link.channel.split(":")[1] : "";
 const labels = { pending: "Payment pending…", paid: "Paid ✓ Thank you!", failed: "Payment failed", refunded: "Refunded" };
 
 function render(e) {
@@ -17,5 +17,4 @@ function render(e) {
   document.getElementById("history").append(li);
 }
 
-if (channel) connect({ channel, getToken, onEvent: render, onState: showState });
-else showState("closed", "open this page from your order link");
+if (link) connect({ channel: link.channel, getToken: link.getToken, onEvent: render, onState: showState });
