@@ -23,6 +23,7 @@ use worker::{durable_object, wasm_bindgen, DurableObject, Env, Request, Response
 use super::js;
 use super::messages::{JoinAnswer, JoinQuery, LeftNotice, RevokeOrder, RevokeReply, RevokeRequest};
 use super::runtime::{self, json_error};
+use super::sql_store::{Num, Text};
 use crate::protocol::channel::Channel;
 use crate::protocol::revocation::ALL_CHANNELS;
 
@@ -49,16 +50,6 @@ struct Pending {
     channel: String,
     at: f64,
     attempts: f64,
-}
-
-#[derive(Deserialize)]
-struct Num {
-    value: f64,
-}
-
-#[derive(Deserialize)]
-struct Text {
-    value: String,
 }
 
 #[durable_object]

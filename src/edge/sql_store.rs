@@ -38,14 +38,15 @@ pub struct SqlStore {
     seq: std::cell::Cell<Option<u64>>,
 }
 
+/// A one-column row (`SELECT ... AS value`), for this store and the Principal's.
 #[derive(Deserialize)]
-struct Num {
-    value: f64,
+pub struct Num {
+    pub value: f64,
 }
 
 #[derive(Deserialize)]
-struct Text {
-    value: String,
+pub struct Text {
+    pub value: String,
 }
 
 #[derive(Deserialize)]
