@@ -284,4 +284,11 @@ async fn rooms_left_idle_hold_no_alarm() {
     tokio::time::sleep(Duration::from_secs(75)).await;
     let during = gw.log().matches("room alarm").count() - before;
     assert_eq!(during, 0, "alarm invocations while 40 used rooms sat idle");
+    // And none is pending: the rooms wait for nothing (each read asks the runtime's storage).
+    for key in &keys {
+        let target = format!("/channels/payment/{key}");
+        let sig = signature::sign(PUBLISH_SECRET.as_bytes(), unix_now(), &target, b"");
+        let state = http(gw.port, "GET", &target, &[("X-Foyer-Signature", &sig)], b"").await.unwrap().json();
+        assert_eq!((state["seq"].as_u64(), &state["next_alarm"]), (Some(2), &Value::Null), "{key}");
+    }
 }

@@ -24,7 +24,10 @@ async fn an_unused_channel_reads_as_empty() {
     let key = unique("unused");
     let r = read(gw, &format!("/channels/chat/{key}")).await;
     assert_eq!(r.status, 200);
-    assert_eq!(r.json(), json!({"channel": format!("chat:{key}"), "seq": 0, "sockets": 0, "users": [], "truncated": false}));
+    assert_eq!(
+        r.json(),
+        json!({"channel": format!("chat:{key}"), "seq": 0, "sockets": 0, "users": [], "truncated": false, "next_alarm": null})
+    );
     let r = read(gw, &format!("/channels/orders/{key}/history")).await;
     assert_eq!(r.json(), json!({"channel": format!("orders:{key}"), "seq": 0, "reset": false, "events": []}));
 }

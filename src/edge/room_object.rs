@@ -170,7 +170,7 @@ impl RoomObject {
             }
             "/state" => {
                 let query: ReadQuery = serde_json::from_str(&req.text().await?)?;
-                self.read_state(&query)
+                self.read_state(&query).await
             }
             "/history" => {
                 let query: ReadQuery = serde_json::from_str(&req.text().await?)?;
@@ -268,14 +268,17 @@ impl RoomObject {
         closed
     }
 
-    /// `GET /channels/{kind}/{key}`: reads only; an unused channel stores nothing.
-    fn read_state(&self, query: &ReadQuery) -> Result<Response> {
+    /// `GET /channels/{kind}/{key}`: reads only; an unused channel stores nothing. Foyer adds
+    /// `next_alarm` (ms, or null): whether the room is timing anything (an idle room is not).
+    async fn read_state(&self, query: &ReadQuery) -> Result<Response> {
         let channel = Channel::parse(&query.channel).map_err(|_| Error::from("bad channel"))?;
         let seq = if SqlStore::exists(&self.state.storage().sql()) { self.with_room(&channel, |room| room.store.latest_seq())? } else { 0 };
         let members: Vec<Member> = self.sockets().into_iter().map(|(_, m)| m).collect();
         let (users, truncated) = room::users(&members, MAX_USERS_LISTED);
+        let next_alarm = self.state.storage().get_alarm().await?;
         Response::from_json(&serde_json::json!({
             "channel": query.channel, "seq": seq, "sockets": members.len(), "users": users, "truncated": truncated,
+            "next_alarm": next_alarm,
         }))
     }
 
