@@ -4,6 +4,24 @@
 import { DurableObject } from "cloudflare:workers";
 
 const enc = new TextEncoder();
+
+// The usage meter (METER=log): the same lines Foyer writes, for the cost scenario. Every SQL
+// statement goes through sql(), which counts the rows its cursor reports.
+let rowsRead = 0, rowsWritten = 0;
+function sql(storage, query, ...args) {
+  const cursor = storage.sql.exec(query, ...args);
+  const rows = cursor.toArray();
+  rowsRead += cursor.rowsRead;
+  rowsWritten += cursor.rowsWritten;
+  return rows;
+}
+function meterLine(env, what, ctx) {
+  const line = { what, rows_read: rowsRead, rows_written: rowsWritten };
+  rowsRead = rowsWritten = 0;
+  if (env.METER !== "log") return;
+  if (ctx) Object.assign(line, { object: ctx.id.toString(), bytes: ctx.storage.sql.databaseSize });
+  console.log(`foyer-meter ${JSON.stringify(line)}`);
+}
 const b64url = (s) => Uint8Array.from(atob(s.replace(/-/g, "+").replace(/_/g, "/")), (c) => c.charCodeAt(0));
 let keyPromise, pubKeyPromise;
 
@@ -36,49 +54,64 @@ function closeWith(code, offered) {
 
 export default {
   async fetch(req, env) {
-    const url = new URL(req.url);
-    if (url.pathname === "/healthz") return Response.json({ ok: true, build: "baseline" });
-    const m = url.pathname.match(/^\/ws\/(orders|payment|chat)\/([A-Za-z0-9_-]{1,64})\/?$/);
-    if (m) {
-      if (req.headers.get("Upgrade") !== "websocket") return new Response("upgrade", { status: 426 });
-      const offers = (req.headers.get("Sec-WebSocket-Protocol") ?? "").split(",").map((s) => s.trim());
-      const bearer = offers.find((o) => o.startsWith("bearer."))?.slice(7);
-      const channel = `${m[1]}:${m[2]}`;
-      const claims = bearer ? await verifyToken(env, bearer, channel).catch(() => 4401) : 4401;
-      if (typeof claims === "number") return closeWith(claims, offers.includes("foyer.v1"));
-      const stub = env.ROOM.get(env.ROOM.idFromName(channel));
-      return stub.fetch("https://room/connect", { headers: { Upgrade: "websocket", "X-Channel": channel, "X-Exp": String(claims.exp) } });
+    try {
+      return await handle(req, env);
+    } finally {
+      meterLine(env, "worker");
     }
-    if (url.pathname === "/publish" && req.method === "POST") {
-      const body = await req.text();
-      const sig = Object.fromEntries((req.headers.get("X-Foyer-Signature") ?? "").split(",").map((kv) => kv.split("=")));
-      const mac = new Uint8Array(await crypto.subtle.sign("HMAC", await publishKey(env), enc.encode(`${sig.t}./publish.${body}`)));
-      const hex = [...mac].map((b) => b.toString(16).padStart(2, "0")).join("");
-      if (hex !== sig.v1 || Math.abs(Date.now() / 1000 - Number(sig.t)) > 300) return Response.json({ error: "unauthorized" }, { status: 401 });
-      const parsed = JSON.parse(body);
-      const messages = parsed.messages ?? [parsed];
-      const groups = new Map();
-      messages.forEach((msg) => msg.channels.forEach((ch) => { if (!groups.has(ch)) groups.set(ch, []); groups.get(ch).push(msg); }));
-      const results = await Promise.all([...groups].map(async ([ch, events]) => {
-        const r = await env.ROOM.get(env.ROOM.idFromName(ch)).fetch("https://room/publish", { method: "POST", body: JSON.stringify({ channel: ch, events }) });
-        return (await r.json()).map((x, i) => ({ id: events[i].id, channel: ch, ...x }));
-      }));
-      return Response.json({ results: results.flat() });
-    }
-    return new Response("not found", { status: 404 });
   },
 };
+
+async function handle(req, env) {
+  const url = new URL(req.url);
+  if (url.pathname === "/healthz") return Response.json({ ok: true, build: "baseline" });
+  const m = url.pathname.match(/^\/ws\/(orders|payment|chat)\/([A-Za-z0-9_-]{1,64})\/?$/);
+  if (m) {
+    if (req.headers.get("Upgrade") !== "websocket") return new Response("upgrade", { status: 426 });
+    const offers = (req.headers.get("Sec-WebSocket-Protocol") ?? "").split(",").map((s) => s.trim());
+    const bearer = offers.find((o) => o.startsWith("bearer."))?.slice(7);
+    const channel = `${m[1]}:${m[2]}`;
+    const claims = bearer ? await verifyToken(env, bearer, channel).catch(() => 4401) : 4401;
+    if (typeof claims === "number") return closeWith(claims, offers.includes("foyer.v1"));
+    const stub = env.ROOM.get(env.ROOM.idFromName(channel));
+    return stub.fetch("https://room/connect", { headers: { Upgrade: "websocket", "X-Channel": channel, "X-Exp": String(claims.exp) } });
+  }
+  if (url.pathname === "/publish" && req.method === "POST") {
+    const body = await req.text();
+    const sig = Object.fromEntries((req.headers.get("X-Foyer-Signature") ?? "").split(",").map((kv) => kv.split("=")));
+    const mac = new Uint8Array(await crypto.subtle.sign("HMAC", await publishKey(env), enc.encode(`${sig.t}./publish.${body}`)));
+    const hex = [...mac].map((b) => b.toString(16).padStart(2, "0")).join("");
+    if (hex !== sig.v1 || Math.abs(Date.now() / 1000 - Number(sig.t)) > 300) return Response.json({ error: "unauthorized" }, { status: 401 });
+    const parsed = JSON.parse(body);
+    const messages = parsed.messages ?? [parsed];
+    const groups = new Map();
+    messages.forEach((msg) => msg.channels.forEach((ch) => { if (!groups.has(ch)) groups.set(ch, []); groups.get(ch).push(msg); }));
+    const results = await Promise.all([...groups].map(async ([ch, events]) => {
+      const r = await env.ROOM.get(env.ROOM.idFromName(ch)).fetch("https://room/publish", { method: "POST", body: JSON.stringify({ channel: ch, events }) });
+      return (await r.json()).map((x, i) => ({ id: events[i].id, channel: ch, ...x }));
+    }));
+    return Response.json({ results: results.flat() });
+  }
+  return new Response("not found", { status: 404 });
+}
 
 export class Room extends DurableObject {
   constructor(ctx, env) {
     super(ctx, env);
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair("ping", "pong"));
-    ctx.storage.sql.exec("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER); CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, id TEXT, event TEXT, data TEXT, ts INTEGER); CREATE TABLE IF NOT EXISTS ids (id TEXT PRIMARY KEY, seq INTEGER)");
+    sql(ctx.storage, "CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER); CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, id TEXT, event TEXT, data TEXT, ts INTEGER); CREATE TABLE IF NOT EXISTS ids (id TEXT PRIMARY KEY, seq INTEGER)");
   }
   seq() {
-    return this.ctx.storage.sql.exec("SELECT v FROM meta WHERE k = 'seq'").toArray()[0]?.v ?? 0;
+    return sql(this.ctx.storage, "SELECT v FROM meta WHERE k = 'seq'")[0]?.v ?? 0;
   }
   async fetch(req) {
+    try {
+      return await this.handle(req);
+    } finally {
+      meterLine(this.env, "object", this.ctx);
+    }
+  }
+  async handle(req) {
     const url = new URL(req.url);
     if (url.pathname === "/connect") {
       const [client, server] = Object.values(new WebSocketPair());
@@ -91,12 +124,12 @@ export class Room extends DurableObject {
     const { channel, events } = await req.json();
     const sockets = this.ctx.getWebSockets();
     const out = events.map((e) => {
-      const dup = this.ctx.storage.sql.exec("SELECT seq FROM ids WHERE id = ?", e.id).toArray()[0];
+      const dup = sql(this.ctx.storage, "SELECT seq FROM ids WHERE id = ?", e.id)[0];
       if (dup) return { seq: dup.seq, delivered: 0, duplicate: true };
       const seq = this.seq() + 1, ts = Date.now(), data = JSON.stringify(e.data ?? null);
-      this.ctx.storage.sql.exec("INSERT INTO meta (k, v) VALUES ('seq', ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v", seq);
-      this.ctx.storage.sql.exec("INSERT INTO events VALUES (?, ?, ?, ?, ?)", seq, e.id, e.event, data, ts);
-      this.ctx.storage.sql.exec("INSERT INTO ids VALUES (?, ?)", e.id, seq);
+      sql(this.ctx.storage, "INSERT INTO meta (k, v) VALUES ('seq', ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v", seq);
+      sql(this.ctx.storage, "INSERT INTO events VALUES (?, ?, ?, ?, ?)", seq, e.id, e.event, data, ts);
+      sql(this.ctx.storage, "INSERT INTO ids VALUES (?, ?)", e.id, seq);
       const frame = `{"type":"event","channel":${JSON.stringify(channel)},"seq":${seq},"id":${JSON.stringify(e.id)},"event":${JSON.stringify(e.event)},"data":${data},"ts":${ts}}`;
       let delivered = 0;
       for (const ws of sockets) { try { ws.send(frame); delivered++; } catch {} }
@@ -106,9 +139,11 @@ export class Room extends DurableObject {
   }
   webSocketMessage(ws, msg) {
     if (msg === "ping") ws.send("pong");
+    meterLine(this.env, "ws_message", this.ctx);
   }
   webSocketClose(ws) {
     try { ws.close(1000); } catch {}
+    meterLine(this.env, "ws_close", this.ctx);
   }
   webSocketError() {}
 }

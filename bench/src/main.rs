@@ -50,17 +50,23 @@ struct Gateway {
     name: &'static str,
     port: u16,
     child: Child,
+    log: PathBuf,
 }
 
 impl Gateway {
     fn start(name: &'static str, config: Option<&str>) -> Gateway {
-        let dir = root().join("bench/target/run").join(name);
+        Self::start_with(name, config, false)
+    }
+
+    /// `metered`: the usage meter on (`METER=log`) and worker logs kept, for the cost scenario.
+    fn start_with(name: &'static str, config: Option<&str>, metered: bool) -> Gateway {
+        let dir = root().join("bench/target/run").join(if metered { format!("{name}-cost") } else { name.to_owned() });
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("dir");
         let env = format!(
             "JWT_KEYS='{}'\nJWT_ISSUER='{ISSUER}'\nPUBLISH_SECRETS='{SECRET}'\nRATE_LIMIT_MESSAGES='100000'\nMAX_SOCKETS_PER_USER='100000'\nAUTH_FAILURES_PER_MINUTE='1000000'\n",
             jwks(&[(&key(), Some("k"))])
-        );
+        ) + if metered { "METER='log'\n" } else { "" };
         std::fs::write(dir.join("env"), env).expect("env");
         let port = free_port();
         let mut cmd = Command::new(root().join("node_modules/.bin/wrangler"));
@@ -79,7 +85,7 @@ impl Gateway {
             .arg(dir.join("state"))
             .arg("--env-file")
             .arg(dir.join("env"))
-            .args(["--show-interactive-dev-session=false", "--log-level", "warn"])
+            .args(["--show-interactive-dev-session=false", "--log-level", if metered { "log" } else { "warn" }])
             .current_dir(root())
             .env("WRANGLER_SEND_METRICS", "false")
             .stdin(Stdio::null())
@@ -90,7 +96,7 @@ impl Gateway {
             cmd.process_group(0);
         }
         let child = cmd.spawn().expect("wrangler");
-        let g = Gateway { name, port, child };
+        let g = Gateway { name, port, child, log: dir.join("log") };
         let deadline = Instant::now() + Duration::from_secs(300);
         while Instant::now() < deadline {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -445,6 +451,168 @@ async fn chat(port: u16, quick: bool) -> (f64, u64) {
     (total as f64 / started.elapsed().as_secs_f64(), expect * users as u64 - total)
 }
 
+/// Cloudflare Workers Paid prices used for the cost scenario (USD), as published on the
+/// Workers and Durable Objects pricing pages, read 2026-11-30. Marginal prices: the plan's
+/// included amounts are left out, so a figure is what one more order costs.
+mod price {
+    pub const WORKER_REQUEST: f64 = 0.30 / 1e6;
+    /// Durable Object requests; an alarm invocation is one; incoming WebSocket messages
+    /// (and, conservatively here, closes) are billed 20:1.
+    pub const OBJECT_REQUEST: f64 = 0.15 / 1e6;
+    pub const WS_MESSAGES_PER_REQUEST: f64 = 20.0;
+    pub const ROW_READ: f64 = 0.001 / 1e6;
+    pub const ROW_WRITTEN: f64 = 1.00 / 1e6;
+    pub const GB_MONTH: f64 = 0.20;
+}
+
+/// What one gateway's usage meter reported over a window of its log.
+#[derive(Default, Debug)]
+struct Usage {
+    worker: f64,
+    object: f64,
+    alarm: f64,
+    ws: f64,
+    rows_read: f64,
+    rows_written: f64,
+    /// The last reported size of each object.
+    bytes: HashMap<String, f64>,
+}
+
+impl Usage {
+    fn read(log: &std::path::Path, from: usize, to: Option<usize>) -> Usage {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let text = &text[from.min(text.len())..to.unwrap_or(text.len()).min(text.len())];
+        let mut u = Usage::default();
+        for line in text.lines() {
+            let Some(v) = line.split_once("foyer-meter ").and_then(|(_, j)| serde_json::from_str::<Value>(j.trim()).ok()) else {
+                continue;
+            };
+            match v["what"].as_str().unwrap_or("") {
+                "worker" => u.worker += 1.0,
+                "object" => u.object += 1.0,
+                "alarm" => u.alarm += 1.0,
+                _ => u.ws += 1.0,
+            }
+            u.rows_read += v["rows_read"].as_f64().unwrap_or(0.0);
+            u.rows_written += v["rows_written"].as_f64().unwrap_or(0.0);
+            if let (Some(id), Some(b)) = (v["object"].as_str(), v["bytes"].as_f64()) {
+                u.bytes.insert(id.to_owned(), b);
+            }
+        }
+        u
+    }
+
+    fn requests_cost(&self) -> f64 {
+        self.worker * price::WORKER_REQUEST
+            + (self.object + self.alarm + self.ws / price::WS_MESSAGES_PER_REQUEST) * price::OBJECT_REQUEST
+            + self.rows_read * price::ROW_READ
+            + self.rows_written * price::ROW_WRITTEN
+    }
+}
+
+fn log_len(g: &Gateway) -> usize {
+    std::fs::metadata(&g.log).map(|m| m.len() as usize).unwrap_or(0)
+}
+
+/// A theatre evening on a metered gateway: `orders` orders across 10 venues (a staff
+/// dashboard per venue; each order opens a payment page and a chat, gets 5 status events,
+/// published to the venue and the order, and 3 chat messages from the backend), then
+/// `idle` with nothing happening. Returns the usage of the evening and of the idle window.
+async fn cost(g: &Gateway, orders: usize, idle: Duration) -> (Usage, Usage, Duration) {
+    assert!(orders.is_multiple_of(10), "orders spread evenly over 10 venues");
+    let port = g.port;
+    let tag = format!("{}{}", g.name, now_us() % 1_000_000);
+    let start = log_len(g);
+    let mut staff = Vec::new();
+    for v in 0..10 {
+        staff.extend(clients(port, &format!("orders:{tag}-v{v}"), 1).await);
+    }
+    // Each venue's dashboard sees seq 1..=5 per order of its venue.
+    let staff_rx = tokio::spawn(receive(staff, (orders / 10 * 5) as u64, Duration::from_secs(30)));
+    for wave in 0..orders.div_ceil(50) {
+        let batch = (wave * 50..((wave + 1) * 50).min(orders)).map(|i| {
+            let tag = tag.clone();
+            async move {
+                let (venue, order) = (format!("orders:{tag}-v{}", i % 10), format!("{tag}-o{i}"));
+                let (pay, chat) = (format!("payment:{order}"), format!("chat:{order}"));
+                let t = token(&format!("cust-{tag}-{i}"), &[&pay, &chat], &[&chat]);
+                let payment = open(port, &format!("/ws/payment/{order}"), &t).await.expect("payment socket");
+                let talk = open(port, &format!("/ws/chat/{order}"), &t).await.expect("chat socket");
+                let paid = tokio::spawn(receive(vec![payment], 5, Duration::from_secs(10)));
+                let chatted = tokio::spawn(receive(vec![talk], 3, Duration::from_secs(10)));
+                for s in 0..5 {
+                    let m = json!({"id": format!("{order}-s{s}"), "channels": [&venue, &pay], "event": "order.status", "data": {"order": order, "step": s}});
+                    publish(port, &m).await;
+                }
+                for c in 0..3 {
+                    let m = json!({"id": format!("{order}-c{c}"), "channels": [&chat], "event": "chat.message", "data": {"text": "Your order is on its way", "from": "staff"}});
+                    publish(port, &m).await;
+                }
+                // A receiver drops its socket once it has every event (or went quiet).
+                paid.await.map(|r| r.count).unwrap_or(0) + chatted.await.map(|r| r.count).unwrap_or(0)
+            }
+        });
+        let delivered: u64 = futures_util::future::join_all(batch).await.into_iter().sum();
+        assert_eq!(delivered, (((wave + 1) * 50).min(orders) - wave * 50) as u64 * 8, "every customer saw every event");
+    }
+    let staff_seen = staff_rx.await.map(|r| r.count).unwrap_or(0);
+    assert_eq!(staff_seen, (orders * 5) as u64, "every dashboard saw its venue's events");
+    // Let the last closes land before the idle window starts.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let evening_end = log_len(g);
+    let evening = Usage::read(&g.log, start, Some(evening_end));
+    tokio::time::sleep(idle).await;
+    let idle_usage = Usage::read(&g.log, evening_end, None);
+    // Stored bytes: each object's last report, whenever it came.
+    let mut evening = evening;
+    evening.bytes = Usage::read(&g.log, start, None).bytes;
+    (evening, idle_usage, idle)
+}
+
+/// The cost scenario for both gateways, printed side by side with its verdicts.
+async fn cost_report(quick: bool) -> Vec<(&'static str, bool)> {
+    let orders = std::env::args()
+        .find_map(|a| a.strip_prefix("--orders=").and_then(|n| n.parse().ok()))
+        .unwrap_or(if quick { 200 } else { 2000 });
+    let idle = Duration::from_secs(
+        std::env::args().find_map(|a| a.strip_prefix("--idle=").and_then(|n| n.parse().ok())).unwrap_or(if quick { 90 } else { 600 }),
+    );
+    let mut rows = Vec::new();
+    for (name, config) in [("foyer", None), ("baseline", Some("bench/baseline/wrangler.toml"))] {
+        println!("cost: {name}, {orders} orders, then {} s idle", idle.as_secs());
+        let g = Gateway::start_with(name, config, true);
+        rows.push((name, cost(&g, orders, idle).await));
+    }
+    println!("\n{:<48} {:>12} {:>12}", format!("cost scenario ({orders} orders, 10 venues)"), "foyer", "baseline");
+    let per_1000 = 1000.0 / orders as f64;
+    let figure = |label: &str, f: &dyn Fn(&(Usage, Usage, Duration)) -> f64| {
+        println!("{label:<48} {:>12.1} {:>12.1}", f(&rows[0].1), f(&rows[1].1));
+    };
+    figure("Worker requests per order", &|r| r.0.worker / orders as f64);
+    figure("object requests per order", &|r| r.0.object / orders as f64);
+    figure("WebSocket messages and closes per order", &|r| r.0.ws / orders as f64);
+    figure("alarm invocations per order (evening)", &|r| r.0.alarm / orders as f64);
+    figure("alarm invocations while idle (total)", &|r| r.1.alarm);
+    figure("requests of any kind while idle (total)", &|r| r.1.worker + r.1.object + r.1.alarm + r.1.ws);
+    figure("SQLite rows read per order", &|r| r.0.rows_read / orders as f64);
+    figure("SQLite rows written per order", &|r| r.0.rows_written / orders as f64);
+    figure("stored bytes per order", &|r| r.0.bytes.values().sum::<f64>() / orders as f64);
+    // Monthly: the evening's requests and rows once, its storage for a month, and whatever
+    // the idle window costs, extended to a month.
+    let monthly = |r: &(Usage, Usage, Duration)| {
+        let idle_month = (r.1.requests_cost()) * (30.0 * 86_400.0 / r.2.as_secs_f64());
+        let storage = r.0.bytes.values().sum::<f64>() / 1e9 * price::GB_MONTH;
+        (r.0.requests_cost() + storage + idle_month) * per_1000
+    };
+    println!("{:<48} {:>12.4} {:>12.4}", "USD per month per 1,000 orders", monthly(&rows[0].1), monthly(&rows[1].1));
+    println!("  (Workers Paid marginal prices of 2026-11-30: requests, SQLite rows and storage; Durable Object duration is not");
+    println!("   metered here: both gateways hibernate their sockets)");
+    vec![
+        ("zero alarm invocations while idle (cost)", rows[0].1 .1.alarm == 0.0),
+        ("cost per order <= baseline (cost)", monthly(&rows[0].1) <= monthly(&rows[1].1)),
+    ]
+}
+
 fn token_microbench() -> Vec<(&'static str, f64)> {
     use foyer::protocol::token::{verify, Expectations, KeySet};
     let keys = [(SigningKey::hs256(1), "hs"), (SigningKey::eddsa(2), "ed"), (SigningKey::es256(3), "es")];
@@ -490,6 +658,13 @@ async fn main() {
         .find_map(|a| a.strip_prefix("--rounds=").and_then(|n| n.parse::<usize>().ok()))
         .unwrap_or(if quick { 1 } else { 3 })
         .max(1);
+    if only.as_deref() == Some("cost") {
+        println!("\nbudgets");
+        for (name, ok) in cost_report(quick).await {
+            println!("  {} {name}", if ok { "PASS" } else { "MISS" });
+        }
+        return;
+    }
     let mut runs: HashMap<&str, Vec<Figures>> = HashMap::new();
     let mut chat_figures = (0.0, 0);
     for round in 0..rounds {
@@ -543,8 +718,9 @@ async fn main() {
         ("token verification <= 50 µs (EdDSA and ES256 too)", micro.iter().all(|(_, us)| *us <= 50.0)),
         ("gzipped wasm <= 400 KiB", gz <= 400.0),
     ];
+    let cost_verdicts = if only.is_none() { cost_report(quick).await } else { Vec::new() };
     println!("\nbudgets");
-    for (name, ok) in verdicts {
+    for (name, ok) in verdicts.into_iter().chain(cost_verdicts) {
         println!("  {} {name}", if ok { "PASS" } else { "MISS" });
     }
 }

@@ -10,6 +10,7 @@ use worker::{event, web_sys, Context, Env, Request, Response, Result};
 
 use super::js;
 use super::messages::{PublishReply, PublishRequest, ReadQuery, RevokeOrder, RevokeReply, Ticket, TICKET_HEADER};
+use super::meter;
 use super::runtime::{self, config, json_error, BUILD_ID};
 use crate::protocol::channel::Channel;
 use crate::protocol::handshake::{self, AuthFailures, ConnectRequest, Guard, Verdict};
@@ -29,6 +30,13 @@ async fn fetch(req: web_sys::Request, env: Env, _ctx: Context) -> Result<web_sys
     // makes no copy of either (see Benchmark in the README); other paths convert.
     let url = req.url();
     let (origin, path, query) = handshake::split_url(&url);
+    let response = route(req, &env, origin, path, query).await;
+    meter::line(&env, "worker", None);
+    response
+}
+
+async fn route(req: web_sys::Request, env: &Env, origin: &str, path: &str, query: &str) -> Result<web_sys::Response> {
+    let env = env.clone();
     match path {
         "/healthz" => Ok(Response::from_json(&serde_json::json!({"ok": true, "build": BUILD_ID}))?.into()),
         "/publish" => Ok(publish(&req, &env).await?.into()),

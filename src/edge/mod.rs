@@ -7,11 +7,13 @@
 //! - [`principal`]: one Durable Object per user, for revocation.
 //! - [`sql_store`]: the room's history, sequence and dedupe in the object's SQLite.
 //! - [`runtime`]: settings, clock, randomness and logging from the platform.
+//! - [`meter`]: the opt-in usage meter (rows, invocations, bytes) for the cost benchmark.
 //! - [`js`]: the few hot paths (fan-out, calls between objects) written in JavaScript.
 
 mod gateway;
 mod js;
 mod messages;
+mod meter;
 mod principal;
 mod room_object;
 mod runtime;

@@ -22,6 +22,7 @@ use worker::{durable_object, wasm_bindgen, DurableObject, Env, Request, Response
 
 use super::js;
 use super::messages::{JoinAnswer, JoinQuery, LeftNotice, RevokeOrder, RevokeReply, RevokeRequest};
+use super::meter;
 use super::runtime::{self, json_error};
 use super::sql_store::{Num, Text};
 use crate::protocol::channel::Channel;
@@ -68,7 +69,7 @@ impl Principal {
     fn revoked_at(&self, channel: &str) -> Result<Option<i64>> {
         let mut cache = self.revoked.borrow_mut();
         if cache.is_none() {
-            let rows: Vec<Revocation> = self.sql.exec("SELECT scope, at FROM revoked", None)?.to_array()?;
+            let rows: Vec<Revocation> = meter::rows(&self.sql, "SELECT scope, at FROM revoked", None)?;
             *cache = Some(rows.into_iter().map(|r| (r.scope, r.at as i64)).collect());
         }
         let revoked = cache.as_ref().map(|map| [ALL_CHANNELS, channel].iter().filter_map(|s| map.get(*s).copied()).max());
@@ -77,7 +78,8 @@ impl Principal {
 
     fn join(&self, q: JoinQuery) -> Result<JoinAnswer> {
         if !self.joined.borrow().contains(&q.channel) {
-            self.sql.exec(
+            meter::run(
+                &self.sql,
                 "INSERT INTO joined (channel, at) VALUES (?, ?) ON CONFLICT (channel) DO UPDATE SET at = excluded.at",
                 vec![q.channel.as_str().into(), q.now_ms.into()],
             )?;
@@ -89,17 +91,22 @@ impl Principal {
     /// The user's last socket in a room closed. Only a record older than that moment is
     /// dropped: a connect racing the departure has re-recorded the channel after it.
     fn left(&self, notice: LeftNotice) -> Result<()> {
-        self.sql.exec("DELETE FROM joined WHERE channel = ? AND at < ?", vec![notice.channel.as_str().into(), notice.at_ms.into()])?;
+        meter::run(
+            &self.sql,
+            "DELETE FROM joined WHERE channel = ? AND at < ?",
+            vec![notice.channel.as_str().into(), notice.at_ms.into()],
+        )?;
         self.joined.borrow_mut().remove(&notice.channel);
         Ok(())
     }
 
     async fn revoke(&self, order: RevokeOrder) -> Result<RevokeReply> {
-        self.sql.exec("INSERT OR REPLACE INTO meta (key, value) VALUES ('sub', ?)", vec![order.sub.as_str().into()])?;
+        meter::run(&self.sql, "INSERT OR REPLACE INTO meta (key, value) VALUES ('sub', ?)", vec![order.sub.as_str().into()])?;
         let scopes = order.channels.clone().unwrap_or_else(|| vec![ALL_CHANNELS.to_owned()]);
         for scope in &scopes {
             // The later time wins: a retried or replayed older request never moves it back.
-            self.sql.exec(
+            meter::run(
+                &self.sql,
                 "INSERT INTO revoked (scope, at) VALUES (?, ?) ON CONFLICT (scope) DO UPDATE SET at = MAX(at, excluded.at)",
                 vec![scope.as_str().into(), order.at.into()],
             )?;
@@ -110,11 +117,12 @@ impl Principal {
         }
         let targets = match order.channels {
             Some(channels) => channels,
-            None => self.sql.exec("SELECT channel AS value FROM joined", None)?.to_array::<Text>()?.into_iter().map(|t| t.value).collect(),
+            None => meter::rows::<Text>(&self.sql, "SELECT channel AS value FROM joined", None)?.into_iter().map(|t| t.value).collect(),
         };
         let now = runtime::now_ms();
         for channel in &targets {
-            self.sql.exec(
+            meter::run(
+                &self.sql,
                 "INSERT INTO pending (channel, at, attempts, next_at) VALUES (?, ?, 0, ?)
                  ON CONFLICT (channel) DO UPDATE SET at = MAX(at, excluded.at), next_at = excluded.next_at",
                 vec![channel.as_str().into(), order.at.into(), now.into()],
@@ -127,13 +135,11 @@ impl Principal {
     /// Reaches one batch of due rooms; failures are retried with backoff from the alarm,
     /// which stays set exactly while rooms remain to be reached.
     async fn reach(&self, sub: &str, now: i64) -> Result<u32> {
-        let due: Vec<Pending> = self
-            .sql
-            .exec(
-                "SELECT channel, at, attempts FROM pending WHERE next_at <= ? ORDER BY next_at LIMIT ?",
-                vec![now.into(), (REACH_BATCH as i64).into()],
-            )?
-            .to_array()?;
+        let due: Vec<Pending> = meter::rows(
+            &self.sql,
+            "SELECT channel, at, attempts FROM pending WHERE next_at <= ? ORDER BY next_at LIMIT ?",
+            vec![now.into(), (REACH_BATCH as i64).into()],
+        )?;
         let calls = due.iter().map(|p| async move {
             let channel = Channel::parse(&p.channel).map_err(|_| worker::Error::from("unparsable channel"))?;
             let request = RevokeRequest { sub: sub.to_owned(), revoked_at: p.at as i64 };
@@ -145,20 +151,25 @@ impl Principal {
                 Ok(reply) => {
                     closed += reply.closed;
                     // Only the revocation that was sent: a newer one queued meanwhile stays.
-                    self.sql.exec("DELETE FROM pending WHERE channel = ? AND at <= ?", vec![p.channel.as_str().into(), p.at.into()])?;
+                    meter::run(
+                        &self.sql,
+                        "DELETE FROM pending WHERE channel = ? AND at <= ?",
+                        vec![p.channel.as_str().into(), p.at.into()],
+                    )?;
                 }
                 Err(e) => {
                     worker::console_warn!("revocation could not reach a room yet ({e}); will retry");
                     let attempts = p.attempts as u32 + 1;
                     let delay = (RETRY_FIRST_MS << attempts.min(10)).min(RETRY_MAX_MS);
-                    self.sql.exec(
+                    meter::run(
+                        &self.sql,
                         "UPDATE pending SET attempts = ?, next_at = ? WHERE channel = ?",
                         vec![(attempts as i64).into(), (now + delay).into(), p.channel.as_str().into()],
                     )?;
                 }
             }
         }
-        let next: Vec<Num> = self.sql.exec("SELECT next_at AS value FROM pending ORDER BY next_at LIMIT 1", None)?.to_array()?;
+        let next: Vec<Num> = meter::rows(&self.sql, "SELECT next_at AS value FROM pending ORDER BY next_at LIMIT 1", None)?;
         let storage = self.state.storage();
         match next.first() {
             // An integer here is an offset from now, not a timestamp.
@@ -172,13 +183,32 @@ impl Principal {
 impl DurableObject for Principal {
     fn new(state: State, env: Env) -> Self {
         let sql = state.storage().sql();
-        if let Err(e) = sql.exec(SCHEMA, None) {
+        if let Err(e) = meter::run(&sql, SCHEMA, None) {
             worker::console_error!("principal schema: {e}");
         }
         Principal { state, env, sql, joined: RefCell::default(), revoked: RefCell::default() }
     }
 
-    async fn fetch(&self, mut req: Request) -> Result<Response> {
+    async fn fetch(&self, req: Request) -> Result<Response> {
+        let response = self.answer(req).await;
+        self.meter("object");
+        response
+    }
+
+    /// Set only while rooms remain to be reached by a revocation.
+    async fn alarm(&self) -> Result<Response> {
+        let response = self.reach_pending().await;
+        self.meter("alarm");
+        response
+    }
+}
+
+impl Principal {
+    fn meter(&self, what: &str) {
+        meter::line(&self.env, what, Some((self.state.id().to_string(), self.sql.database_size())));
+    }
+
+    async fn answer(&self, mut req: Request) -> Result<Response> {
         let body = req.text().await?;
         match req.path().as_str() {
             "/join" => Response::from_json(&self.join(serde_json::from_str(&body)?)?),
@@ -191,9 +221,8 @@ impl DurableObject for Principal {
         }
     }
 
-    /// Set only while rooms remain to be reached by a revocation.
-    async fn alarm(&self) -> Result<Response> {
-        let rows: Vec<Text> = self.sql.exec("SELECT value FROM meta WHERE key = 'sub'", None)?.to_array()?;
+    async fn reach_pending(&self) -> Result<Response> {
+        let rows: Vec<Text> = meter::rows(&self.sql, "SELECT value FROM meta WHERE key = 'sub'", None)?;
         match rows.first() {
             Some(sub) => {
                 self.reach(&sub.value, runtime::now_ms()).await?;

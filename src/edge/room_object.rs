@@ -23,6 +23,7 @@ use super::messages::{
     JoinAnswer, JoinQuery, LeftNotice, PublishOutcome, PublishReply, PublishRequest, ReadQuery, RevokeReply, RevokeRequest, Ticket,
     TICKET_HEADER,
 };
+use super::meter;
 use super::runtime::{self, config, json_error};
 use super::sql_store::SqlStore;
 use crate::protocol::channel::Channel;
@@ -82,6 +83,12 @@ impl RoomObject {
             channel: Default::default(),
             memory: Default::default(),
         }
+    }
+
+    /// Ends an invocation for the usage meter (off unless `METER=log`).
+    fn meter(&self, what: &str) {
+        let stored = (self.state.id().to_string(), self.state.storage().sql().database_size());
+        meter::line(&self.env, what, Some(stored));
     }
 
     /// Runs `f` with the room engine for `channel` over this object's storage.
@@ -568,25 +575,35 @@ macro_rules! room_class {
                 Self { room: RoomObject::new(state, env) }
             }
             async fn fetch(&self, req: Request) -> Result<Response> {
-                match self.room.fetch(req).await {
+                let response = match self.room.fetch(req).await {
                     Ok(response) => Ok(response),
                     Err(e) => {
                         worker::console_error!("room request failed: {e}");
                         json_error(500, "internal", "the room could not complete the request")
                     }
-                }
+                };
+                self.room.meter("object");
+                response
             }
             async fn alarm(&self) -> Result<Response> {
-                self.room.alarm().await
+                let response = self.room.alarm().await;
+                self.room.meter("alarm");
+                response
             }
             async fn websocket_message(&self, ws: WebSocket, message: WebSocketIncomingMessage) -> Result<()> {
-                self.room.message(ws, message).await
+                let done = self.room.message(ws, message).await;
+                self.room.meter("ws_message");
+                done
             }
             async fn websocket_close(&self, ws: WebSocket, _code: usize, _reason: String, _clean: bool) -> Result<()> {
-                self.room.closed(ws).await
+                let done = self.room.closed(ws).await;
+                self.room.meter("ws_close");
+                done
             }
             async fn websocket_error(&self, ws: WebSocket, _error: Error) -> Result<()> {
-                self.room.closed(ws).await
+                let done = self.room.closed(ws).await;
+                self.room.meter("ws_close");
+                done
             }
         }
     };

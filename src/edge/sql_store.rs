@@ -8,6 +8,7 @@
 use serde::Deserialize;
 use worker::{SqlStorage, SqlStorageValue};
 
+use super::meter;
 use crate::protocol::frame::StoredEvent;
 use crate::protocol::room::Store;
 use crate::protocol::webhook;
@@ -68,7 +69,7 @@ fn int(n: u64) -> SqlStorageValue {
 
 impl SqlStore {
     pub fn open(sql: SqlStorage) -> Result<SqlStore, String> {
-        sql.exec(SCHEMA, None).map_err(err)?;
+        meter::run(&sql, SCHEMA, None).map_err(err)?;
         Ok(SqlStore { sql, seq: Default::default() })
     }
 
@@ -76,37 +77,36 @@ impl SqlStore {
     /// create nothing, not even the schema).
     pub fn exists(sql: &SqlStorage) -> bool {
         let rows: Result<Vec<Text>, _> =
-            sql.exec("SELECT name AS value FROM sqlite_master WHERE type = 'table' AND name = 'events'", None).and_then(|c| c.to_array());
+            meter::rows(&sql, "SELECT name AS value FROM sqlite_master WHERE type = 'table' AND name = 'events'", None);
         rows.is_ok_and(|rows| !rows.is_empty())
     }
 
     /// The channel this object serves, remembered so alarms know it without a request.
     pub fn channel(&self) -> Option<String> {
-        let rows: Vec<Text> = self.sql.exec("SELECT value FROM meta WHERE key = 'channel'", None).and_then(|c| c.to_array()).ok()?;
+        let rows: Vec<Text> = meter::rows(&self.sql, "SELECT value FROM meta WHERE key = 'channel'", None).ok()?;
         rows.into_iter().next().map(|r| r.value)
     }
 
     pub fn set_channel(&self, name: &str) -> Result<(), String> {
-        self.sql.exec("INSERT OR IGNORE INTO meta (key, value) VALUES ('channel', ?)", vec![name.into()]).map(drop).map_err(err)
+        meter::run(&self.sql, "INSERT OR IGNORE INTO meta (key, value) VALUES ('channel', ?)", vec![name.into()]).map(drop).map_err(err)
     }
 
     /// Queues a webhook call, due now. The same id is queued once; beyond
     /// [`webhook::OUTBOX_MAX`] the oldest calls are dropped.
     pub fn outbox_put(&self, id: &str, body: &str, now: i64) -> Result<(), String> {
-        self.sql
-            .exec(
-                "INSERT OR IGNORE INTO outbox (id, body, attempts, next_at, created) VALUES (?, ?, 0, ?, ?)",
-                vec![id.into(), body.into(), now.into(), now.into()],
-            )
-            .map_err(err)?;
-        let dropped = self
-            .sql
-            .exec(
-                "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY created DESC LIMIT -1 OFFSET ?)",
-                vec![int(webhook::OUTBOX_MAX)],
-            )
-            .map_err(err)?
-            .rows_written();
+        meter::run(
+            &self.sql,
+            "INSERT OR IGNORE INTO outbox (id, body, attempts, next_at, created) VALUES (?, ?, 0, ?, ?)",
+            vec![id.into(), body.into(), now.into(), now.into()],
+        )
+        .map_err(err)?;
+        let dropped = meter::run(
+            &self.sql,
+            "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY created DESC LIMIT -1 OFFSET ?)",
+            vec![int(webhook::OUTBOX_MAX)],
+        )
+        .map_err(err)?
+        .rows_written();
         if dropped > 0 {
             worker::console_error!("webhook outbox full: dropped {dropped} oldest messages");
         }
@@ -114,35 +114,36 @@ impl SqlStore {
     }
 
     pub fn outbox_due(&self, now: i64, limit: u64) -> Result<Vec<OutboxRow>, String> {
-        self.sql
-            .exec(
-                "SELECT id, body, attempts, created FROM outbox WHERE next_at <= ? ORDER BY created LIMIT ?",
-                vec![now.into(), int(limit)],
-            )
-            .and_then(|c| c.to_array())
-            .map_err(err)
+        meter::rows(
+            &self.sql,
+            "SELECT id, body, attempts, created FROM outbox WHERE next_at <= ? ORDER BY created LIMIT ?",
+            vec![now.into(), int(limit)],
+        )
+        .map_err(err)
     }
 
     pub fn outbox_retry(&self, id: &str, attempts: u32, next_at: i64) -> Result<(), String> {
-        self.sql
-            .exec("UPDATE outbox SET attempts = ?, next_at = ? WHERE id = ?", vec![int(attempts as u64), next_at.into(), id.into()])
-            .map(drop)
-            .map_err(err)
+        meter::run(
+            &self.sql,
+            "UPDATE outbox SET attempts = ?, next_at = ? WHERE id = ?",
+            vec![int(attempts as u64), next_at.into(), id.into()],
+        )
+        .map(drop)
+        .map_err(err)
     }
 
     pub fn outbox_delete(&self, id: &str) -> Result<(), String> {
-        self.sql.exec("DELETE FROM outbox WHERE id = ?", vec![id.into()]).map(drop).map_err(err)
+        meter::run(&self.sql, "DELETE FROM outbox WHERE id = ?", vec![id.into()]).map(drop).map_err(err)
     }
 
     /// When the next webhook attempt is due, if any is pending.
     pub fn outbox_next_due(&self) -> Result<Option<i64>, String> {
-        let rows: Vec<Num> =
-            self.sql.exec("SELECT next_at AS value FROM outbox ORDER BY next_at LIMIT 1", None).and_then(|c| c.to_array()).map_err(err)?;
+        let rows: Vec<Num> = meter::rows(&self.sql, "SELECT next_at AS value FROM outbox ORDER BY next_at LIMIT 1", None).map_err(err)?;
         Ok(rows.first().map(|r| r.value as i64))
     }
 
     fn rows(&self, query: &str, bindings: Vec<SqlStorageValue>) -> Result<Vec<StoredEvent>, String> {
-        let rows: Vec<Row> = self.sql.exec(query, bindings).and_then(|c| c.to_array()).map_err(err)?;
+        let rows: Vec<Row> = meter::rows(&self.sql, query, bindings).map_err(err)?;
         Ok(rows.into_iter().map(|r| StoredEvent { seq: r.seq as u64, id: r.id, event: r.event, data: r.data, ts: r.ts as i64 }).collect())
     }
 }
@@ -154,13 +155,8 @@ impl Store for SqlStore {
         }
         // Pruning always keeps the newest event, so it holds the latest seq. (Rooms written
         // before this also kept it in `meta`.)
-        let rows: Vec<Num> = self
-            .sql
-            .exec(
-                "SELECT COALESCE(MAX(v), 0) AS value FROM (SELECT MAX(seq) AS v FROM events UNION ALL SELECT value FROM meta WHERE key = 'seq')",
-                None,
-            )
-            .and_then(|c| c.to_array())
+        let rows: Vec<Num> = meter::rows(&self.sql, "SELECT COALESCE(MAX(v), 0) AS value FROM (SELECT MAX(seq) AS v FROM events UNION ALL SELECT value FROM meta WHERE key = 'seq')",
+                None,)
             .map_err(err)?;
         let seq = rows.first().map_or(0, |r| r.value as u64);
         self.seq.set(Some(seq));
@@ -168,12 +164,12 @@ impl Store for SqlStore {
     }
 
     fn append(&mut self, e: &StoredEvent) -> Result<(), String> {
-        self.sql
-            .exec(
-                "INSERT INTO events (seq, id, event, data, ts) VALUES (?, ?, ?, ?, ?)",
-                vec![int(e.seq), e.id.as_str().into(), e.event.as_str().into(), e.data.as_str().into(), e.ts.into()],
-            )
-            .map_err(err)?;
+        meter::run(
+            &self.sql,
+            "INSERT INTO events (seq, id, event, data, ts) VALUES (?, ?, ?, ?, ?)",
+            vec![int(e.seq), e.id.as_str().into(), e.event.as_str().into(), e.data.as_str().into(), e.ts.into()],
+        )
+        .map_err(err)?;
         self.seq.set(Some(e.seq));
         Ok(())
     }
@@ -186,13 +182,12 @@ impl Store for SqlStore {
     }
 
     fn oldest_seq(&self) -> Result<Option<u64>, String> {
-        let rows: Vec<Num> =
-            self.sql.exec("SELECT seq AS value FROM events ORDER BY seq LIMIT 1", None).and_then(|c| c.to_array()).map_err(err)?;
+        let rows: Vec<Num> = meter::rows(&self.sql, "SELECT seq AS value FROM events ORDER BY seq LIMIT 1", None).map_err(err)?;
         Ok(rows.first().map(|r| r.value as u64))
     }
 
     fn prune_events(&mut self, below_seq: u64, before_ts: i64) -> Result<(), String> {
-        self.sql.exec("DELETE FROM events WHERE seq < ? AND ts < ?", vec![int(below_seq), before_ts.into()]).map(drop).map_err(err)
+        meter::run(&self.sql, "DELETE FROM events WHERE seq < ? AND ts < ?", vec![int(below_seq), before_ts.into()]).map(drop).map_err(err)
     }
 
     fn sizes_after(&self, after: u64, count: usize) -> Result<Vec<(u64, usize)>, String> {
@@ -202,32 +197,28 @@ impl Store for SqlStore {
             size: f64,
         }
         // Bytes, not characters: the bound is on frame bytes.
-        let rows: Vec<Size> = self
-            .sql
-            .exec(
-                "SELECT seq, length(CAST(data AS BLOB)) + length(CAST(id AS BLOB)) + length(CAST(event AS BLOB)) AS size
+        let rows: Vec<Size> = meter::rows(
+            &self.sql,
+            "SELECT seq, length(CAST(data AS BLOB)) + length(CAST(id AS BLOB)) + length(CAST(event AS BLOB)) AS size
                  FROM events WHERE seq > ? ORDER BY seq DESC LIMIT ?",
-                vec![int(after), int(count.min(i64::MAX as usize) as u64)],
-            )
-            .and_then(|c| c.to_array())
-            .map_err(err)?;
+            vec![int(after), int(count.min(i64::MAX as usize) as u64)],
+        )
+        .map_err(err)?;
         Ok(rows.into_iter().map(|r| (r.seq as u64, r.size as usize)).collect())
     }
 
     fn dedupe_claim(&mut self, key: &str, seq: u64, ts: i64) -> Result<Option<u64>, String> {
-        let cursor = self
-            .sql
-            .exec("INSERT OR IGNORE INTO dedupe (key, seq, ts) VALUES (?, ?, ?)", vec![key.into(), int(seq), ts.into()])
-            .map_err(err)?;
+        let cursor =
+            meter::run(&self.sql, "INSERT OR IGNORE INTO dedupe (key, seq, ts) VALUES (?, ?, ?)", vec![key.into(), int(seq), ts.into()])
+                .map_err(err)?;
         if cursor.rows_written() > 0 {
             return Ok(None);
         }
-        let rows: Vec<Num> =
-            self.sql.exec("SELECT seq AS value FROM dedupe WHERE key = ?", vec![key.into()]).and_then(|c| c.to_array()).map_err(err)?;
+        let rows: Vec<Num> = meter::rows(&self.sql, "SELECT seq AS value FROM dedupe WHERE key = ?", vec![key.into()]).map_err(err)?;
         Ok(Some(rows.first().map_or(0, |r| r.value as u64)))
     }
 
     fn prune_dedupe(&mut self, before_ts: i64) -> Result<(), String> {
-        self.sql.exec("DELETE FROM dedupe WHERE ts < ?", vec![before_ts.into()]).map(drop).map_err(err)
+        meter::run(&self.sql, "DELETE FROM dedupe WHERE ts < ?", vec![before_ts.into()]).map(drop).map_err(err)
     }
 }

@@ -21,6 +21,8 @@ pub struct Config {
     pub auth_failures_per_minute: Option<u32>,
     /// Where client chat messages are POSTed, and the secret that signs them.
     pub webhook: Option<(String, Vec<u8>)>,
+    /// `METER=log`: one usage line per invocation (the benchmark's cost scenario).
+    pub meter: bool,
     /// Settings that were present but invalid (logged; they refuse their endpoint).
     pub problems: Vec<String>,
 }
@@ -98,6 +100,7 @@ impl Config {
             limits,
             auth_failures_per_minute,
             webhook,
+            meter: get("METER").as_deref() == Some("log"),
             problems,
         }
     }

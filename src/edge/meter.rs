@@ -1,0 +1,51 @@
+//! The opt-in usage meter (`METER=log`): one log line per invocation with what it puts on
+//! the bill — which invocation it was, the SQLite rows it read and wrote (as the storage
+//! API's cursors report them), and the object's stored bytes. The benchmark's cost scenario
+//! sums these lines. Off by default: a line per invocation is noise in production.
+
+use std::cell::Cell;
+
+use serde::de::DeserializeOwned;
+use worker::{Env, Result, SqlCursor, SqlStorage, SqlStorageValue};
+
+thread_local! {
+    /// Rows read and written since the last line. Invocations of one isolate may interleave
+    /// at an await, so a line's share can be off; the sum over lines is exact.
+    static ROWS: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
+}
+
+fn count(cursor: &SqlCursor) {
+    ROWS.with(|r| {
+        let (read, written) = r.get();
+        r.set((read + cursor.rows_read(), written + cursor.rows_written()));
+    });
+}
+
+/// A statement whose result rows are wanted.
+pub fn rows<T: DeserializeOwned>(sql: &SqlStorage, query: &str, bindings: impl Into<Option<Vec<SqlStorageValue>>>) -> Result<Vec<T>> {
+    let cursor = sql.exec(query, bindings)?;
+    let rows = cursor.to_array()?;
+    count(&cursor);
+    Ok(rows)
+}
+
+/// A statement run for its effect (it runs to completion when executed).
+pub fn run(sql: &SqlStorage, query: &str, bindings: impl Into<Option<Vec<SqlStorageValue>>>) -> Result<SqlCursor> {
+    let cursor = sql.exec(query, bindings)?;
+    count(&cursor);
+    Ok(cursor)
+}
+
+/// Ends an invocation: logs its line when metering is on. `stored` is the object's id and
+/// its SQLite database size (objects only).
+pub fn line(env: &Env, what: &str, stored: Option<(String, usize)>) {
+    let (read, written) = ROWS.with(|r| r.replace((0, 0)));
+    if !super::runtime::config(env).meter {
+        return;
+    }
+    let line = match stored {
+        Some((id, bytes)) => serde_json::json!({"what": what, "rows_read": read, "rows_written": written, "object": id, "bytes": bytes}),
+        None => serde_json::json!({"what": what, "rows_read": read, "rows_written": written}),
+    };
+    worker::console_log!("foyer-meter {line}");
+}
