@@ -77,7 +77,7 @@ impl SqlStore {
     /// create nothing, not even the schema).
     pub fn exists(sql: &SqlStorage) -> bool {
         let rows: Result<Vec<Text>, _> =
-            meter::rows(&sql, "SELECT name AS value FROM sqlite_master WHERE type = 'table' AND name = 'events'", None);
+            meter::rows(sql, "SELECT name AS value FROM sqlite_master WHERE type = 'table' AND name = 'events'", None);
         rows.is_ok_and(|rows| !rows.is_empty())
     }
 
