@@ -13,7 +13,7 @@
 //! from this object's own alarm, a batch per invocation, retried with backoff. Each
 //! invocation stays far below the platform's subrequest limit however many rooms there are.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 
 use futures::future::join_all;
@@ -24,13 +24,16 @@ use super::js;
 use super::messages::{JoinAnswer, JoinQuery, LeftNotice, RevokeOrder, RevokeReply, RevokeRequest};
 use super::meter;
 use super::runtime::{self, json_error};
-use super::sql_store::{Num, Text};
+use super::sql_store::{has_table, Num, Text};
 use crate::protocol::channel::Channel;
 use crate::protocol::revocation::ALL_CHANNELS;
 
-const SCHEMA: &str = "
+/// Where the user is: every user's object has it.
+const JOINED_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS joined (channel TEXT PRIMARY KEY, at INTEGER NOT NULL);";
+/// Revocations and the rooms still to reach: created by the user's first revocation only,
+/// so the objects of the many users never revoked store one table, not four.
+const REVOKE_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value);
-CREATE TABLE IF NOT EXISTS joined (channel TEXT PRIMARY KEY, at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS revoked (scope TEXT PRIMARY KEY, at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS pending (channel TEXT PRIMARY KEY, at INTEGER NOT NULL, attempts INTEGER NOT NULL, next_at INTEGER NOT NULL);
 ";
@@ -60,16 +63,35 @@ pub struct Principal {
     sql: SqlStorage,
     /// Channels known to be recorded: a reconnect (the common case) writes nothing.
     joined: RefCell<HashSet<String>>,
+    /// Which of the two schemas this instance knows to exist.
+    has_joined: Cell<bool>,
+    has_revoked: Cell<Option<bool>>,
     /// The `revoked` table, read once per instance and kept in step with every write.
     revoked: RefCell<Option<HashMap<String, i64>>>,
 }
 
 impl Principal {
+    fn ensure_joined(&self) -> Result<()> {
+        if !self.has_joined.get() {
+            meter::run(&self.sql, JOINED_SCHEMA, None)?;
+            self.has_joined.set(true);
+        }
+        Ok(())
+    }
+
+    /// Whether this user was ever revoked (the revocation tables exist).
+    fn was_revoked(&self) -> bool {
+        let known = self.has_revoked.get().unwrap_or_else(|| has_table(&self.sql, "revoked"));
+        self.has_revoked.set(Some(known));
+        known
+    }
+
     /// The revocation time that applies to `channel`: its own or the all-channels one.
     fn revoked_at(&self, channel: &str) -> Result<Option<i64>> {
         let mut cache = self.revoked.borrow_mut();
         if cache.is_none() {
-            let rows: Vec<Revocation> = meter::rows(&self.sql, "SELECT scope, at FROM revoked", None)?;
+            let rows: Vec<Revocation> =
+                if self.was_revoked() { meter::rows(&self.sql, "SELECT scope, at FROM revoked", None)? } else { Vec::new() };
             *cache = Some(rows.into_iter().map(|r| (r.scope, r.at as i64)).collect());
         }
         let revoked = cache.as_ref().map(|map| [ALL_CHANNELS, channel].iter().filter_map(|s| map.get(*s).copied()).max());
@@ -78,6 +100,7 @@ impl Principal {
 
     fn join(&self, q: JoinQuery) -> Result<JoinAnswer> {
         if !self.joined.borrow().contains(&q.channel) {
+            self.ensure_joined()?;
             meter::run(
                 &self.sql,
                 "INSERT INTO joined (channel, at) VALUES (?, ?) ON CONFLICT (channel) DO UPDATE SET at = excluded.at",
@@ -91,6 +114,7 @@ impl Principal {
     /// The user's last socket in a room closed. Only a record older than that moment is
     /// dropped: a connect racing the departure has re-recorded the channel after it.
     fn left(&self, notice: LeftNotice) -> Result<()> {
+        self.ensure_joined()?;
         meter::run(
             &self.sql,
             "DELETE FROM joined WHERE channel = ? AND at < ?",
@@ -101,6 +125,9 @@ impl Principal {
     }
 
     async fn revoke(&self, order: RevokeOrder) -> Result<RevokeReply> {
+        meter::run(&self.sql, REVOKE_SCHEMA, None)?;
+        self.has_revoked.set(Some(true));
+        self.ensure_joined()?;
         meter::run(&self.sql, "INSERT OR REPLACE INTO meta (key, value) VALUES ('sub', ?)", vec![order.sub.as_str().into()])?;
         let scopes = order.channels.clone().unwrap_or_else(|| vec![ALL_CHANNELS.to_owned()]);
         for scope in &scopes {
@@ -183,10 +210,15 @@ impl Principal {
 impl DurableObject for Principal {
     fn new(state: State, env: Env) -> Self {
         let sql = state.storage().sql();
-        if let Err(e) = meter::run(&sql, SCHEMA, None) {
-            worker::console_error!("principal schema: {e}");
+        Principal {
+            state,
+            env,
+            sql,
+            joined: RefCell::default(),
+            has_joined: Cell::new(false),
+            has_revoked: Cell::new(None),
+            revoked: RefCell::default(),
         }
-        Principal { state, env, sql, joined: RefCell::default(), revoked: RefCell::default() }
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {
@@ -222,6 +254,10 @@ impl Principal {
     }
 
     async fn reach_pending(&self) -> Result<Response> {
+        if !self.was_revoked() {
+            self.state.storage().delete_alarm().await?;
+            return Response::ok("nothing to reach");
+        }
         let rows: Vec<Text> = meter::rows(&self.sql, "SELECT value FROM meta WHERE key = 'sub'", None)?;
         match rows.first() {
             Some(sub) => {

@@ -13,12 +13,16 @@ use crate::protocol::frame::StoredEvent;
 use crate::protocol::room::Store;
 use crate::protocol::webhook;
 
+/// Every room: its channel name, and its history, where each event also holds its dedupe
+/// key (one row and one statement per event; an id is remembered while its event is).
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value);
-CREATE TABLE IF NOT EXISTS events (
-  seq INTEGER PRIMARY KEY, id TEXT NOT NULL, event TEXT NOT NULL, data TEXT NOT NULL, ts INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS dedupe (key TEXT PRIMARY KEY, seq INTEGER NOT NULL, ts INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS dedupe_by_ts ON dedupe (ts);
+CREATE TABLE IF NOT EXISTS history (
+  seq INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, id TEXT NOT NULL, event TEXT NOT NULL, data TEXT NOT NULL, ts INTEGER NOT NULL);
+";
+/// Only rooms that queue a webhook call (chat, with the webhook on) ever create it: every
+/// table is stored bytes on the bill of every object.
+const OUTBOX_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS outbox (
   id TEXT PRIMARY KEY, body TEXT NOT NULL, attempts INTEGER NOT NULL, next_at INTEGER NOT NULL, created INTEGER NOT NULL);
 ";
@@ -37,6 +41,8 @@ pub struct SqlStore {
     /// `seq` as last read or written: this store is the only writer, so a hot publish path
     /// reads it once per instance, not once per event.
     seq: std::cell::Cell<Option<u64>>,
+    /// Whether the outbox table exists, once known.
+    outbox: std::cell::Cell<Option<bool>>,
 }
 
 /// A one-column row (`SELECT ... AS value`), for this store and the Principal's.
@@ -70,15 +76,20 @@ fn int(n: u64) -> SqlStorageValue {
 impl SqlStore {
     pub fn open(sql: SqlStorage) -> Result<SqlStore, String> {
         meter::run(&sql, SCHEMA, None).map_err(err)?;
-        Ok(SqlStore { sql, seq: Default::default() })
+        Ok(SqlStore { sql, seq: Default::default(), outbox: Default::default() })
     }
 
     /// Whether this object ever stored a room (reads only: a read of an unused channel must
     /// create nothing, not even the schema).
     pub fn exists(sql: &SqlStorage) -> bool {
-        let rows: Result<Vec<Text>, _> =
-            meter::rows(sql, "SELECT name AS value FROM sqlite_master WHERE type = 'table' AND name = 'events'", None);
-        rows.is_ok_and(|rows| !rows.is_empty())
+        has_table(sql, "history")
+    }
+
+    /// Whether the outbox exists (read once per instance; it is created by the first call).
+    fn has_outbox(&self) -> bool {
+        let known = self.outbox.get().unwrap_or_else(|| has_table(&self.sql, "outbox"));
+        self.outbox.set(Some(known));
+        known
     }
 
     /// The channel this object serves, remembered so alarms know it without a request.
@@ -94,6 +105,10 @@ impl SqlStore {
     /// Queues a webhook call, due now. The same id is queued once; beyond
     /// [`webhook::OUTBOX_MAX`] the oldest calls are dropped.
     pub fn outbox_put(&self, id: &str, body: &str, now: i64) -> Result<(), String> {
+        if !self.has_outbox() {
+            meter::run(&self.sql, OUTBOX_SCHEMA, None).map_err(err)?;
+            self.outbox.set(Some(true));
+        }
         meter::run(
             &self.sql,
             "INSERT OR IGNORE INTO outbox (id, body, attempts, next_at, created) VALUES (?, ?, 0, ?, ?)",
@@ -114,6 +129,9 @@ impl SqlStore {
     }
 
     pub fn outbox_due(&self, now: i64, limit: u64) -> Result<Vec<OutboxRow>, String> {
+        if !self.has_outbox() {
+            return Ok(Vec::new());
+        }
         meter::rows(
             &self.sql,
             "SELECT id, body, attempts, created FROM outbox WHERE next_at <= ? ORDER BY created LIMIT ?",
@@ -138,6 +156,9 @@ impl SqlStore {
 
     /// When the next webhook attempt is due, if any is pending.
     pub fn outbox_next_due(&self) -> Result<Option<i64>, String> {
+        if !self.has_outbox() {
+            return Ok(None);
+        }
         let rows: Vec<Num> = meter::rows(&self.sql, "SELECT next_at AS value FROM outbox ORDER BY next_at LIMIT 1", None).map_err(err)?;
         Ok(rows.first().map(|r| r.value as i64))
     }
@@ -153,41 +174,43 @@ impl Store for SqlStore {
         if let Some(seq) = self.seq.get() {
             return Ok(seq);
         }
-        // Pruning always keeps the newest event, so it holds the latest seq. (Rooms written
-        // before this also kept it in `meta`.)
-        let rows: Vec<Num> = meter::rows(&self.sql, "SELECT COALESCE(MAX(v), 0) AS value FROM (SELECT MAX(seq) AS v FROM events UNION ALL SELECT value FROM meta WHERE key = 'seq')",
-                None,)
-            .map_err(err)?;
+        // Pruning always keeps the newest event, so it holds the latest seq.
+        let rows: Vec<Num> = meter::rows(&self.sql, "SELECT COALESCE(MAX(seq), 0) AS value FROM history", None).map_err(err)?;
         let seq = rows.first().map_or(0, |r| r.value as u64);
         self.seq.set(Some(seq));
         Ok(seq)
     }
 
-    fn append(&mut self, e: &StoredEvent) -> Result<(), String> {
-        meter::run(
+    fn append_unique(&mut self, key: &str, e: &StoredEvent) -> Result<Option<u64>, String> {
+        let written = meter::run(
             &self.sql,
-            "INSERT INTO events (seq, id, event, data, ts) VALUES (?, ?, ?, ?, ?)",
-            vec![int(e.seq), e.id.as_str().into(), e.event.as_str().into(), e.data.as_str().into(), e.ts.into()],
+            "INSERT INTO history (seq, key, id, event, data, ts) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
+            vec![int(e.seq), key.into(), e.id.as_str().into(), e.event.as_str().into(), e.data.as_str().into(), e.ts.into()],
         )
-        .map_err(err)?;
-        self.seq.set(Some(e.seq));
-        Ok(())
+        .map_err(err)?
+        .rows_written();
+        if written > 0 {
+            self.seq.set(Some(e.seq));
+            return Ok(None);
+        }
+        let rows: Vec<Num> = meter::rows(&self.sql, "SELECT seq AS value FROM history WHERE key = ?", vec![key.into()]).map_err(err)?;
+        Ok(Some(rows.first().map_or(0, |r| r.value as u64)))
     }
 
     fn events_between(&self, after: u64, upto: u64) -> Result<Vec<StoredEvent>, String> {
         self.rows(
-            "SELECT seq, id, event, data, ts FROM events WHERE seq > ? AND seq <= ? ORDER BY seq",
+            "SELECT seq, id, event, data, ts FROM history WHERE seq > ? AND seq <= ? ORDER BY seq",
             vec![int(after), int(upto.min(i64::MAX as u64))],
         )
     }
 
     fn oldest_seq(&self) -> Result<Option<u64>, String> {
-        let rows: Vec<Num> = meter::rows(&self.sql, "SELECT seq AS value FROM events ORDER BY seq LIMIT 1", None).map_err(err)?;
+        let rows: Vec<Num> = meter::rows(&self.sql, "SELECT seq AS value FROM history ORDER BY seq LIMIT 1", None).map_err(err)?;
         Ok(rows.first().map(|r| r.value as u64))
     }
 
     fn prune_events(&mut self, below_seq: u64, before_ts: i64) -> Result<(), String> {
-        meter::run(&self.sql, "DELETE FROM events WHERE seq < ? AND ts < ?", vec![int(below_seq), before_ts.into()]).map(drop).map_err(err)
+        meter::run(&self.sql, "DELETE FROM history WHERE seq < ? AND ts < ?", vec![int(below_seq), before_ts.into()]).map(drop).map_err(err)
     }
 
     fn sizes_after(&self, after: u64, count: usize) -> Result<Vec<(u64, usize)>, String> {
@@ -200,25 +223,17 @@ impl Store for SqlStore {
         let rows: Vec<Size> = meter::rows(
             &self.sql,
             "SELECT seq, length(CAST(data AS BLOB)) + length(CAST(id AS BLOB)) + length(CAST(event AS BLOB)) AS size
-                 FROM events WHERE seq > ? ORDER BY seq DESC LIMIT ?",
+                 FROM history WHERE seq > ? ORDER BY seq DESC LIMIT ?",
             vec![int(after), int(count.min(i64::MAX as usize) as u64)],
         )
         .map_err(err)?;
         Ok(rows.into_iter().map(|r| (r.seq as u64, r.size as usize)).collect())
     }
+}
 
-    fn dedupe_claim(&mut self, key: &str, seq: u64, ts: i64) -> Result<Option<u64>, String> {
-        let cursor =
-            meter::run(&self.sql, "INSERT OR IGNORE INTO dedupe (key, seq, ts) VALUES (?, ?, ?)", vec![key.into(), int(seq), ts.into()])
-                .map_err(err)?;
-        if cursor.rows_written() > 0 {
-            return Ok(None);
-        }
-        let rows: Vec<Num> = meter::rows(&self.sql, "SELECT seq AS value FROM dedupe WHERE key = ?", vec![key.into()]).map_err(err)?;
-        Ok(Some(rows.first().map_or(0, |r| r.value as u64)))
-    }
-
-    fn prune_dedupe(&mut self, before_ts: i64) -> Result<(), String> {
-        meter::run(&self.sql, "DELETE FROM dedupe WHERE ts < ?", vec![before_ts.into()]).map(drop).map_err(err)
-    }
+/// Whether `name` is a table of this database (a read: creates nothing).
+pub fn has_table(sql: &SqlStorage, name: &str) -> bool {
+    let rows: Result<Vec<Text>, _> =
+        meter::rows(sql, "SELECT name AS value FROM sqlite_master WHERE type = 'table' AND name = ?", vec![name.into()]);
+    rows.is_ok_and(|rows| !rows.is_empty())
 }

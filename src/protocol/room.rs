@@ -19,8 +19,6 @@ use super::token::{Claims, TokenError};
 /// Events kept at least: the last `MIN_EVENTS`, and everything of the last `MIN_AGE_MS`.
 pub const HISTORY_MIN_EVENTS: u64 = 100;
 pub const HISTORY_MIN_AGE_MS: i64 = 10 * 60 * 1000;
-/// Publish and chat ids are remembered this long for dedupe (at least the history window).
-pub const DEDUPE_WINDOW_MS: i64 = 60 * 60 * 1000;
 /// Beyond the newest `HISTORY_MIN_EVENTS`, older events are kept (up to `HISTORY_MIN_AGE_MS`)
 /// only while they add up to at most this many bytes: retention is bounded in bytes too.
 pub const HISTORY_MAX_EXTRA_BYTES: usize = 2 * 1024 * 1024;
@@ -49,8 +47,11 @@ pub const MAX_DISPLAY_CHARS: usize = 64;
 /// yields between reading `latest_seq` and appending, so events cannot interleave.
 pub trait Store {
     fn latest_seq(&self) -> Result<u64, String>;
-    /// Appends an event and makes its `seq` the latest, atomically.
-    fn append(&mut self, event: &StoredEvent) -> Result<(), String>;
+    /// Appends an event under its dedupe `key` and makes its `seq` the latest, in one
+    /// statement; unless `key` is held by a retained event: then returns that event's `seq`
+    /// and changes nothing. Ids are remembered exactly as long as their event is retained
+    /// (PROTOCOL.md: at least the retention window).
+    fn append_unique(&mut self, key: &str, event: &StoredEvent) -> Result<Option<u64>, String>;
     /// Events with `after < seq <= upto`, ascending.
     fn events_between(&self, after: u64, upto: u64) -> Result<Vec<StoredEvent>, String>;
     /// The smallest retained `seq`, if any event is retained.
@@ -60,10 +61,6 @@ pub trait Store {
     /// The sizes (bytes of data, id and event name) of the newest `count` events with
     /// `seq > after`, newest first: what a bound can be checked on without loading events.
     fn sizes_after(&self, after: u64, count: usize) -> Result<Vec<(u64, usize)>, String>;
-    /// Records `key → seq` unless `key` is already recorded; then returns the recorded `seq`
-    /// and changes nothing. One round trip on the hot path (a new id), two on a duplicate.
-    fn dedupe_claim(&mut self, key: &str, seq: u64, ts: i64) -> Result<Option<u64>, String>;
-    fn prune_dedupe(&mut self, before_ts: i64) -> Result<(), String>;
 }
 
 /// What a room keeps in memory only: losing it (eviction, restart) is always safe, because
@@ -357,12 +354,10 @@ impl<'a, S: Store> Room<'a, S> {
     /// Stores an event under a dedupe key, or reports the earlier copy.
     fn accept(&mut self, key: &str, id: &str, event: &str, data: &str, now_ms: i64) -> Result<Published, String> {
         let seq = self.store.latest_seq()? + 1;
-        if let Some(earlier) = self.store.dedupe_claim(key, seq, now_ms)? {
+        let stored = StoredEvent { seq, id: id.to_owned(), event: event.to_owned(), data: data.to_owned(), ts: now_ms };
+        if let Some(earlier) = self.store.append_unique(key, &stored)? {
             return Ok(Published { seq: earlier, duplicate: true, frame: None });
         }
-        let stored = StoredEvent { seq, id: id.to_owned(), event: event.to_owned(), data: data.to_owned(), ts: now_ms };
-        // No await between the claim and the append: they commit together.
-        self.store.append(&stored)?;
         self.memory.appended_bytes += stored.data.len() + stored.id.len() + stored.event.len();
         Ok(Published { seq: stored.seq, duplicate: false, frame: Some(frame::event(&self.name(), &stored)) })
     }
@@ -517,7 +512,7 @@ impl<'a, S: Store> Room<'a, S> {
         Ok(History { seq: latest, reset: false, events })
     }
 
-    /// Drops history and dedupe entries past their retention: the newest
+    /// Drops history (and with it the ids it remembers) past its retention: the newest
     /// `HISTORY_MIN_EVENTS` always stay; older events stay for `HISTORY_MIN_AGE_MS` while
     /// they add up to at most `HISTORY_MAX_EXTRA_BYTES`, oldest dropped first.
     pub fn prune(&mut self, now_ms: i64) -> Result<(), String> {
@@ -534,7 +529,7 @@ impl<'a, S: Store> Room<'a, S> {
         }
         self.memory.pruned_at = Some(now_ms);
         self.memory.appended_bytes = 0;
-        self.store.prune_dedupe(now_ms - DEDUPE_WINDOW_MS)
+        Ok(())
     }
 }
 
@@ -611,17 +606,22 @@ enum Replayed {
 pub struct MemStore {
     pub latest: u64,
     pub events: Vec<StoredEvent>,
-    pub dedupe: Vec<(String, u64, i64)>,
+    /// The dedupe key of each retained event.
+    pub keys: Vec<(String, u64)>,
 }
 
 impl Store for MemStore {
     fn latest_seq(&self) -> Result<u64, String> {
         Ok(self.latest)
     }
-    fn append(&mut self, event: &StoredEvent) -> Result<(), String> {
+    fn append_unique(&mut self, key: &str, event: &StoredEvent) -> Result<Option<u64>, String> {
+        if let Some((_, earlier)) = self.keys.iter().find(|(k, _)| k == key) {
+            return Ok(Some(*earlier));
+        }
+        self.keys.push((key.to_owned(), event.seq));
         self.latest = event.seq;
         self.events.push(event.clone());
-        Ok(())
+        Ok(None)
     }
     fn events_between(&self, after: u64, upto: u64) -> Result<Vec<StoredEvent>, String> {
         Ok(self.events.iter().filter(|e| e.seq > after && e.seq <= upto).cloned().collect())
@@ -631,22 +631,13 @@ impl Store for MemStore {
     }
     fn prune_events(&mut self, below_seq: u64, before_ts: i64) -> Result<(), String> {
         self.events.retain(|e| e.seq >= below_seq || e.ts >= before_ts);
+        let kept: Vec<u64> = self.events.iter().map(|e| e.seq).collect();
+        self.keys.retain(|(_, seq)| kept.contains(seq));
         Ok(())
     }
     fn sizes_after(&self, after: u64, count: usize) -> Result<Vec<(u64, usize)>, String> {
         let sizes = self.events.iter().rev().filter(|e| e.seq > after).map(|e| (e.seq, e.data.len() + e.id.len() + e.event.len()));
         Ok(sizes.take(count).collect())
-    }
-    fn dedupe_claim(&mut self, key: &str, seq: u64, ts: i64) -> Result<Option<u64>, String> {
-        if let Some((_, earlier, _)) = self.dedupe.iter().find(|(k, ..)| k == key) {
-            return Ok(Some(*earlier));
-        }
-        self.dedupe.push((key.to_owned(), seq, ts));
-        Ok(None)
-    }
-    fn prune_dedupe(&mut self, before_ts: i64) -> Result<(), String> {
-        self.dedupe.retain(|(_, _, ts)| *ts >= before_ts);
-        Ok(())
     }
 }
 
@@ -794,12 +785,11 @@ mod tests {
         publish_n(&mut room, 150, T0);
         room.prune(T0 + 9 * 60 * 1000).unwrap();
         assert_eq!(room.store.oldest_seq().unwrap(), Some(1), "younger than 10 minutes: all kept");
-        // Dedupe survives longer than history.
         room.prune(T0 + 30 * 60 * 1000).unwrap();
         assert_eq!(room.store.oldest_seq().unwrap(), Some(51), "older than 10 minutes: the last 100 kept");
-        assert!(room.publish(&[delivery(&format!("e{T0}-0"))], T0 + 30 * 60 * 1000).unwrap()[0].duplicate);
-        room.prune(T0 + 61 * 60 * 1000).unwrap();
-        assert!(room.store.dedupe.is_empty());
+        // An id is remembered as long as its event is retained.
+        assert!(room.publish(&[delivery(&format!("e{T0}-50"))], T0 + 30 * 60 * 1000).unwrap()[0].duplicate);
+        assert_eq!(room.store.keys.len(), 100);
         // The newest event always stays: the SQL store reads the latest seq from it.
         room.prune(T0 + 24 * 60 * 60 * 1000).unwrap();
         assert_eq!(room.store.events_between(149, u64::MAX).unwrap().len(), 1);
