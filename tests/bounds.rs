@@ -292,3 +292,17 @@ async fn rooms_left_idle_hold_no_alarm() {
         assert_eq!((state["seq"].as_u64(), &state["next_alarm"]), (Some(2), &Value::Null), "{key}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_socket_the_room_could_not_take_is_closed_1011_and_never_counted() {
+    // TEST_FAILPOINT makes the step after the accept fail, as a storage error would.
+    let gw = Gateway::start("ghost", &[("TEST_FAILPOINT", "after_accept")]);
+    let key = unique("ghost");
+    let ch = format!("chat:{key}");
+    let mut c = connect(&gw, &format!("/ws/chat/{key}"), &token("cust-ghost", &[&ch])).await;
+    assert_eq!(c.close_code().await, Some(1011));
+    let target = format!("/channels/chat/{key}");
+    let sig = signature::sign(PUBLISH_SECRET.as_bytes(), unix_now(), &target, b"");
+    let state = http(gw.port, "GET", &target, &[("X-Foyer-Signature", &sig)], b"").await.unwrap().json();
+    assert_eq!((state["sockets"].as_u64(), &state["users"]), (Some(0), &json!([])), "no ghost in the room");
+}

@@ -209,7 +209,8 @@ impl RoomObject {
             // A socket the room could not take must not linger: presence and the per-user
             // cap would count it. The client sees 1011 and reconnects.
             worker::console_error!("connect failed after accept: {e}");
-            let _ = socket.close(Some(close::INTERNAL), Some("internal error"));
+            // Marked as closing first: until the runtime drops it, the socket is still listed.
+            self.close_socket(&socket, close::INTERNAL, "internal error").await;
         }
         let mut response = Response::from_websocket(pair.client)?;
         if ticket.subprotocol {
@@ -222,6 +223,9 @@ impl RoomObject {
     async fn admit(&self, socket: &WebSocket, ticket: &Ticket, channel: &Channel, others: &[Member], now_ms: i64) -> Result<()> {
         self.remember_channel(channel)?;
         Attachment { member: ticket.member.clone(), closing: false }.save(socket)?;
+        if config(&self.env).failpoint.as_deref() == Some("after_accept") {
+            return Err(Error::from("failpoint after_accept"));
+        }
         // No await between here and the last replayed frame: nothing can interleave, so a
         // live event published meanwhile is queued behind the replay, never inside it.
         let join = self.with_room(channel, |room| room.join(&ticket.member, ticket.since, runtime::BUILD_ID, others, now_ms))?;

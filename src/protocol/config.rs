@@ -23,6 +23,9 @@ pub struct Config {
     pub webhook: Option<(String, Vec<u8>)>,
     /// `METER=log`: one usage line per invocation (the benchmark's cost scenario).
     pub meter: bool,
+    /// `TEST_FAILPOINT`: a named step made to fail, so tests can reach error paths the real
+    /// runtime only takes on a storage failure. Never set in a deployment.
+    pub failpoint: Option<String>,
     /// Settings that were present but invalid (logged; they refuse their endpoint).
     pub problems: Vec<String>,
 }
@@ -101,6 +104,7 @@ impl Config {
             auth_failures_per_minute,
             webhook,
             meter: get("METER").as_deref() == Some("log"),
+            failpoint: get("TEST_FAILPOINT"),
             problems,
         }
     }
