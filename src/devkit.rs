@@ -1,12 +1,16 @@
 //! Host-side helpers for tests, the benchmark and operator tools: signing keys, their public
-//! JWKs, and token minting with full control over header and claims (so tests can also forge
-//! the malformed tokens the gateway must refuse). Never compiled into the Worker.
+//! JWKs, token minting with full control over header and claims (so tests can also forge
+//! the malformed tokens the gateway must refuse), and an in-memory room store. Never
+//! compiled into the Worker.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
+
+use crate::protocol::frame::StoredEvent;
+use crate::protocol::room::Store;
 
 /// A signing key of one of the three supported algorithms.
 pub enum SigningKey {
@@ -108,4 +112,44 @@ pub fn jwks(keys: &[(&SigningKey, Option<&str>)]) -> String {
 
 pub fn unix_now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// An in-memory [`Store`] for host tests and tools: the same contract as the SQLite one.
+#[derive(Default, Debug)]
+pub struct MemStore {
+    pub latest: u64,
+    pub events: Vec<StoredEvent>,
+    /// The dedupe key of each retained event.
+    pub keys: Vec<(String, u64)>,
+}
+
+impl Store for MemStore {
+    fn latest_seq(&self) -> Result<u64, String> {
+        Ok(self.latest)
+    }
+    fn append_unique(&mut self, key: &str, event: &StoredEvent) -> Result<Option<u64>, String> {
+        if let Some((_, earlier)) = self.keys.iter().find(|(k, _)| k == key) {
+            return Ok(Some(*earlier));
+        }
+        self.keys.push((key.to_owned(), event.seq));
+        self.latest = event.seq;
+        self.events.push(event.clone());
+        Ok(None)
+    }
+    fn events_between(&self, after: u64, upto: u64) -> Result<Vec<StoredEvent>, String> {
+        Ok(self.events.iter().filter(|e| e.seq > after && e.seq <= upto).cloned().collect())
+    }
+    fn oldest_seq(&self) -> Result<Option<u64>, String> {
+        Ok(self.events.first().map(|e| e.seq))
+    }
+    fn prune_events(&mut self, below_seq: u64, before_ts: i64) -> Result<(), String> {
+        self.events.retain(|e| e.seq >= below_seq || e.ts >= before_ts);
+        let kept: Vec<u64> = self.events.iter().map(|e| e.seq).collect();
+        self.keys.retain(|(_, seq)| kept.contains(seq));
+        Ok(())
+    }
+    fn sizes_after(&self, after: u64, count: usize) -> Result<Vec<(u64, usize)>, String> {
+        let sizes = self.events.iter().rev().filter(|e| e.seq > after).map(|e| (e.seq, e.data.len() + e.id.len() + e.event.len()));
+        Ok(sizes.take(count).collect())
+    }
 }

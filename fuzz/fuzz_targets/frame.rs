@@ -3,7 +3,8 @@
 
 use foyer::protocol::channel::{Channel, Grants};
 use foyer::protocol::handshake::parse_path;
-use foyer::protocol::room::{Incoming, Limits, MemStore, Member, Memory, Room};
+use foyer::devkit::MemStore;
+use foyer::protocol::room::{Incoming, Limits, Member, Memory, Room};
 use foyer::protocol::token::{Claims, TokenError};
 use libfuzzer_sys::fuzz_target;
 

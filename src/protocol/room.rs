@@ -601,49 +601,10 @@ enum Replayed {
     Reset,
 }
 
-/// An in-memory [`Store`] for host tests and tools: the same contract as the SQLite one.
-#[derive(Default, Debug)]
-pub struct MemStore {
-    pub latest: u64,
-    pub events: Vec<StoredEvent>,
-    /// The dedupe key of each retained event.
-    pub keys: Vec<(String, u64)>,
-}
-
-impl Store for MemStore {
-    fn latest_seq(&self) -> Result<u64, String> {
-        Ok(self.latest)
-    }
-    fn append_unique(&mut self, key: &str, event: &StoredEvent) -> Result<Option<u64>, String> {
-        if let Some((_, earlier)) = self.keys.iter().find(|(k, _)| k == key) {
-            return Ok(Some(*earlier));
-        }
-        self.keys.push((key.to_owned(), event.seq));
-        self.latest = event.seq;
-        self.events.push(event.clone());
-        Ok(None)
-    }
-    fn events_between(&self, after: u64, upto: u64) -> Result<Vec<StoredEvent>, String> {
-        Ok(self.events.iter().filter(|e| e.seq > after && e.seq <= upto).cloned().collect())
-    }
-    fn oldest_seq(&self) -> Result<Option<u64>, String> {
-        Ok(self.events.first().map(|e| e.seq))
-    }
-    fn prune_events(&mut self, below_seq: u64, before_ts: i64) -> Result<(), String> {
-        self.events.retain(|e| e.seq >= below_seq || e.ts >= before_ts);
-        let kept: Vec<u64> = self.events.iter().map(|e| e.seq).collect();
-        self.keys.retain(|(_, seq)| kept.contains(seq));
-        Ok(())
-    }
-    fn sizes_after(&self, after: u64, count: usize) -> Result<Vec<(u64, usize)>, String> {
-        let sizes = self.events.iter().rev().filter(|e| e.seq > after).map(|e| (e.seq, e.data.len() + e.id.len() + e.event.len()));
-        Ok(sizes.take(count).collect())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::devkit::MemStore;
     use crate::protocol::channel::Grants;
     use crate::protocol::publish::{null, Delivery};
     use serde_json::value::RawValue as RawValueBox;
