@@ -27,10 +27,9 @@ use super::meter;
 use super::runtime::{self, config, json_error};
 use super::sql_store::SqlStore;
 use crate::protocol::channel::Channel;
-use crate::protocol::frame::{PING, PONG};
-use crate::protocol::handshake::SUBPROTOCOL;
 use crate::protocol::reading::MAX_USERS_LISTED;
-use crate::protocol::room::{self, close, Effect, Incoming, Member, Memory, Room, Store};
+use crate::protocol::room::{self, Effect, Incoming, Member, Memory, Room, Store};
+use crate::protocol::wire::{close, PING, PONG, SUBPROTOCOL};
 use crate::protocol::{signature, token, webhook};
 
 /// A socket's attachment: the member, plus whether the server already closed it.

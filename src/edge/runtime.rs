@@ -7,7 +7,7 @@ use worker::{Date, Env, Response, Result};
 
 use crate::protocol::channel::{Channel, Kind};
 use crate::protocol::config::Config;
-use crate::protocol::handshake::SUBPROTOCOL;
+use crate::protocol::wire::SUBPROTOCOL;
 
 /// The deployed build id, stamped at compile time by the asset build step.
 pub const BUILD_ID: &str = match option_env!("FOYER_BUILD_ID") {

@@ -6,11 +6,10 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+use super::wire::{ErrorCode, PING};
+
 /// Client frames (text or binary) above this size close the socket with 1009.
 pub const MAX_CLIENT_FRAME_BYTES: usize = 16 * 1024;
-/// The unframed keep-alive, answered with `pong` by the runtime itself (no wake-up).
-pub const PING: &str = "ping";
-pub const PONG: &str = "pong";
 pub const MAX_CLIENT_ID_CHARS: usize = 128;
 
 /// A stored event as it goes on the wire.
@@ -55,7 +54,7 @@ enum ServerFrame<'a> {
         expires_at: i64,
     },
     Error {
-        code: &'a str,
+        code: ErrorCode,
         message: &'a str,
     },
     Presence {
@@ -107,7 +106,7 @@ pub fn refreshed(expires_at: i64) -> String {
     encode(&ServerFrame::Refreshed { expires_at })
 }
 
-pub fn error(code: &str, message: &str) -> String {
+pub fn error(code: ErrorCode, message: &str) -> String {
     encode(&ServerFrame::Error { code, message })
 }
 
@@ -126,11 +125,11 @@ pub enum ClientFrame {
 /// A frame that is not one of the above; answered with an `error` frame (and counted).
 #[derive(Debug, PartialEq, Eq)]
 pub struct FrameError {
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: &'static str,
 }
 
-const fn bad(code: &'static str, message: &'static str) -> FrameError {
+const fn bad(code: ErrorCode, message: &'static str) -> FrameError {
     FrameError { code, message }
 }
 
@@ -139,7 +138,7 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
         return Ok(ClientFrame::Ping);
     }
     let Ok(Value::Object(mut obj)) = serde_json::from_str::<Value>(text) else {
-        return Err(bad("bad_frame", "frames are JSON objects with a \"type\""));
+        return Err(bad(ErrorCode::BadFrame, "frames are JSON objects with a \"type\""));
     };
     let mut string = |name: &str| match obj.remove(name) {
         Some(Value::String(s)) => Some(s),
@@ -148,18 +147,18 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
     match string("type").as_deref() {
         Some("refresh") => match string("token") {
             Some(token) if !token.is_empty() => Ok(ClientFrame::Refresh { token }),
-            _ => Err(bad("bad_field", "refresh needs a \"token\" string")),
+            _ => Err(bad(ErrorCode::BadField, "refresh needs a \"token\" string")),
         },
         Some("send") => {
             let id = string("id").filter(|id| !id.is_empty() && id.chars().count() <= MAX_CLIENT_ID_CHARS);
             match (id, string("text")) {
                 (Some(id), Some(text)) => Ok(ClientFrame::Send { id, text }),
-                (None, _) => Err(bad("bad_field", "send needs an \"id\" string of 1 to 128 characters")),
-                (_, None) => Err(bad("bad_field", "send needs a \"text\" string")),
+                (None, _) => Err(bad(ErrorCode::BadField, "send needs an \"id\" string of 1 to 128 characters")),
+                (_, None) => Err(bad(ErrorCode::BadField, "send needs a \"text\" string")),
             }
         }
-        Some(_) => Err(bad("unknown_type", "unknown frame type")),
-        None => Err(bad("bad_frame", "frames are JSON objects with a \"type\"")),
+        Some(_) => Err(bad(ErrorCode::UnknownType, "unknown frame type")),
+        None => Err(bad(ErrorCode::BadFrame, "frames are JSON objects with a \"type\"")),
     }
 }
 
@@ -218,9 +217,9 @@ mod tests {
             (r#"{"type":"send","id":"","text":"x"}"#, "bad_field"),
             (r#"{"type":"send","id":"1","text":7}"#, "bad_field"),
         ] {
-            assert_eq!(parse_client_frame(text).unwrap_err().code, code, "{text}");
+            assert_eq!(serde_json::to_value(parse_client_frame(text).unwrap_err().code).unwrap(), code, "{text}");
         }
         let deep = "[".repeat(10_000);
-        assert_eq!(parse_client_frame(&deep).unwrap_err().code, "bad_frame");
+        assert_eq!(parse_client_frame(&deep).unwrap_err().code, ErrorCode::BadFrame);
     }
 }

@@ -6,12 +6,8 @@
 
 use super::channel::{Channel, ChannelError, Kind};
 use super::config::Config;
-use super::room::close;
 use super::token::{self, Claims};
-
-/// The subprotocol the server selects; a client must offer it.
-pub const SUBPROTOCOL: &str = "foyer.v1";
-const BEARER_PREFIX: &str = "bearer.";
+use super::wire::{close, BEARER_PREFIX, SUBPROTOCOL};
 
 /// What the Worker saw of the request.
 pub struct ConnectRequest<'a> {

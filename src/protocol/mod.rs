@@ -3,7 +3,7 @@
 //! The flow of a connection, in file order: [`handshake`] (the checks before any Durable
 //! Object is touched) → [`token`] (who is this) → [`channel`] (what may they see) → [`room`]
 //! (the channel's engine) → [`frame`] (what goes on the wire). Publishing: [`signature`] →
-//! [`publish`] → [`room`]; client chat messages go back out through [`webhook`]. [`config`]
+//! [`publish`] → [`room`]; client chat messages go back out through [`webhook`]. [`wire`] names the protocol's words and codes; [`config`]
 //! reads the deployment's settings; [`reading`] is the backend's read of a channel; [`revocation`] is what a room remembers of revoked users.
 
 pub mod channel;
@@ -17,3 +17,4 @@ pub mod room;
 pub mod signature;
 pub mod token;
 pub mod webhook;
+pub mod wire;

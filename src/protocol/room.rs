@@ -15,6 +15,7 @@ use super::frame::{self, ClientFrame, Present, Roster, StoredEvent, MAX_CLIENT_F
 use super::publish::Delivery;
 use super::revocation::Revocations;
 use super::token::{Claims, TokenError};
+use super::wire::{close, ErrorCode};
 
 /// Events kept at least: the last `MIN_EVENTS`, and everything of the last `MIN_AGE_MS`.
 pub const HISTORY_MIN_EVENTS: u64 = 100;
@@ -222,18 +223,6 @@ pub enum Effect {
     Close(u16, &'static str),
 }
 
-/// Answers that close a socket, with the codes of PROTOCOL.md.
-pub mod close {
-    pub const NORMAL: u16 = 1000;
-    pub const TOO_BIG: u16 = 1009;
-    pub const INTERNAL: u16 = 1011;
-    pub const BAD_REQUEST: u16 = 4400;
-    pub const UNAUTHENTICATED: u16 = 4401;
-    pub const FORBIDDEN: u16 = 4403;
-    pub const OUTDATED_BUILD: u16 = 4426;
-    pub const RATE_LIMITED: u16 = 4429;
-}
-
 pub struct Room<'a, S: Store> {
     pub channel: &'a Channel,
     pub policy: Policy,
@@ -367,7 +356,7 @@ impl<'a, S: Store> Room<'a, S> {
         if len > MAX_CLIENT_FRAME_BYTES {
             return vec![Effect::Close(close::TOO_BIG, "frame too big")];
         }
-        self.strike(member, frame::error("binary_unsupported", "frames are text (JSON)"))
+        self.strike(member, frame::error(ErrorCode::BinaryUnsupported, "frames are text (JSON)"))
     }
 
     /// A text frame from `member`.
@@ -379,7 +368,7 @@ impl<'a, S: Store> Room<'a, S> {
         let parsed = frame::parse_client_frame(text);
         if parsed == Ok(ClientFrame::Ping) {
             // Normally answered by the runtime's auto-response; this is the fallback.
-            return Ok(vec![Effect::Reply(frame::PONG.to_owned())]);
+            return Ok(vec![Effect::Reply(super::wire::PONG.to_owned())]);
         }
         // Every other client frame counts towards the rate limit, of the connection and of
         // the user across all their sockets here (more sockets do not raise it).
@@ -394,7 +383,7 @@ impl<'a, S: Store> Room<'a, S> {
             return Ok(vec![Effect::Close(close::RATE_LIMITED, "rate limited")]);
         }
         if count > self.limits.rate_count {
-            return Ok(vec![Effect::Save, Effect::Reply(frame::error("rate_limited", "too many messages, slow down"))]);
+            return Ok(vec![Effect::Save, Effect::Reply(frame::error(ErrorCode::RateLimited, "too many messages, slow down"))]);
         }
         let mut effects = match parsed {
             Err(e) => self.strike(member, frame::error(e.code, e.message)),
@@ -448,17 +437,17 @@ impl<'a, S: Store> Room<'a, S> {
 
     fn send(&mut self, member: &mut Member, id: &str, text: &str, now_ms: i64) -> Result<Vec<Effect>, String> {
         if !self.policy.clients_may_send {
-            return Ok(self.strike(member, frame::error("forbidden", "this channel takes no client messages")));
+            return Ok(self.strike(member, frame::error(ErrorCode::Forbidden, "this channel takes no client messages")));
         }
         if !member.can_publish {
-            return Ok(vec![Effect::Reply(frame::error("forbidden", "your token does not grant posting here"))]);
+            return Ok(vec![Effect::Reply(frame::error(ErrorCode::Forbidden, "your token does not grant posting here"))]);
         }
         let chars = text.chars().count();
         if chars == 0 {
-            return Ok(vec![Effect::Reply(frame::error("empty", "text must not be empty"))]);
+            return Ok(vec![Effect::Reply(frame::error(ErrorCode::Empty, "text must not be empty"))]);
         }
         if chars > MAX_CHAT_TEXT_CHARS {
-            return Ok(vec![Effect::Reply(frame::error("too_long", "text is limited to 2000 characters"))]);
+            return Ok(vec![Effect::Reply(frame::error(ErrorCode::TooLong, "text is limited to 2000 characters"))]);
         }
         let data = serde_json::json!({
             "text": text,
