@@ -31,18 +31,17 @@ async fn fetch(req: web_sys::Request, env: Env, _ctx: Context) -> Result<web_sys
     let url = req.url();
     let (origin, path, query) = handshake::split_url(&url);
     let response = route(req, &env, origin, path, query).await;
-    meter::line(&env, "worker", None);
+    meter::line(&env, "worker", || None);
     response
 }
 
 async fn route(req: web_sys::Request, env: &Env, origin: &str, path: &str, query: &str) -> Result<web_sys::Response> {
-    let env = env.clone();
     match path {
         "/healthz" => Ok(Response::from_json(&serde_json::json!({"ok": true, "build": BUILD_ID}))?.into()),
-        "/publish" => Ok(publish(&req, &env).await?.into()),
-        "/revoke" => Ok(revoke(&req, &env).await?.into()),
-        p if p.starts_with("/channels/") => Ok(read_channel(&req, p, query, &env).await?.into()),
-        p if p == "/ws" || p.starts_with("/ws/") => connect(&req, origin, p, &handshake::query_pairs(query), &env).await,
+        "/publish" => Ok(publish(&req, env).await?.into()),
+        "/revoke" => Ok(revoke(&req, env).await?.into()),
+        p if p.starts_with("/channels/") => Ok(read_channel(&req, p, query, env).await?.into()),
+        p if p == "/ws" || p.starts_with("/ws/") => connect(&req, origin, p, &handshake::query_pairs(query), env).await,
         // Everything else is a static asset (the platform serves those before the Worker runs).
         _ => Ok(env.assets("ASSETS")?.fetch_request(Request::from(req)).await?.into()),
     }
@@ -185,9 +184,7 @@ async fn revoke(req: &web_sys::Request, env: &Env) -> Result<Response> {
 /// signature over the request target, then the path), then asks the channel's room.
 async fn read_channel(req: &web_sys::Request, path: &str, query: &str, env: &Env) -> Result<Response> {
     if req.method() != "GET" {
-        let mut r = json_error(405, "method_not_allowed", "use GET")?;
-        r.headers_mut().set("Allow", "GET")?;
-        return Ok(r);
+        return method_not_allowed("GET");
     }
     let target = if query.is_empty() { path.to_owned() } else { format!("{path}?{query}") };
     if let Err(refusal) = check_signature(req, env, &target, b"")? {
@@ -215,9 +212,7 @@ async fn read_channel(req: &web_sys::Request, path: &str, query: &str, env: &Env
 /// `Ok(Err(response))` is a refusal to send as is; `Ok(Ok((body, t)))` carries the signed `t`.
 async fn signed_body(req: &web_sys::Request, env: &Env, path: &str) -> Result<std::result::Result<(Vec<u8>, i64), Response>> {
     if req.method() != "POST" {
-        let mut r = json_error(405, "method_not_allowed", "use POST")?;
-        r.headers_mut().set("Allow", "POST")?;
-        return Ok(Err(r));
+        return Ok(Err(method_not_allowed("POST")?));
     }
     let header = |name: &str| req.headers().get(name).ok().flatten();
     let content_type = header("Content-Type").unwrap_or_default();
@@ -235,6 +230,13 @@ async fn signed_body(req: &web_sys::Request, env: &Env, path: &str) -> Result<st
         return Ok(Err(too_large()?));
     };
     Ok(check_signature(req, env, path, &body)?.map(|t| (body, t)))
+}
+
+/// 405 naming the one method the endpoint takes.
+fn method_not_allowed(allow: &str) -> Result<Response> {
+    let mut r = json_error(405, "method_not_allowed", &format!("use {allow}"))?;
+    r.headers_mut().set("Allow", allow)?;
+    Ok(r)
 }
 
 /// Checks `X-Foyer-Signature` over `target` and `body`; returns the signed `t`.

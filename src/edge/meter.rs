@@ -36,14 +36,14 @@ pub fn run(sql: &SqlStorage, query: &str, bindings: impl Into<Option<Vec<SqlStor
     Ok(cursor)
 }
 
-/// Ends an invocation: logs its line when metering is on. `stored` is the object's id and
-/// its SQLite database size (objects only).
-pub fn line(env: &Env, what: &str, stored: Option<(String, usize)>) {
+/// Ends an invocation: logs its line when metering is on. `stored` gives the object's id and
+/// its SQLite database size (objects only); it is asked only then, off the hot path.
+pub fn line(env: &Env, what: &str, stored: impl FnOnce() -> Option<(String, usize)>) {
     let (read, written) = ROWS.with(|r| r.replace((0, 0)));
     if !super::runtime::config(env).meter {
         return;
     }
-    let line = match stored {
+    let line = match stored() {
         Some((id, bytes)) => serde_json::json!({"what": what, "rows_read": read, "rows_written": written, "object": id, "bytes": bytes}),
         None => serde_json::json!({"what": what, "rows_read": read, "rows_written": written}),
     };

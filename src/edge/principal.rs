@@ -237,7 +237,7 @@ impl DurableObject for Principal {
 
 impl Principal {
     fn meter(&self, what: &str) {
-        meter::line(&self.env, what, Some((self.state.id().to_string(), self.sql.database_size())));
+        meter::line(&self.env, what, || Some((self.state.id().to_string(), self.sql.database_size())));
     }
 
     async fn answer(&self, mut req: Request) -> Result<Response> {

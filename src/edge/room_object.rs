@@ -86,8 +86,7 @@ impl RoomObject {
 
     /// Ends an invocation for the usage meter (off unless `METER=log`).
     fn meter(&self, what: &str) {
-        let stored = (self.state.id().to_string(), self.state.storage().sql().database_size());
-        meter::line(&self.env, what, Some(stored));
+        meter::line(&self.env, what, || Some((self.state.id().to_string(), self.state.storage().sql().database_size())));
     }
 
     /// Runs `f` with the room engine for `channel` over this object's storage.
@@ -260,10 +259,10 @@ impl RoomObject {
     async fn revoke(&self, request: &RevokeRequest) -> u32 {
         let now_ms = runtime::now_ms();
         let tag = room::member_tag(&request.sub);
+        // Remembered even where the user holds no socket: their next connect is refused.
+        self.memory.borrow_mut().revocations.revoke(&request.sub, request.revoked_at, now_ms);
         let mut closed = 0;
-        let mut remembered = false;
         for (ws, mut member) in members(self.state.get_websockets_with_tag(&tag)) {
-            remembered = true;
             if self.memory.borrow_mut().apply_revocation(&mut member, request.revoked_at, now_ms) {
                 self.close_socket(&ws, close::UNAUTHENTICATED, "token revoked").await;
                 closed += 1;
@@ -271,9 +270,6 @@ impl RoomObject {
                 worker::console_error!("revocation not saved on a socket ({e}); closing it");
                 self.close_socket(&ws, close::INTERNAL, "internal error").await;
             }
-        }
-        if !remembered {
-            self.memory.borrow_mut().revocations.revoke(&request.sub, request.revoked_at, now_ms);
         }
         closed
     }
@@ -442,11 +438,7 @@ impl RoomObject {
     async fn alarm(&self) -> Result<Response> {
         self.alarm_at.set(None);
         let now_ms = runtime::now_ms();
-        let members = self.sockets();
-        let expired: Vec<&WebSocket> = members.iter().filter(|(_, m)| room::is_expired(m, now_ms / 1000)).map(|(ws, _)| ws).collect();
-        // One line per invocation: alarms are billed, and an idle room must show none.
-        worker::console_log!("room alarm: {} sockets, {} expired", members.len(), expired.len());
-        for ws in expired {
+        for (ws, _) in self.sockets().iter().filter(|(_, m)| room::is_expired(m, now_ms / 1000)) {
             self.close_socket(ws, close::UNAUTHENTICATED, "token expired").await;
         }
         if let Some(channel) = self.channel() {
