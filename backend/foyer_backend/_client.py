@@ -60,9 +60,7 @@ class Client:
 
     def request(self, method: str, target: str, body: bytes, retry_for: Optional[float] = None) -> Any:
         s = self.settings
-        headers = {"X-Foyer-Signature": w.sign(target, body, s.publish_secret())}
-        if method == "POST":
-            headers["Content-Type"] = "application/json"
+        headers = w.request_headers(method, target, body, s.publish_secret())
         budget = w.clamp_retry_for(retry_for, s.retry_for)
         deadline = self._clock() + budget
         attempt = 0

@@ -59,6 +59,14 @@ def sign(path: str, body: bytes, secret: Union[str, bytes], t: Optional[int] = N
     return f"t={t},v1={mac}"
 
 
+def request_headers(method: str, target: str, body: bytes, secret: Union[str, bytes]) -> dict:
+    """The headers of one signed request to the gateway (sync and async clients alike)."""
+    headers = {"X-Foyer-Signature": sign(target, body, secret)}
+    if method == "POST":
+        headers["Content-Type"] = "application/json"
+    return headers
+
+
 def verify_signature(header: Optional[str], path: str, body: bytes, secrets: Sequence[Union[str, bytes]],
                      tolerance: int = 300, now: Optional[float] = None) -> bool:
     """True when `header` signs `body` sent to `path` with one of `secrets`, within `tolerance`

@@ -71,9 +71,7 @@ class AsyncClient:
 
     async def request(self, method: str, target: str, body: bytes, retry_for: Optional[float] = None) -> Any:
         s = self.settings
-        headers = {"X-Foyer-Signature": w.sign(target, body, s.publish_secret())}
-        if method == "POST":
-            headers["Content-Type"] = "application/json"
+        headers = w.request_headers(method, target, body, s.publish_secret())
         deadline = time.monotonic() + w.clamp_retry_for(retry_for, s.retry_for)
         attempt = 0
         while True:
