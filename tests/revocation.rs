@@ -96,3 +96,17 @@ async fn failed_auth_beyond_the_per_client_rate_answers_4429_but_valid_tokens_st
     let mut ok = connect(&gw, "/ws/orders/v1", &token("staff", &["orders:v1"])).await;
     assert_eq!(ok.frame().await["type"], "welcome");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revocation_racing_the_record_of_a_join_still_closes_the_socket() {
+    // The room welcomes a user after the directory's read, and records the join after the
+    // welcome; the failpoint holds the record back 2 s, so this `/revoke` finds no record.
+    let gw = Gateway::start("race", &[("TEST_FAILPOINT", "slow_join_record")]);
+    let key = unique("race");
+    let pay = format!("payment:{key}");
+    let mut socket = connect(&gw, &format!("/ws/payment/{key}"), &token_issued("cust-race", &[&pay], 5)).await;
+    assert_eq!(socket.frame().await["type"], "welcome");
+    assert_eq!(revoke(&gw, json!({"sub": "cust-race"})).await, json!({"closed": 0}), "the record is not there yet");
+    // The record's answer carries the revocation: the room closes the socket itself.
+    assert_eq!(socket.close_code().await, Some(4401));
+}

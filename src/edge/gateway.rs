@@ -12,11 +12,10 @@ use super::js;
 use super::messages::{PublishReply, PublishRequest, ReadQuery, RevokeOrder, RevokeReply, Ticket, TICKET_HEADER};
 use super::meter;
 use super::runtime::{self, config, json_error, BUILD_ID};
-use crate::protocol::channel::Channel;
 use crate::protocol::handshake::{self, AuthFailures, ConnectRequest, Guard, Verdict};
 use crate::protocol::publish::{self, BodyError, MAX_BODY_BYTES};
 use crate::protocol::reading::{self, Read};
-use crate::protocol::room::Member;
+use crate::protocol::room::Verified;
 use crate::protocol::signature;
 
 #[event(start)]
@@ -71,20 +70,18 @@ async fn connect(req: &web_sys::Request, own_origin: &str, path: &str, query: &[
         Verdict::Http(status, message) => Ok(json_error(status, "handshake", message)?.into()),
         Verdict::Close { code, reason, offered_subprotocol } => Ok(runtime::accept_and_close(code, reason, offered_subprotocol)),
         Verdict::Admit(admitted) => {
-            // The room checks revocation (with the user's Principal object, or from what it
-            // already knows): see protocol/revocation.rs.
-            let member = Member::new(runtime::random_id(), &admitted.claims, &admitted.channel);
-            let outdated = config.require_current_build && admitted.build.as_deref().is_some_and(|b| b != BUILD_ID);
+            // The room checks revocation (from what it knows, or with the directory) and
+            // builds its member: see protocol/revocation.rs.
             let ticket = Ticket {
-                channel: admitted.channel.to_string(),
-                member,
+                claims: Verified::new(&admitted.claims, &admitted.channel),
                 since: admitted.since,
-                outdated,
+                build: admitted.build,
                 subprotocol: admitted.offered_subprotocol,
+                channel: admitted.channel,
             };
             // Base64url: header values must be Latin-1, and names may be any Unicode.
             let ticket_header = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&ticket)?);
-            js::connect_room(env, runtime::room(&admitted.channel), TICKET_HEADER, &ticket_header).await
+            js::connect_room(env, runtime::room(&ticket.channel), TICKET_HEADER, &ticket_header).await
         }
     }
 }
@@ -119,9 +116,8 @@ async fn publish(req: &web_sys::Request, env: &Env) -> Result<Response> {
     // order because its object processes one request's events in one go.
     let groups = publish::group_by_channel(&messages);
     let calls = groups.iter().map(|(channel, events)| async move {
-        let channel = Channel::parse(channel).map_err(|_| worker::Error::from("unparsable channel"))?;
-        let request = PublishRequest { channel: channel.to_string(), events: events.iter().map(|(_, d)| d.clone()).collect() };
-        let reply: PublishReply = js::call(env, runtime::room(&channel), "/publish", &request).await?;
+        let request = PublishRequest { channel: channel.clone(), events: events.iter().map(|(_, d)| d.clone()).collect() };
+        let reply: PublishReply = js::call(env, runtime::room(channel), "/publish", &request).await?;
         Ok::<_, worker::Error>((channel, reply))
     });
     let replies = join_all(calls).await;
@@ -157,9 +153,9 @@ struct PublishResults<'a> {
     results: Vec<PublishResult<'a>>,
 }
 
-/// `POST /revoke`: signed like `/publish`. The user's Principal object records the
+/// `POST /revoke`: signed like `/publish`. The user's directory shard records the
 /// revocation (at the signature's `t`, so a retry never revokes a newer token) and reaches
-/// the rooms: a first batch before it answers, the rest from its alarm (principal.rs).
+/// the rooms: a first batch before it answers, the rest from its alarm (directory.rs).
 async fn revoke(req: &web_sys::Request, env: &Env) -> Result<Response> {
     let (body, t) = match signed_body(req, env, "/revoke").await? {
         Ok(signed) => signed,
@@ -169,9 +165,8 @@ async fn revoke(req: &web_sys::Request, env: &Env) -> Result<Response> {
         Ok(order) => order,
         Err(BodyError::Invalid(message) | BodyError::DataTooLarge(message)) => return json_error(400, "bad_request", &message),
     };
-    let channels = order.channels.map(|list| list.iter().map(Channel::to_string).collect());
-    let request = RevokeOrder { sub: order.sub.clone(), channels, at: t };
-    match js::call::<_, RevokeReply>(env, runtime::principal(&order.sub), "/revoke", &request).await {
+    let request = RevokeOrder { sub: order.sub.clone(), channels: order.channels, at: t };
+    match js::call::<_, RevokeReply>(env, runtime::directory(&order.sub), "/revoke", &request).await {
         Ok(reply) => Response::from_json(&serde_json::json!({"closed": reply.closed})),
         Err(e) => {
             worker::console_error!("revoke failed: {e}");
@@ -198,7 +193,7 @@ async fn read_channel(req: &web_sys::Request, path: &str, query: &str, env: &Env
         Read::State => ("/state", 0, 0),
         Read::History { since, limit } => ("/history", since, limit),
     };
-    let query = ReadQuery { channel: read.channel.to_string(), since, limit };
+    let query = ReadQuery { channel: read.channel.clone(), since, limit };
     match js::call::<_, serde_json::Value>(env, runtime::room(&read.channel), endpoint, &query).await {
         Ok(answer) => Response::from_json(&answer),
         Err(e) => {

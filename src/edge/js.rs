@@ -75,6 +75,11 @@ use worker::{Env, Error, Result};
         return new Response(null, { status: 101, webSocket: pair[0], headers });
     }
 
+    // Keeps the object alive until `promise` settles (work after a response was returned).
+    export function wait_until(state, promise) {
+        try { state.waitUntil(promise); } catch (_) { /* the promise still runs */ }
+    }
+
     export function open_socket(env, binding, name, ticket_header, ticket) {
         const headers = { Upgrade: "websocket", [ticket_header]: ticket };
         return stub(env, binding, name).fetch("https://room/connect", { headers });
@@ -95,6 +100,17 @@ extern "C" {
     pub fn refuse(code: u16, reason: &str, subprotocol: &str) -> worker::web_sys::Response;
     fn post(env: &JsValue, binding: &str, name: &str, url: &str, body: &str) -> Promise;
     fn open_socket(env: &JsValue, binding: &str, name: &str, ticket_header: &str, ticket: &str) -> Promise;
+    #[wasm_bindgen(js_name = wait_until)]
+    fn keep_alive(state: &JsValue, promise: &Promise);
+}
+
+/// Runs `task` after the current response, with the object kept alive until it ends.
+pub fn wait_until(state: &JsValue, task: impl std::future::Future<Output = ()> + 'static) {
+    let promise = worker::wasm_bindgen_futures::future_to_promise(async move {
+        task.await;
+        Ok(JsValue::UNDEFINED)
+    });
+    keep_alive(state, &promise);
 }
 
 /// A Durable Object: its namespace's binding and its name (from which its id derives).

@@ -4,20 +4,22 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::protocol::channel::Channel;
 use crate::protocol::publish::Delivery;
-use crate::protocol::room::Member;
+use crate::protocol::room::Verified;
 
 /// Internal header carrying the Worker's verified [`Ticket`].
 pub const TICKET_HEADER: &str = "X-Foyer-Ticket";
 
-/// What the Worker hands a room with a verified socket.
+/// What the Worker hands a room with a verified socket: the token's claims as verified
+/// (the room builds its member from them), and the client's requests.
 #[derive(Serialize, Deserialize)]
 pub struct Ticket {
-    pub channel: String,
-    pub member: Member,
+    pub channel: Channel,
+    pub claims: Verified,
     pub since: Option<u64>,
-    /// REQUIRE_CURRENT_BUILD is on and the client's build differs: welcome, then 4426.
-    pub outdated: bool,
+    /// The client's `build=` id, when it sent one (the room decides 4426).
+    pub build: Option<String>,
     /// Select `foyer.v1` in the answer (only when the client offered it).
     #[serde(default)]
     pub subprotocol: bool,
@@ -26,7 +28,7 @@ pub struct Ticket {
 /// `/publish` to one room: its share of a request, in request order.
 #[derive(Serialize, Deserialize)]
 pub struct PublishRequest {
-    pub channel: String,
+    pub channel: Channel,
     pub events: Vec<Delivery>,
 }
 
@@ -45,14 +47,15 @@ pub struct PublishReply {
 /// `/state` and `/history` of a room (the backend's reads).
 #[derive(Serialize, Deserialize)]
 pub struct ReadQuery {
-    pub channel: String,
+    pub channel: Channel,
     #[serde(default)]
     pub since: u64,
     #[serde(default)]
     pub limit: usize,
 }
 
-/// A room's order to close a revoked user's sockets (from the user's Principal).
+/// A room's order to close a revoked user's sockets (from the directory, or from the room
+/// itself when a join's record came back with a revocation).
 #[derive(Serialize, Deserialize)]
 pub struct RevokeRequest {
     pub sub: String,
@@ -65,31 +68,36 @@ pub struct RevokeReply {
     pub closed: u32,
 }
 
-/// The Worker's `/revoke` to the user's Principal.
+/// The Worker's `/revoke` to the user's directory shard.
 #[derive(Serialize, Deserialize)]
 pub struct RevokeOrder {
     pub sub: String,
     /// `None`: every channel where the user holds a socket.
-    pub channels: Option<Vec<String>>,
+    pub channels: Option<Vec<Channel>>,
     /// The revocation's time: the signed `t` of the request (Unix seconds).
     pub at: i64,
 }
 
-/// A room's question to a user's Principal when the user connects there.
+/// A room's question to the directory before a user it does not know gets a `welcome`
+/// (`/check`, a read), its record after (`/joined`), and its notice that the user's last
+/// socket there closed (`/left`). `at_ms` is the room's clock at the event.
 #[derive(Serialize, Deserialize)]
-pub struct JoinQuery {
-    pub channel: String,
-    pub now_ms: i64,
+pub struct Presence {
+    pub sub: String,
+    pub channel: Channel,
+    #[serde(default)]
+    pub at_ms: i64,
 }
 
+/// The revocation that applies to a user in a channel (Unix seconds), if any.
 #[derive(Serialize, Deserialize)]
-pub struct JoinAnswer {
+pub struct RevokedAnswer {
     pub revoked_at: Option<i64>,
 }
 
-/// A room's notice that the user's last socket there closed at `at_ms`.
+/// A room's own note to itself that the directory could not record a join: the user's
+/// sockets are closed (1011) so they reconnect and are recorded, never left unreachable.
 #[derive(Serialize, Deserialize)]
-pub struct LeftNotice {
-    pub channel: String,
-    pub at_ms: i64,
+pub struct Unrecorded {
+    pub sub: String,
 }

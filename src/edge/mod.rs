@@ -4,17 +4,17 @@
 //! - [`gateway`]: the stateless Worker in front (`/ws/*`, `/publish`, `/revoke`, `/channels/*`, `/healthz`).
 //! - [`messages`]: what the Worker and the objects say to each other.
 //! - [`room_object`]: one Durable Object per channel, three classes over one engine.
-//! - [`principal`]: one Durable Object per user, for revocation.
+//! - [`directory`]: a few Durable Objects, sharded by user, for revocation.
 //! - [`sql_store`]: the room's history, sequence and dedupe in the object's SQLite.
 //! - [`runtime`]: settings, clock, randomness and logging from the platform.
 //! - [`meter`]: the opt-in usage meter (rows, invocations, bytes) for the cost benchmark.
 //! - [`js`]: the few hot paths (fan-out, calls between objects) written in JavaScript.
 
+mod directory;
 mod gateway;
 mod js;
 mod messages;
 mod meter;
-mod principal;
 mod room_object;
 mod runtime;
 mod sql_store;

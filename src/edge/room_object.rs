@@ -20,7 +20,7 @@ use worker::{
 
 use super::js;
 use super::messages::{
-    JoinAnswer, JoinQuery, LeftNotice, PublishOutcome, PublishReply, PublishRequest, ReadQuery, RevokeReply, RevokeRequest, Ticket,
+    Presence, PublishOutcome, PublishReply, PublishRequest, ReadQuery, RevokeReply, RevokeRequest, RevokedAnswer, Ticket, Unrecorded,
     TICKET_HEADER,
 };
 use super::meter;
@@ -28,7 +28,7 @@ use super::runtime::{self, config, json_error};
 use super::sql_store::SqlStore;
 use crate::protocol::channel::Channel;
 use crate::protocol::reading::MAX_USERS_LISTED;
-use crate::protocol::room::{self, Effect, Incoming, Member, Memory, Room, Store};
+use crate::protocol::room::{self, Builds, Effect, Incoming, Member, Memory, Room, Store};
 use crate::protocol::wire::{close, PING, PONG, SUBPROTOCOL};
 use crate::protocol::{signature, token, webhook};
 
@@ -154,7 +154,7 @@ impl RoomObject {
             "/publish" => {
                 // serde_json, not `req.json()`: event data stays raw JSON text end to end.
                 let request: PublishRequest = serde_json::from_str(&req.text().await?)?;
-                let channel = Channel::parse(&request.channel).map_err(|_| Error::from("bad channel"))?;
+                let channel = request.channel;
                 self.remember_channel(&channel)?;
                 let published = self.with_room(&channel, |room| room.publish(&request.events, runtime::now_ms()))?;
                 let sockets = js::sockets(self.state.as_raw());
@@ -173,6 +173,11 @@ impl RoomObject {
                 let request: RevokeRequest = serde_json::from_str(&req.text().await?)?;
                 Response::from_json(&RevokeReply { closed: self.revoke(&request).await })
             }
+            "/unrecorded" => {
+                let note: Unrecorded = serde_json::from_str(&req.text().await?)?;
+                self.unrecorded(&note.sub).await;
+                Response::from_json(&serde_json::json!({}))
+            }
             "/state" => {
                 let query: ReadQuery = serde_json::from_str(&req.text().await?)?;
                 self.read_state(&query).await
@@ -188,27 +193,36 @@ impl RoomObject {
     async fn connect(&self, req: &Request) -> Result<Response> {
         let raw = req.headers().get(TICKET_HEADER)?.ok_or_else(|| Error::from("no ticket"))?;
         let bytes = URL_SAFE_NO_PAD.decode(raw).map_err(|_| Error::from("bad ticket"))?;
-        let mut ticket: Ticket = serde_json::from_slice(&bytes)?;
-        let channel = Channel::parse(&ticket.channel).map_err(|_| Error::from("bad channel"))?;
+        let ticket: Ticket = serde_json::from_slice(&bytes)?;
+        let channel = &ticket.channel;
+        let mut member = Member::admit(runtime::random_id(), ticket.claims);
 
         let now_ms = runtime::now_ms();
-        ticket.member.revoked_before = self.revocation_of(&ticket.member.sub, &channel, now_ms).await?;
+        let (revoked_before, asked) = self.revocation_of(&member.sub, channel, now_ms).await?;
+        member.revoked_before = revoked_before;
         // A revoked token is refused before the room keeps anything of it.
-        if self.memory.borrow().refuses(&ticket.member.sub, ticket.member.iat, ticket.member.revoked_before, now_ms) {
+        if self.memory.borrow().refuses(&member.sub, member.iat, member.revoked_before, now_ms) {
             return Ok(runtime::accept_and_close(close::UNAUTHENTICATED, "token revoked", ticket.subprotocol).into());
         }
 
-        let others = self.others_for_join(&channel, &ticket.member.sub);
+        let others = self.others_for_join(channel, &member.sub);
         let pair = WebSocketPair::new()?;
         let socket = pair.server;
         // Hibernatable accept: the runtime owns the socket from here on.
-        self.state.accept_websocket_with_tags(&socket, &[&room::member_tag(&ticket.member.sub)]);
-        if let Err(e) = self.admit(&socket, &ticket, &channel, &others, now_ms).await {
-            // A socket the room could not take must not linger: presence and the per-user
-            // cap would count it. The client sees 1011 and reconnects.
-            worker::console_error!("connect failed after accept: {e}");
-            // Marked as closing first: until the runtime drops it, the socket is still listed.
-            self.close_socket(&socket, close::INTERNAL, "internal error").await;
+        self.state.accept_websocket_with_tags(&socket, &[&room::member_tag(&member.sub)]);
+        let builds =
+            Builds { server: runtime::BUILD_ID, client: ticket.build.as_deref(), require_current: config(&self.env).require_current_build };
+        match self.admit(&socket, &member, ticket.since, builds, channel, &others, now_ms).await {
+            // The directory records where the user is after the welcome is on its way.
+            Ok(()) if asked => self.record_join(&member.sub, channel, now_ms),
+            Ok(()) => {}
+            Err(e) => {
+                // A socket the room could not take must not linger: presence and the per-user
+                // cap would count it. The client sees 1011 and reconnects.
+                worker::console_error!("connect failed after accept: {e}");
+                // Marked as closing first: until the runtime drops it, the socket is still listed.
+                self.close_socket(&socket, close::INTERNAL, "internal error").await;
+            }
         }
         let mut response = Response::from_websocket(pair.client)?;
         if ticket.subprotocol {
@@ -218,15 +232,25 @@ impl RoomObject {
     }
 
     /// Everything after the accept: attachment, welcome and replay, presence, alarm.
-    async fn admit(&self, socket: &WebSocket, ticket: &Ticket, channel: &Channel, others: &[Member], now_ms: i64) -> Result<()> {
+    #[allow(clippy::too_many_arguments)]
+    async fn admit(
+        &self,
+        socket: &WebSocket,
+        member: &Member,
+        since: Option<u64>,
+        builds: Builds<'_>,
+        channel: &Channel,
+        others: &[Member],
+        now_ms: i64,
+    ) -> Result<()> {
         self.remember_channel(channel)?;
-        Attachment { member: ticket.member.clone(), closing: false }.save(socket)?;
+        Attachment { member: member.clone(), closing: false }.save(socket)?;
         if config(&self.env).failpoint.as_deref() == Some("after_accept") {
             return Err(Error::from("failpoint after_accept"));
         }
         // No await between here and the last replayed frame: nothing can interleave, so a
         // live event published meanwhile is queued behind the replay, never inside it.
-        let join = self.with_room(channel, |room| room.join(&ticket.member, ticket.since, runtime::BUILD_ID, others, now_ms))?;
+        let join = self.with_room(channel, |room| room.join(member, since, builds, others, now_ms))?;
         for frame in &join.frames {
             socket.send_with_str(frame)?;
         }
@@ -235,26 +259,72 @@ impl RoomObject {
         }
         if let Some((code, reason)) = join.close {
             self.close_socket(socket, code, reason).await;
-        } else if ticket.outdated {
-            self.close_socket(socket, close::OUTDATED_BUILD, "client build is outdated").await;
         }
         // The alarm must fire by this token's expiry.
-        self.alarm_by(ticket.member.exp.saturating_mul(1000)).await
+        self.alarm_by(member.exp.saturating_mul(1000)).await
     }
 
-    /// The revocation that applies to `sub` here: remembered, or asked of the user's
-    /// Principal object (which records that the user joined this channel, so later
-    /// revocations are pushed here). See protocol/revocation.rs.
-    async fn revocation_of(&self, sub: &str, channel: &Channel, now_ms: i64) -> Result<Option<i64>> {
+    /// The revocation that applies to `sub` here, and whether the directory was asked: a
+    /// user the room remembers costs nothing; for any other, the directory's `/check` is a
+    /// read in a warm object. See protocol/revocation.rs.
+    async fn revocation_of(&self, sub: &str, channel: &Channel, now_ms: i64) -> Result<(Option<i64>, bool)> {
         if let Some(known) = self.memory.borrow().revocations.lookup(sub, now_ms) {
-            return Ok(known);
+            return Ok((known, false));
         }
-        let query = JoinQuery { channel: channel.to_string(), now_ms };
-        let answer: JoinAnswer = js::call(&self.env, runtime::principal(sub), "/join", &query).await?;
-        Ok(self.memory.borrow_mut().revocations.learn(sub, answer.revoked_at, now_ms))
+        let query = Presence { sub: sub.to_owned(), channel: channel.clone(), at_ms: now_ms };
+        let answer: RevokedAnswer = js::call(&self.env, runtime::directory(sub), "/check", &query).await?;
+        Ok((self.memory.borrow_mut().revocations.learn(sub, answer.revoked_at, now_ms), true))
     }
 
-    /// A revocation pushed by the user's Principal: closes the sockets it covers; the
+    /// Records in the directory that `sub` is here, without holding up the welcome. The
+    /// record's answer carries any revocation that raced it, which this room then applies to
+    /// itself (`/revoke`); a record that cannot be made closes the user's sockets here
+    /// (`/unrecorded`), so no socket stays where a `/revoke` could not find it.
+    fn record_join(&self, sub: &str, channel: &Channel, now_ms: i64) {
+        let env = self.env.clone();
+        let notice = Presence { sub: sub.to_owned(), channel: channel.clone(), at_ms: now_ms };
+        let here = runtime::room(channel);
+        // A test failpoint holds the record back, so a `/revoke` can race it.
+        let first = if config(&self.env).failpoint.as_deref() == Some("slow_join_record") { 2_000 } else { 0 };
+        let task = async move {
+            let mut answer = Err(Error::from("not tried"));
+            for delay_ms in [first, 100, 1_000] {
+                if delay_ms > 0 {
+                    worker::Delay::from(std::time::Duration::from_millis(delay_ms)).await;
+                }
+                answer = js::call::<_, RevokedAnswer>(&env, runtime::directory(&notice.sub), "/joined", &notice).await;
+                if answer.is_ok() {
+                    break;
+                }
+            }
+            let outcome = match answer {
+                Ok(RevokedAnswer { revoked_at: None }) => Ok(()),
+                Ok(RevokedAnswer { revoked_at: Some(revoked_at) }) => {
+                    let request = RevokeRequest { sub: notice.sub.clone(), revoked_at };
+                    js::call::<_, RevokeReply>(&env, here, "/revoke", &request).await.map(|_| ())
+                }
+                Err(e) => {
+                    worker::console_error!("the directory could not record a join ({e}); closing the user's sockets here");
+                    js::call::<_, serde_json::Value>(&env, here, "/unrecorded", &Unrecorded { sub: notice.sub.clone() }).await.map(|_| ())
+                }
+            };
+            if let Err(e) = outcome {
+                worker::console_error!("after recording a join: {e}");
+            }
+        };
+        js::wait_until(self.state.as_raw(), task);
+    }
+
+    /// The directory could not record that `sub` is here: forget them and close their
+    /// sockets (1011), so they reconnect and are recorded.
+    async fn unrecorded(&self, sub: &str) {
+        self.memory.borrow_mut().forget_user(sub);
+        for (ws, _) in members(self.state.get_websockets_with_tag(&room::member_tag(sub))) {
+            self.close_socket(&ws, close::INTERNAL, "internal error").await;
+        }
+    }
+
+    /// A revocation pushed by the directory: closes the sockets it covers; the
     /// user's other sockets here carry it from now on (a refresh with an older token fails).
     async fn revoke(&self, request: &RevokeRequest) -> u32 {
         let now_ms = runtime::now_ms();
@@ -277,8 +347,8 @@ impl RoomObject {
     /// `GET /channels/{kind}/{key}`: reads only; an unused channel stores nothing. Foyer adds
     /// `next_alarm` (ms, or null): whether the room is timing anything (an idle room is not).
     async fn read_state(&self, query: &ReadQuery) -> Result<Response> {
-        let channel = Channel::parse(&query.channel).map_err(|_| Error::from("bad channel"))?;
-        let seq = if SqlStore::exists(&self.state.storage().sql()) { self.with_room(&channel, |room| room.store.latest_seq())? } else { 0 };
+        let channel = &query.channel;
+        let seq = if SqlStore::exists(&self.state.storage().sql()) { self.with_room(channel, |room| room.store.latest_seq())? } else { 0 };
         let members: Vec<Member> = self.sockets().into_iter().map(|(_, m)| m).collect();
         let (users, truncated) = room::users(&members, MAX_USERS_LISTED);
         let next_alarm = self.state.storage().get_alarm().await?;
@@ -290,9 +360,8 @@ impl RoomObject {
 
     /// `GET /channels/{kind}/{key}/history`: reads only; an unused channel stores nothing.
     fn read_history(&self, query: &ReadQuery) -> Result<Response> {
-        let channel = Channel::parse(&query.channel).map_err(|_| Error::from("bad channel"))?;
         let history = if SqlStore::exists(&self.state.storage().sql()) {
-            self.with_room(&channel, |room| room.history(query.since, query.limit))?
+            self.with_room(&query.channel, |room| room.history(query.since, query.limit))?
         } else {
             room::History { seq: 0, reset: false, events: Vec::new() }
         };
@@ -327,7 +396,7 @@ impl RoomObject {
     }
 
     /// After a socket left: presence hears of it; when it was the user's last socket here,
-    /// the room forgets the user and tells their Principal (so `/revoke` lists only where the
+    /// the room forgets the user and tells the directory (so `/revoke` lists only where the
     /// user is); when it was the room's last socket, the alarm is recomputed (and usually
     /// dropped: an idle room holds none).
     async fn depart(&self, member: &Member) {
@@ -342,10 +411,10 @@ impl RoomObject {
         }
         if js::count_open(raw, &room::member_tag(&member.sub)) == 0 {
             self.memory.borrow_mut().forget_user(&member.sub);
-            let notice = LeftNotice { channel: channel.to_string(), at_ms: runtime::now_ms() };
-            if let Err(e) = js::call::<_, serde_json::Value>(&self.env, runtime::principal(&member.sub), "/left", &notice).await {
+            let notice = Presence { sub: member.sub.clone(), channel: channel.clone(), at_ms: runtime::now_ms() };
+            if let Err(e) = js::call::<_, serde_json::Value>(&self.env, runtime::directory(&member.sub), "/left", &notice).await {
                 // Harmless: a later `/revoke` reaches this room for nothing.
-                worker::console_warn!("could not tell the user's principal they left: {e}");
+                worker::console_warn!("could not tell the directory a user left: {e}");
             }
         }
         if js::count_open(raw, "") == 0 {

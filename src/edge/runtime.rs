@@ -81,7 +81,7 @@ pub fn room(channel: &Channel) -> super::js::Object {
     super::js::Object { binding, name: channel.to_string() }
 }
 
-/// The Durable Object of a user (`sub`).
-pub fn principal(sub: &str) -> super::js::Object {
-    super::js::Object { binding: "PRINCIPAL", name: sub.to_owned() }
+/// The directory shard that holds `sub`'s revocations and where they are.
+pub fn directory(sub: &str) -> super::js::Object {
+    super::js::Object { binding: "DIRECTORY", name: crate::protocol::revocation::directory_shard(sub) }
 }

@@ -3,7 +3,7 @@
 use std::fmt;
 
 /// The three kinds of channel. They share one room engine and differ only by [`Policy`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
     Orders,
     Payment,
@@ -72,7 +72,7 @@ pub fn is_valid_key(key: &str) -> bool {
 }
 
 /// A well-formed channel name. Its `Display` form is the Durable Object's name.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Channel {
     kind: Kind,
     key: String,
@@ -113,6 +113,21 @@ impl Channel {
 impl fmt::Display for Channel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.kind, self.key)
+    }
+}
+
+/// On the wire between the Worker and the objects a channel is its name; reading one back
+/// parses it again, so a `Channel` value is well-formed wherever it comes from.
+impl serde::Serialize for Channel {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Channel {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Channel, D::Error> {
+        let name = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        Channel::parse(&name).map_err(|e| serde::de::Error::custom(format!("not a channel name: {e:?}")))
     }
 }
 
@@ -175,6 +190,16 @@ mod tests {
             assert_eq!(Channel::parse(&format!("chat:{key}")), Err(ChannelError::MalformedKey), "{key:?}");
         }
         assert_eq!(Channel::parse(&format!("chat:{}", "a".repeat(65))), Err(ChannelError::MalformedKey));
+    }
+
+    #[test]
+    fn a_channel_travels_as_its_name_and_is_parsed_again_on_arrival() {
+        let c = Channel::parse("payment:o-1").unwrap();
+        assert_eq!(serde_json::to_string(&c).unwrap(), r#""payment:o-1""#);
+        assert_eq!(serde_json::from_str::<Channel>(r#""payment:o-1""#).unwrap(), c);
+        for bad in [r#""news:x""#, r#""payment:""#, r#""payment""#, "42"] {
+            assert!(serde_json::from_str::<Channel>(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -137,14 +137,14 @@ pub struct Delivery {
 
 /// The events of a request grouped by channel, each group in request order, with the
 /// position of every (message, channel) pair in the response.
-pub fn group_by_channel(messages: &[Message]) -> BTreeMap<String, Vec<(usize, Delivery)>> {
-    let mut groups: BTreeMap<String, Vec<(usize, Delivery)>> = BTreeMap::new();
+pub fn group_by_channel(messages: &[Message]) -> BTreeMap<Channel, Vec<(usize, Delivery)>> {
+    let mut groups: BTreeMap<Channel, Vec<(usize, Delivery)>> = BTreeMap::new();
     let mut slot = 0;
     for m in messages {
         for channel in &m.channels {
             // `data` came out of serde_json, so it is valid JSON.
             let data = RawValue::from_string(m.data.clone()).unwrap_or_else(|_| null());
-            groups.entry(channel.to_string()).or_default().push((slot, Delivery { id: m.id.clone(), event: m.event.clone(), data }));
+            groups.entry(channel.clone()).or_default().push((slot, Delivery { id: m.id.clone(), event: m.event.clone(), data }));
             slot += 1;
         }
     }
@@ -268,8 +268,8 @@ mod tests {
         b["channels"] = json!(["orders:v1"]);
         let m = parse_body(&body(json!({"messages": [msg("a"), b]}))).unwrap();
         let groups = group_by_channel(&m);
-        let orders: Vec<(usize, &str)> = groups["orders:v1"].iter().map(|(i, d)| (*i, d.id.as_str())).collect();
+        let orders: Vec<(usize, &str)> = groups[&Channel::parse("orders:v1").unwrap()].iter().map(|(i, d)| (*i, d.id.as_str())).collect();
         assert_eq!(orders, [(0, "a"), (2, "b")]);
-        assert_eq!(groups["payment:o-1"][0].0, 1);
+        assert_eq!(groups[&Channel::parse("payment:o-1").unwrap()][0].0, 1);
     }
 }

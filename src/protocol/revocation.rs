@@ -1,17 +1,42 @@
-//! What a room remembers of its users' revocations, so a reconnect does not ask the user's
-//! Principal object every time (a hop that was a third of a connect's cost).
+//! Revocation: where it is recorded, and what a room remembers of it.
 //!
-//! Why it stays correct: an entry exists only after the Principal recorded this channel for
-//! the user (the first connect asks it, and it answers with the revocation that applies), and
-//! from then on every revocation of that user is pushed to this room by `/revoke`. A push is
-//! never lost to a connect that was asking at the same time: answers and pushes merge by
-//! taking the later revocation. Entries expire, so a room forgets users it no longer sees and
-//! a push that failed (the backend retries `/revoke`) cannot be trusted away for long.
+//! Revocations live in a few long-lived *directory* objects, a user's in the shard named by a
+//! hash of their `sub` ([`directory_shard`]): a fixed, small set of objects that stay warm,
+//! instead of one fresh object per user on the connect path. A directory answers two
+//! questions for a room: "is there a revocation for this `sub`?" (before the `welcome`: a
+//! read, nothing written) and "record that this user is here" (after the `welcome`, answered
+//! with the revocation as of the record, so a `/revoke` that raced the record still closes
+//! the socket: either it found the record and pushes to the room, or the record's answer
+//! carries it).
+//!
+//! What a room remembers ([`Revocations`]) spares a reconnect the question. It stays correct
+//! because an entry exists only for a user the directory has been asked about and recorded
+//! here, and from then on every revocation of that user is pushed to this room by `/revoke`.
+//! Answers and pushes merge by taking the later revocation, so neither is lost to the other.
+//! Entries expire, so a room forgets users it no longer sees and a push that failed (the
+//! backend retries `/revoke`) cannot be trusted away for long.
 
 use std::collections::HashMap;
 
 /// The scope under which a revocation of all of a user's channels is recorded.
 pub const ALL_CHANNELS: &str = "*";
+
+/// Directory objects. Fixed for a deployment's life: a `sub` must always hash to the shard
+/// holding its revocations (changing it needs a migration that moves the rows).
+pub const DIRECTORY_SHARDS: u32 = 16;
+
+/// Revocations older than this are dropped from a directory (on its next `/revoke`). A token
+/// lives at most `TOKEN_MAX_LIFETIME` (15 minutes by default), so only the last quarter hour
+/// can refuse one; a day leaves room for any configured lifetime and clock skew.
+pub const KEPT_SECS: i64 = 24 * 60 * 60;
+
+/// The name of the directory object that holds `sub`'s revocations.
+pub fn directory_shard(sub: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(sub.as_bytes());
+    let n = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]) % DIRECTORY_SHARDS;
+    format!("shard-{n}")
+}
 
 /// How long an answer is trusted.
 pub const TTL_MS: i64 = 10 * 60 * 1000;
@@ -26,12 +51,12 @@ pub struct Revocations {
 
 impl Revocations {
     /// The revocation that applies to `sub`, if known and fresh: `Some(None)` means "known:
-    /// not revoked"; `None` means "ask the Principal".
+    /// not revoked"; `None` means "ask the directory".
     pub fn lookup(&self, sub: &str, now_ms: i64) -> Option<Option<i64>> {
         self.entries.get(sub).filter(|(_, at)| now_ms - at < TTL_MS).map(|(revoked, _)| *revoked)
     }
 
-    /// Records the Principal's answer; returns the revocation to apply (the later of the
+    /// Records the directory's answer; returns the revocation to apply (the later of the
     /// answer and anything pushed meanwhile).
     pub fn learn(&mut self, sub: &str, revoked_at: Option<i64>, now_ms: i64) -> Option<i64> {
         if let Some((known, at)) = self.entries.get_mut(sub) {
@@ -81,7 +106,7 @@ mod tests {
     #[test]
     fn a_push_during_a_question_is_not_lost_to_the_older_answer() {
         let mut r = Revocations::default();
-        // The Principal answered "not revoked", then recorded a revocation and pushed it; the
+        // The directory answered "not revoked", then recorded a revocation and pushed it; the
         // push reached the room before the answer did.
         r.revoke("u", 100, T);
         assert_eq!(r.learn("u", None, T + 1), Some(100));
@@ -89,6 +114,18 @@ mod tests {
         // A later revocation moves it forward, an older answer never back.
         r.revoke("u", 200, T + 3);
         assert_eq!(r.learn("u", Some(150), T + 4), Some(200));
+    }
+
+    #[test]
+    fn users_spread_over_a_fixed_set_of_directory_shards() {
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..1000 {
+            let shard = directory_shard(&format!("customer-{i}"));
+            assert_eq!(shard, directory_shard(&format!("customer-{i}")), "stable");
+            seen.insert(shard);
+        }
+        assert_eq!(seen.len(), DIRECTORY_SHARDS as usize, "every shard used, no other name");
+        assert!(seen.iter().all(|s| s.starts_with("shard-")));
     }
 
     #[test]

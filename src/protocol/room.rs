@@ -73,7 +73,7 @@ pub struct Memory {
     /// When history was last pruned here, and the bytes appended since.
     pruned_at: Option<i64>,
     appended_bytes: usize,
-    /// Users' revocations as the Principal objects told or pushed them.
+    /// Users' revocations as the directory told or pushed them.
     pub revocations: Revocations,
 }
 
@@ -95,8 +95,8 @@ impl Memory {
     }
 
     /// A user left the room for good (their last socket closed): forget what is kept about
-    /// them, so that their next connect asks their Principal object again (which re-records
-    /// where they are, for `/revoke`).
+    /// them, so that their next connect asks the directory again (which re-records where
+    /// they are, for `/revoke`).
     pub fn forget_user(&mut self, sub: &str) {
         self.revocations.forget(sub);
         self.rates.remove(sub);
@@ -159,21 +159,41 @@ fn display(s: &Option<String>) -> Option<String> {
     s.as_ref().map(|s| s.chars().take(MAX_DISPLAY_CHARS).collect())
 }
 
-impl Member {
-    pub fn new(conn: String, claims: &Claims, channel: &Channel) -> Member {
-        Member {
-            conn,
+/// A token's claims as the Worker verified them for one channel: what a room needs to build
+/// its member, and nothing more (the grants are decided; the token itself stays behind).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Verified {
+    pub sub: String,
+    pub name: Option<String>,
+    pub role: Option<String>,
+    pub exp: i64,
+    pub iat: Option<i64>,
+    /// The token's `publish` grant covers the channel.
+    pub can_publish: bool,
+}
+
+impl Verified {
+    pub fn new(claims: &Claims, channel: &Channel) -> Verified {
+        Verified {
             sub: claims.sub.clone(),
             name: display(&claims.name),
             role: display(&claims.role),
             exp: claims.exp,
             iat: claims.iat,
             can_publish: claims.publish.allows(channel),
-            window_start: 0,
-            window_count: 0,
-            strikes: 0,
-            revoked_before: None,
         }
+    }
+}
+
+impl Member {
+    /// The member a verified socket becomes, under connection id `conn`.
+    pub fn admit(conn: String, verified: Verified) -> Member {
+        let Verified { sub, name, role, exp, iat, can_publish } = verified;
+        Member { conn, sub, name, role, exp, iat, can_publish, window_start: 0, window_count: 0, strikes: 0, revoked_before: None }
+    }
+
+    pub fn new(conn: String, claims: &Claims, channel: &Channel) -> Member {
+        Member::admit(conn, Verified::new(claims, channel))
     }
 }
 
@@ -188,6 +208,23 @@ pub fn is_revoked(iat: Option<i64>, revoked_at: Option<i64>) -> bool {
     }
 }
 
+/// The deployed build and the joining client's, for the welcome and the 4426 rule.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Builds<'a> {
+    /// This deployment's build id (sent in every `welcome`).
+    pub server: &'a str,
+    /// The client's `build=`, if it sent one.
+    pub client: Option<&'a str>,
+    /// `REQUIRE_CURRENT_BUILD`: a client on another build is closed with 4426.
+    pub require_current: bool,
+}
+
+impl Builds<'_> {
+    pub fn outdated(&self) -> bool {
+        self.require_current && self.client.is_some_and(|client| client != self.server)
+    }
+}
+
 /// What a joining socket receives, and what the room hears about it.
 #[derive(Debug, Default, PartialEq)]
 pub struct Join {
@@ -195,7 +232,7 @@ pub struct Join {
     pub frames: Vec<String>,
     /// A `presence` joined frame for everyone, when this is the user's first socket.
     pub broadcast: Option<String>,
-    /// Close right after the frames (e.g. 4426 for an outdated build).
+    /// Close right after the frames (4426 for an outdated build).
     pub close: Option<(u16, &'static str)>,
 }
 
@@ -253,7 +290,14 @@ impl<'a, S: Store> Room<'a, S> {
 
     /// A verified socket joins. `others` are the members already in the room; without
     /// presence, the user's own are enough, and none while they are fewer than the cap.
-    pub fn join(&mut self, member: &Member, since: Option<u64>, build: &str, others: &[Member], now_ms: i64) -> Result<Join, String> {
+    pub fn join(
+        &mut self,
+        member: &Member,
+        since: Option<u64>,
+        builds: Builds<'_>,
+        others: &[Member],
+        now_ms: i64,
+    ) -> Result<Join, String> {
         if self.refuses(&member.sub, member.iat, member.revoked_before, now_ms) {
             return Ok(Join { close: Some((close::UNAUTHENTICATED, "token revoked")), ..Join::default() });
         }
@@ -265,7 +309,7 @@ impl<'a, S: Store> Room<'a, S> {
         let everyone: Vec<&Member> = others.iter().chain([member]).collect();
         let present = self.policy.presence.then(|| roster(&everyone));
         let roster = present.as_ref().map(|p| Roster { present: &p[..p.len().min(MAX_PRESENCE_LISTED)], count: p.len() });
-        let mut frames = vec![frame::welcome(&channel, &member.conn, latest, build, member.exp, roster)];
+        let mut frames = vec![frame::welcome(&channel, &member.conn, latest, builds.server, member.exp, roster)];
         match self.replay(since, latest)? {
             Replayed::Events(events) => frames.extend(events.iter().map(|e| frame::event(&channel, e))),
             Replayed::Reset => frames.push(frame::reset(&channel, latest)),
@@ -274,7 +318,9 @@ impl<'a, S: Store> Room<'a, S> {
             let count = distinct_subs(everyone.iter().copied());
             frame::presence(&channel, "joined", &member.sub, member.name.as_deref(), member.role.as_deref(), count)
         });
-        Ok(Join { frames, broadcast, close: None })
+        // An outdated client still gets its welcome (with the current build id) first.
+        let close = builds.outdated().then_some((close::OUTDATED_BUILD, "client build is outdated"));
+        Ok(Join { frames, broadcast, close })
     }
 
     /// What a joining socket is replayed: the gap after `since`, or the kind's default
@@ -593,6 +639,10 @@ enum Replayed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn b() -> Builds<'static> {
+        Builds { server: "b", ..Builds::default() }
+    }
     use crate::devkit::MemStore;
     use crate::protocol::channel::Grants;
     use crate::protocol::publish::{null, Delivery};
@@ -671,13 +721,13 @@ mod tests {
         let mut mem = Memory::default();
         let mut room = Room::new(&ch, &mut store, &mut mem, Limits::default());
         let m = member("c1", "u1", &ch);
-        let join = room.join(&m, None, "build-1", &[], T0).unwrap();
+        let join = room.join(&m, None, Builds { server: "build-1", ..Builds::default() }, &[], T0).unwrap();
         assert_eq!(
             json(&join.frames[0]),
             serde_json::json!({"type": "welcome", "channel": "orders:v1", "conn": "c1", "seq": 0, "build": "build-1", "expires_at": m.exp})
         );
         publish_n(&mut room, 2, T0);
-        let join = room.join(&m, None, "b", &[], T0).unwrap();
+        let join = room.join(&m, None, b(), &[], T0).unwrap();
         assert_eq!(json(&join.frames[0])["seq"], 2);
         assert_eq!(join.frames.len(), 1, "orders replays nothing without since");
     }
@@ -690,7 +740,7 @@ mod tests {
             let mut mem = Memory::default();
             let mut room = Room::new(&ch, &mut store, &mut mem, Limits::default());
             publish_n(&mut room, 60, T0);
-            let join = room.join(&member("c", "u", &ch), None, "b", &[], T0).unwrap();
+            let join = room.join(&member("c", "u", &ch), None, b(), &[], T0).unwrap();
             assert_eq!(seqs(&join.frames), expected, "{name}");
         }
     }
@@ -703,10 +753,10 @@ mod tests {
         let mut room = Room::new(&ch, &mut store, &mut mem, Limits::default());
         publish_n(&mut room, 10, T0);
         let m = member("c", "u", &ch);
-        assert_eq!(seqs(&room.join(&m, Some(7), "b", &[], T0).unwrap().frames), [8, 9, 10]);
-        assert_eq!(seqs(&room.join(&m, Some(0), "b", &[], T0).unwrap().frames), (1..=10).collect::<Vec<_>>());
-        assert!(seqs(&room.join(&m, Some(10), "b", &[], T0).unwrap().frames).is_empty());
-        assert!(seqs(&room.join(&m, Some(99), "b", &[], T0).unwrap().frames).is_empty());
+        assert_eq!(seqs(&room.join(&m, Some(7), b(), &[], T0).unwrap().frames), [8, 9, 10]);
+        assert_eq!(seqs(&room.join(&m, Some(0), b(), &[], T0).unwrap().frames), (1..=10).collect::<Vec<_>>());
+        assert!(seqs(&room.join(&m, Some(10), b(), &[], T0).unwrap().frames).is_empty());
+        assert!(seqs(&room.join(&m, Some(99), b(), &[], T0).unwrap().frames).is_empty());
     }
 
     #[test]
@@ -720,10 +770,10 @@ mod tests {
         room.prune(T0 + 11 * 60 * 1000).unwrap();
         assert_eq!(room.store.oldest_seq().unwrap(), Some(51));
         let m = member("c", "u", &ch);
-        let frames = room.join(&m, Some(49), "b", &[], T0).unwrap().frames;
+        let frames = room.join(&m, Some(49), b(), &[], T0).unwrap().frames;
         assert_eq!(json(&frames[1]), serde_json::json!({"type": "reset", "channel": "orders:v", "seq": 150}));
         assert_eq!(frames.len(), 2);
-        assert_eq!(seqs(&room.join(&m, Some(50), "b", &[], T0).unwrap().frames), (51..=150).collect::<Vec<_>>());
+        assert_eq!(seqs(&room.join(&m, Some(50), b(), &[], T0).unwrap().frames), (51..=150).collect::<Vec<_>>());
     }
 
     #[test]
@@ -746,13 +796,23 @@ mod tests {
     }
 
     #[test]
-    fn outdated_build_is_decided_by_the_shell_but_welcome_comes_first() {
+    fn an_outdated_build_gets_its_welcome_then_4426_only_when_required() {
         let ch = Channel::parse("chat:r").unwrap();
         let mut store = MemStore::default();
         let mut mem = Memory::default();
         let mut room = Room::new(&ch, &mut store, &mut mem, Limits::default());
-        let join = room.join(&member("c", "u", &ch), None, "b", &[], T0).unwrap();
+        let builds = |client, require_current| Builds { server: "b2", client, require_current };
+        let join = room.join(&member("c", "u", &ch), None, builds(Some("b1"), true), &[], T0).unwrap();
         assert_eq!(json(&join.frames[0])["type"], "welcome");
+        assert_eq!(json(&join.frames[0])["build"], "b2");
+        assert_eq!(join.close, Some((close::OUTDATED_BUILD, "client build is outdated")));
+        for (client, require) in [(Some("b2"), true), (None, true), (Some("b1"), false)] {
+            assert_eq!(
+                room.join(&member("c", "u", &ch), None, builds(client, require), &[], T0).unwrap().close,
+                None,
+                "{client:?} {require}"
+            );
+        }
     }
 
     #[test]
@@ -967,9 +1027,9 @@ mod tests {
         let limits = Limits { sockets_per_sub: 2, ..Limits::default() };
         let mut room = Room::new(&ch, &mut store, &mut mem, limits);
         let tabs = [member("a1", "ann", &ch), member("a2", "ann", &ch)];
-        let j = room.join(&member("a3", "ann", &ch), None, "b", &tabs, T0).unwrap();
+        let j = room.join(&member("a3", "ann", &ch), None, b(), &tabs, T0).unwrap();
         assert_eq!((j.close, j.frames.len()), (Some((close::RATE_LIMITED, "too many sockets for this user")), 0));
-        let j = room.join(&member("b1", "bob", &ch), None, "b", &tabs, T0).unwrap();
+        let j = room.join(&member("b1", "bob", &ch), None, b(), &tabs, T0).unwrap();
         assert_eq!((j.close, j.frames.len()), (None, 1));
     }
 
@@ -982,10 +1042,10 @@ mod tests {
         let a1 = member("a1", "ann", &ch);
         let a2 = member("a2", "ann", &ch);
         let b1 = member("b1", "bob", &ch);
-        let j = room.join(&a1, None, "b", &[], T0).unwrap();
+        let j = room.join(&a1, None, b(), &[], T0).unwrap();
         assert_eq!(json(j.broadcast.as_ref().unwrap())["count"], 1);
-        assert!(room.join(&a2, None, "b", std::slice::from_ref(&a1), T0).unwrap().broadcast.is_none(), "second tab");
-        let j = room.join(&b1, None, "b", &[a1.clone(), a2.clone()], T0).unwrap();
+        assert!(room.join(&a2, None, b(), std::slice::from_ref(&a1), T0).unwrap().broadcast.is_none(), "second tab");
+        let j = room.join(&b1, None, b(), &[a1.clone(), a2.clone()], T0).unwrap();
         let v = json(j.broadcast.as_ref().unwrap());
         assert_eq!((v["action"].as_str(), v["sub"].as_str(), v["count"].as_u64()), (Some("joined"), Some("bob"), Some(2)));
         assert!(room.leave(&a1, &[a2.clone(), b1.clone()]).is_none(), "ann still has a tab");
@@ -1000,7 +1060,7 @@ mod tests {
         let mut mem = Memory::default();
         let mut room = Room::new(&ch, &mut store, &mut mem, Limits::default());
         let m = member("a", "ann", &ch);
-        assert!(room.join(&m, None, "b", &[], T0).unwrap().broadcast.is_none());
+        assert!(room.join(&m, None, b(), &[], T0).unwrap().broadcast.is_none());
         assert!(room.leave(&m, &[]).is_none());
     }
 
@@ -1030,10 +1090,10 @@ mod tests {
         let mut room = Room::new(&ch, &mut store, &mut mem, Limits::default());
         publish_n(&mut room, 1200, T0);
         let m = member("c", "u", &ch);
-        let frames = room.join(&m, Some(199), "b", &[], T0).unwrap().frames;
+        let frames = room.join(&m, Some(199), b(), &[], T0).unwrap().frames;
         assert_eq!(json(&frames[1])["type"], "reset", "1001 events");
         assert_eq!(frames.len(), 2);
-        assert_eq!(seqs(&room.join(&m, Some(200), "b", &[], T0).unwrap().frames).len(), 1000, "exactly 1000 is replayed");
+        assert_eq!(seqs(&room.join(&m, Some(200), b(), &[], T0).unwrap().frames).len(), 1000, "exactly 1000 is replayed");
     }
 
     #[test]
@@ -1044,11 +1104,11 @@ mod tests {
         let mut room = Room::new(&ch, &mut store, &mut mem, Limits::default());
         publish_sized(&mut room, 40, 60 * 1024, T0);
         let m = member("c", "u", &ch);
-        let frames = room.join(&m, Some(0), "b", &[], T0).unwrap().frames;
+        let frames = room.join(&m, Some(0), b(), &[], T0).unwrap().frames;
         assert_eq!((json(&frames[1])["type"].as_str(), frames.len()), (Some("reset"), 2), "40 x 60 KiB");
-        assert_eq!(seqs(&room.join(&m, Some(25), "b", &[], T0).unwrap().frames), (26..=40).collect::<Vec<_>>(), "15 x 60 KiB fit");
+        assert_eq!(seqs(&room.join(&m, Some(25), b(), &[], T0).unwrap().frames), (26..=40).collect::<Vec<_>>(), "15 x 60 KiB fit");
         // Without `since`, chat replays as many of its last 50 as fit, newest kept.
-        let recent = seqs(&room.join(&m, None, "b", &[], T0).unwrap().frames);
+        let recent = seqs(&room.join(&m, None, b(), &[], T0).unwrap().frames);
         assert_eq!(recent, (24..=40).collect::<Vec<_>>());
         assert!(recent.len() as u64 * 60 * 1024 <= MAX_REPLAY_BYTES as u64);
     }
@@ -1061,9 +1121,9 @@ mod tests {
         let mut room = Room::new(&ch, &mut store, &mut mem, Limits::default());
         publish_n(&mut room, 3, T0);
         let m = member("c", "u", &ch);
-        assert_eq!(seqs(&room.join(&m, None, "b", &[], T0).unwrap().frames), [1, 2, 3]);
+        assert_eq!(seqs(&room.join(&m, None, b(), &[], T0).unwrap().frames), [1, 2, 3]);
         publish_sized(&mut room, 20, 60 * 1024, T0);
-        let frames = room.join(&m, None, "b", &[], T0).unwrap().frames;
+        let frames = room.join(&m, None, b(), &[], T0).unwrap().frames;
         assert_eq!(json(&frames[1])["type"], "reset", "too large to replay whole: the page reloads");
     }
 
@@ -1155,20 +1215,20 @@ mod tests {
         let mut mem = Memory::default();
         let mut room = Room::new(&ch, &mut store, &mut mem, Limits::default());
         let others = [member("b1", "bob", &ch), member("b2", "bob", &ch), member("z1", "zed", &ch)];
-        let j = room.join(&member("a1", "ann", &ch), None, "b", &others, T0).unwrap();
+        let j = room.join(&member("a1", "ann", &ch), None, b(), &others, T0).unwrap();
         let w = json(&j.frames[0]);
         assert_eq!(w["count"], 3);
         let subs: Vec<&str> = w["presence"].as_array().unwrap().iter().map(|p| p["sub"].as_str().unwrap()).collect();
         assert_eq!(subs, ["ann", "bob", "zed"]);
         assert_eq!(w["presence"][0], serde_json::json!({"sub": "ann", "name": "ann-name", "role": "customer"}));
         let crowd: Vec<Member> = (0..150).map(|i| member(&format!("c{i}"), &format!("u{i:03}"), &ch)).collect();
-        let w = json(&room.join(&member("x", "ann", &ch), None, "b", &crowd, T0).unwrap().frames[0]);
+        let w = json(&room.join(&member("x", "ann", &ch), None, b(), &crowd, T0).unwrap().frames[0]);
         assert_eq!((w["count"].as_u64(), w["presence"].as_array().unwrap().len()), (Some(151), MAX_PRESENCE_LISTED));
         let orders = Channel::parse("orders:v").unwrap();
         let mut store = MemStore::default();
         let mut mem = Memory::default();
         let mut room = Room::new(&orders, &mut store, &mut mem, Limits::default());
-        let w = json(&room.join(&member("a", "ann", &orders), None, "b", &[], T0).unwrap().frames[0]);
+        let w = json(&room.join(&member("a", "ann", &orders), None, b(), &[], T0).unwrap().frames[0]);
         assert!(w.get("presence").is_none() && w.get("count").is_none(), "chat only");
     }
 
@@ -1192,7 +1252,7 @@ mod tests {
         let effects = room.on_text(&mut unaware, f, &Incoming { now_ms: T0, verify: &old }).unwrap();
         assert!(effects.contains(&Effect::Close(close::UNAUTHENTICATED, "refresh refused")));
         // And a connect with the old token.
-        assert_eq!(room.join(&member("e", "u", &ch), None, "b", &[], T0).unwrap().close, Some((close::UNAUTHENTICATED, "token revoked")));
+        assert_eq!(room.join(&member("e", "u", &ch), None, b(), &[], T0).unwrap().close, Some((close::UNAUTHENTICATED, "token revoked")));
     }
 
     #[test]

@@ -1,0 +1,237 @@
+//! The revocation directory: a fixed set of Durable Objects
+//! ([`DIRECTORY_SHARDS`](crate::protocol::revocation::DIRECTORY_SHARDS)), a user's
+//! in the shard named by a hash of their `sub`. It holds revocations and where each user
+//! holds sockets, so `POST /revoke` without a channel list reaches every room that matters.
+//!
+//! Few, warm objects instead of one per user: a storm of new customers costs a read in an
+//! object that is already running, never a fresh object per customer. A room asks `/check`
+//! (a read: nothing written, so the answer is not held for a storage commit) before it
+//! welcomes a user it does not know, and `/joined` after the welcome; `/joined` answers
+//! with the revocation as of the record, so a `/revoke` racing it still closes the socket
+//! (protocol/revocation.rs). When the user's last socket in a room closes, `/left` drops the
+//! record, so the list holds only where the user is now.
+//!
+//! Reaching rooms is bounded: `/revoke` queues every target and reaches a first batch at
+//! once (its `closed` is exact for those); the rest, and any room that failed, are reached
+//! from this object's alarm, a batch per invocation, retried with backoff. The alarm is set
+//! only while rooms remain to be reached.
+
+use std::cell::Cell;
+
+use futures::future::join_all;
+use serde::Deserialize;
+use worker::{durable_object, wasm_bindgen, DurableObject, Env, Request, Response, Result, SqlStorage, State};
+
+use super::js;
+use super::messages::{Presence, RevokeOrder, RevokeReply, RevokeRequest, RevokedAnswer};
+use super::meter;
+use super::runtime::{self, json_error};
+use super::sql_store::Num;
+use crate::protocol::channel::Channel;
+use crate::protocol::revocation::{ALL_CHANNELS, KEPT_SECS};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS joined (sub TEXT NOT NULL, channel TEXT NOT NULL, at INTEGER NOT NULL, PRIMARY KEY (sub, channel)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS revoked (sub TEXT NOT NULL, scope TEXT NOT NULL, at INTEGER NOT NULL, PRIMARY KEY (sub, scope)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pending (sub TEXT NOT NULL, channel TEXT NOT NULL, at INTEGER NOT NULL, attempts INTEGER NOT NULL,
+  next_at INTEGER NOT NULL, PRIMARY KEY (sub, channel)) WITHOUT ROWID;
+";
+/// Rooms reached in one invocation (the answer to `/revoke`, or one alarm).
+pub const REACH_BATCH: usize = 32;
+/// Retry a room that failed after 1 s, doubling up to a minute.
+const RETRY_FIRST_MS: i64 = 1_000;
+const RETRY_MAX_MS: i64 = 60_000;
+
+#[derive(Deserialize)]
+struct Pending {
+    sub: String,
+    channel: String,
+    at: f64,
+    attempts: f64,
+}
+
+#[durable_object]
+pub struct RevocationDirectory {
+    state: State,
+    env: Env,
+    sql: SqlStorage,
+    /// The schema is known to exist in this instance.
+    ready: Cell<bool>,
+}
+
+impl RevocationDirectory {
+    fn ensure_schema(&self) -> Result<()> {
+        if !self.ready.get() {
+            meter::run(&self.sql, SCHEMA, None)?;
+            self.ready.set(true);
+        }
+        Ok(())
+    }
+
+    /// The revocation that applies to `sub` in `channel`: its own or the all-channels one.
+    fn revoked_at(&self, sub: &str, channel: &Channel) -> Result<Option<i64>> {
+        let rows: Vec<Num> = meter::rows(
+            &self.sql,
+            "SELECT MAX(at) AS value FROM revoked WHERE sub = ? AND scope IN (?, ?) HAVING COUNT(*) > 0",
+            vec![sub.into(), ALL_CHANNELS.into(), channel.to_string().into()],
+        )?;
+        Ok(rows.first().map(|n| n.value as i64))
+    }
+
+    fn check(&self, q: Presence) -> Result<RevokedAnswer> {
+        self.ensure_schema()?;
+        Ok(RevokedAnswer { revoked_at: self.revoked_at(&q.sub, &q.channel)? })
+    }
+
+    fn joined(&self, q: Presence) -> Result<RevokedAnswer> {
+        self.ensure_schema()?;
+        meter::run(
+            &self.sql,
+            "INSERT INTO joined (sub, channel, at) VALUES (?, ?, ?) ON CONFLICT (sub, channel) DO UPDATE SET at = excluded.at",
+            vec![q.sub.as_str().into(), q.channel.to_string().into(), q.at_ms.into()],
+        )?;
+        Ok(RevokedAnswer { revoked_at: self.revoked_at(&q.sub, &q.channel)? })
+    }
+
+    /// Only a record older than the departure is dropped: a connect racing the departure
+    /// has re-recorded the channel after it.
+    fn left(&self, notice: Presence) -> Result<()> {
+        self.ensure_schema()?;
+        meter::run(
+            &self.sql,
+            "DELETE FROM joined WHERE sub = ? AND channel = ? AND at < ?",
+            vec![notice.sub.as_str().into(), notice.channel.to_string().into(), notice.at_ms.into()],
+        )?;
+        Ok(())
+    }
+
+    async fn revoke(&self, order: RevokeOrder) -> Result<RevokeReply> {
+        self.ensure_schema()?;
+        let scopes = match &order.channels {
+            Some(channels) => channels.iter().map(Channel::to_string).collect(),
+            None => vec![ALL_CHANNELS.to_owned()],
+        };
+        for scope in &scopes {
+            // The later time wins: a retried or replayed older request never moves it back.
+            meter::run(
+                &self.sql,
+                "INSERT INTO revoked (sub, scope, at) VALUES (?, ?, ?) ON CONFLICT (sub, scope) DO UPDATE SET at = MAX(at, excluded.at)",
+                vec![order.sub.as_str().into(), scope.as_str().into(), order.at.into()],
+            )?;
+        }
+        // Pruned on write: no timer, and old revocations refuse nothing (see KEPT_SECS).
+        meter::run(&self.sql, "DELETE FROM revoked WHERE at < ?", vec![(order.at - KEPT_SECS).into()])?;
+        let targets: Vec<String> = match order.channels {
+            Some(channels) => channels.iter().map(Channel::to_string).collect(),
+            None => meter::rows::<super::sql_store::Text>(
+                &self.sql,
+                "SELECT channel AS value FROM joined WHERE sub = ?",
+                vec![order.sub.as_str().into()],
+            )?
+            .into_iter()
+            .map(|t| t.value)
+            .collect(),
+        };
+        let now = runtime::now_ms();
+        for channel in &targets {
+            meter::run(
+                &self.sql,
+                "INSERT INTO pending (sub, channel, at, attempts, next_at) VALUES (?, ?, ?, 0, ?)
+                 ON CONFLICT (sub, channel) DO UPDATE SET at = MAX(at, excluded.at), next_at = excluded.next_at",
+                vec![order.sub.as_str().into(), channel.as_str().into(), order.at.into(), now.into()],
+            )?;
+        }
+        let closed = self.reach(Some(&order.sub), now).await?;
+        Ok(RevokeReply { closed })
+    }
+
+    /// Reaches one batch of due rooms (of `sub` first, when answering its `/revoke`);
+    /// failures are retried with backoff from the alarm, set exactly while rooms remain.
+    async fn reach(&self, sub: Option<&str>, now: i64) -> Result<u32> {
+        let due: Vec<Pending> = meter::rows(
+            &self.sql,
+            "SELECT sub, channel, at, attempts FROM pending WHERE next_at <= ? ORDER BY sub = ? DESC, next_at LIMIT ?",
+            vec![now.into(), sub.unwrap_or("").into(), (REACH_BATCH as i64).into()],
+        )?;
+        let calls = due.iter().map(|p| async move {
+            let channel = Channel::parse(&p.channel).map_err(|_| worker::Error::from("unparsable channel"))?;
+            let request = RevokeRequest { sub: p.sub.clone(), revoked_at: p.at as i64 };
+            js::call::<_, RevokeReply>(&self.env, runtime::room(&channel), "/revoke", &request).await
+        });
+        let mut closed = 0;
+        for (p, reply) in due.iter().zip(join_all(calls).await) {
+            match reply {
+                Ok(reply) => {
+                    if Some(p.sub.as_str()) == sub {
+                        closed += reply.closed;
+                    }
+                    // Only the revocation that was sent: a newer one queued meanwhile stays.
+                    meter::run(
+                        &self.sql,
+                        "DELETE FROM pending WHERE sub = ? AND channel = ? AND at <= ?",
+                        vec![p.sub.as_str().into(), p.channel.as_str().into(), p.at.into()],
+                    )?;
+                }
+                Err(e) => {
+                    worker::console_warn!("revocation could not reach a room yet ({e}); will retry");
+                    let attempts = p.attempts as u32 + 1;
+                    let delay = (RETRY_FIRST_MS << attempts.min(10)).min(RETRY_MAX_MS);
+                    meter::run(
+                        &self.sql,
+                        "UPDATE pending SET attempts = ?, next_at = ? WHERE sub = ? AND channel = ?",
+                        vec![(attempts as i64).into(), (now + delay).into(), p.sub.as_str().into(), p.channel.as_str().into()],
+                    )?;
+                }
+            }
+        }
+        let next: Vec<Num> = meter::rows(&self.sql, "SELECT next_at AS value FROM pending ORDER BY next_at LIMIT 1", None)?;
+        let storage = self.state.storage();
+        match next.first() {
+            // An integer here is an offset from now, not a timestamp.
+            Some(n) => storage.set_alarm((n.value as i64 - runtime::now_ms()).max(1)).await?,
+            None => storage.delete_alarm().await?,
+        }
+        Ok(closed)
+    }
+
+    fn meter(&self, what: &str) {
+        meter::line(&self.env, what, || Some((self.state.id().to_string(), self.sql.database_size())));
+    }
+
+    async fn answer(&self, mut req: Request) -> Result<Response> {
+        let body = req.text().await?;
+        match req.path().as_str() {
+            "/check" => Response::from_json(&self.check(serde_json::from_str(&body)?)?),
+            "/joined" => Response::from_json(&self.joined(serde_json::from_str(&body)?)?),
+            "/left" => {
+                self.left(serde_json::from_str(&body)?)?;
+                Response::from_json(&serde_json::json!({}))
+            }
+            "/revoke" => Response::from_json(&self.revoke(serde_json::from_str(&body)?).await?),
+            _ => json_error(404, "not_found", "no such endpoint"),
+        }
+    }
+}
+
+impl DurableObject for RevocationDirectory {
+    fn new(state: State, env: Env) -> Self {
+        let sql = state.storage().sql();
+        RevocationDirectory { state, env, sql, ready: Cell::new(false) }
+    }
+
+    async fn fetch(&self, req: Request) -> Result<Response> {
+        let response = self.answer(req).await;
+        self.meter("object");
+        response
+    }
+
+    /// Set only while rooms remain to be reached by a revocation.
+    async fn alarm(&self) -> Result<Response> {
+        let response = match self.ensure_schema() {
+            Ok(()) => self.reach(None, runtime::now_ms()).await.and_then(|_| Response::ok("ok")),
+            Err(e) => Err(e),
+        };
+        self.meter("alarm");
+        response
+    }
+}
