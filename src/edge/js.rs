@@ -1,7 +1,6 @@
-//! The hot paths written in JavaScript, where workers-rs' general wrappers cost more than
-//! the work: every crossing between wasm and JS, every `Request`/`Response` conversion and
-//! every body read through a Rust stream adapter is paid per socket or per call. Found with
-//! a CPU profile of the benchmark (README, "Benchmark"); everything here is tiny on purpose.
+//! Rust bindings to the shell's JavaScript hot paths (`hot.js`, next to this file, bundled
+//! by worker-build; unit-tested in tests/hot.test.mjs). Rust decides; JS moves bytes where
+//! workers-rs' general wrappers cost more than the work (see `hot.js`).
 
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::JsValue;
@@ -9,82 +8,7 @@ use worker::js_sys::Promise;
 use worker::wasm_bindgen_futures::JsFuture;
 use worker::{Env, Error, Result};
 
-#[wasm_bindgen(inline_js = r#"
-    export function sockets(state) { return state.getWebSockets(); }
-
-    export function count_tagged(state, tag) { return state.getWebSockets(tag).length; }
-
-    // Sockets still open (a socket being closed is CLOSING, then CLOSED).
-    export function count_open(state, tag) {
-        let open = 0;
-        for (const ws of tag ? state.getWebSockets(tag) : state.getWebSockets()) if (ws.readyState === 1) open++;
-        return open;
-    }
-
-    // A body read with a byte cap that holds while it arrives: a chunked body (no
-    // Content-Length) is cut off at the limit, never buffered whole. null: over the limit.
-    export async function read_capped(request, max) {
-        if (!request.body) return new Uint8Array(0);
-        const reader = request.body.getReader();
-        const chunks = [];
-        let size = 0;
-        for (;;) {
-            const { done, value } = await reader.read();
-            if (done) break;
-            size += value.byteLength;
-            if (size > max) {
-                reader.releaseLock();
-                return null;
-            }
-            chunks.push(value);
-        }
-        const body = new Uint8Array(size);
-        let at = 0;
-        for (const chunk of chunks) {
-            body.set(chunk, at);
-            at += chunk.byteLength;
-        }
-        return body;
-    }
-
-    export function send_all(sockets, frame) {
-        let sent = 0;
-        for (const ws of sockets) {
-            try { ws.send(frame); sent++; } catch (_) { /* closed or closing: not counted */ }
-        }
-        return sent;
-    }
-
-    function stub(env, binding, name) {
-        const namespace = env[binding];
-        return namespace.get(namespace.idFromName(name));
-    }
-
-    export async function post(env, binding, name, url, body) {
-        const response = await stub(env, binding, name).fetch(url, { method: "POST", body });
-        const text = await response.text();
-        if (response.status !== 200) throw new Error(`object answered ${response.status} on ${url}`);
-        return text;
-    }
-
-    export function refuse(code, reason, subprotocol) {
-        const pair = new WebSocketPair();
-        pair[1].accept();
-        pair[1].close(code, reason);
-        const headers = subprotocol ? { "Sec-WebSocket-Protocol": subprotocol } : {};
-        return new Response(null, { status: 101, webSocket: pair[0], headers });
-    }
-
-    // Keeps the object alive until `promise` settles (work after a response was returned).
-    export function wait_until(state, promise) {
-        try { state.waitUntil(promise); } catch (_) { /* the promise still runs */ }
-    }
-
-    export function open_socket(env, binding, name, ticket_header, ticket) {
-        const headers = { Upgrade: "websocket", [ticket_header]: ticket };
-        return stub(env, binding, name).fetch("https://room/connect", { headers });
-    }
-"#)]
+#[wasm_bindgen(module = "/src/edge/hot.js")]
 extern "C" {
     /// The object's open sockets, as one JS array (no per-socket handle in wasm).
     pub fn sockets(state: &JsValue) -> JsValue;
@@ -98,7 +22,7 @@ extern "C" {
     pub fn send_all(sockets: &JsValue, frame: &str) -> u32;
     /// A socket accepted and closed at once with `code` (subprotocol `""` selects none).
     pub fn refuse(code: u16, reason: &str, subprotocol: &str) -> worker::web_sys::Response;
-    fn post(env: &JsValue, binding: &str, name: &str, url: &str, body: &str) -> Promise;
+    fn post(env: &JsValue, binding: &str, name: &str, path: &str, body: &str) -> Promise;
     fn open_socket(env: &JsValue, binding: &str, name: &str, ticket_header: &str, ticket: &str) -> Promise;
     #[wasm_bindgen(js_name = wait_until)]
     fn keep_alive(state: &JsValue, promise: &Promise);
@@ -131,7 +55,7 @@ pub async fn body_capped(request: &worker::web_sys::Request, max: usize) -> Resu
 /// A JSON request to a Durable Object, answered with JSON (200, or an error).
 pub async fn call<B: serde::Serialize, T: serde::de::DeserializeOwned>(env: &Env, to: Object, path: &str, body: &B) -> Result<T> {
     let body = serde_json::to_string(body)?;
-    let promise = post(env.as_ref(), to.binding, &to.name, &format!("https://object{path}"), &body);
+    let promise = post(env.as_ref(), to.binding, &to.name, path, &body);
     let text = JsFuture::from(promise).await.map_err(js_error)?;
     let text = text.as_string().ok_or_else(|| Error::from("object answered a non-text body"))?;
     // serde_json, not `.json()`: event data stays raw JSON text end to end.

@@ -1,0 +1,118 @@
+// Unit tests of the shell's JavaScript hot paths (src/edge/hot.js), with plain objects in
+// place of the runtime's: each function's contract, including the failure cases the Rust
+// side relies on (a closed socket not counted, a body over the cap cut off, a non-200
+// object answer thrown). The paths also run end to end in every integration test.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import * as hot from "../src/edge/hot.js";
+
+const socket = (readyState = 1, fails = false) => ({
+  readyState,
+  sent: [],
+  send(frame) {
+    if (fails) throw new Error("closed");
+    this.sent.push(frame);
+  },
+});
+
+const state = (tagged) => ({
+  getWebSockets: (tag) => (tag === undefined ? Object.values(tagged).flat() : tagged[tag] ?? []),
+});
+
+test("send_all sends the same frame to every socket and counts only those that took it", () => {
+  const open = [socket(), socket()];
+  const closed = socket(3, true);
+  assert.equal(hot.send_all([open[0], closed, open[1]], "{\"seq\":1}"), 2);
+  assert.deepEqual(open.map((s) => s.sent), [["{\"seq\":1}"], ["{\"seq\":1}"]]);
+  assert.equal(hot.send_all([], "x"), 0);
+});
+
+test("sockets, count_tagged and count_open read the runtime's lists, count_open skipping closing sockets", () => {
+  const s = state({ "sub:ann": [socket(), socket(2)], "sub:bob": [socket()] });
+  assert.equal(hot.sockets(s).length, 3);
+  assert.equal(hot.count_tagged(s, "sub:ann"), 2);
+  assert.equal(hot.count_tagged(s, "sub:nobody"), 0);
+  assert.equal(hot.count_open(s, "sub:ann"), 1, "CLOSING is not open");
+  assert.equal(hot.count_open(s, ""), 2, "\"\" means every socket");
+});
+
+const chunked = (sizes) =>
+  new Request("https://x/publish", {
+    method: "POST",
+    duplex: "half",
+    body: new ReadableStream({
+      start(controller) {
+        for (const n of sizes) controller.enqueue(new Uint8Array(n).fill(97));
+        controller.close();
+      },
+    }),
+  });
+
+test("read_capped returns the whole body up to the cap and null past it, while it arrives", async () => {
+  assert.deepEqual(await hot.read_capped(chunked([3, 4]), 7), new Uint8Array(7).fill(97));
+  assert.equal(await hot.read_capped(chunked([4, 4]), 7), null);
+  assert.deepEqual(await hot.read_capped(new Request("https://x/"), 7), new Uint8Array(0), "no body");
+  // A body that never ends is cut off once the cap is passed, not awaited.
+  const endless = new Request("https://x/publish", {
+    method: "POST",
+    duplex: "half",
+    body: new ReadableStream({ pull: (c) => c.enqueue(new Uint8Array(1024)) }),
+  });
+  assert.equal(await hot.read_capped(endless, 4096), null);
+});
+
+const namespace = (answer, seen) => ({
+  idFromName: (name) => `id:${name}`,
+  get: (id) => ({
+    fetch: async (url, init) => {
+      seen.push({ id, url, init });
+      return typeof answer === "function" ? answer(url, init) : answer;
+    },
+  }),
+});
+
+test("post addresses the object by name and path, and throws on any status but 200", async () => {
+  const seen = [];
+  const env = { ROOMS: namespace(new Response("{\"ok\":1}"), seen) };
+  assert.equal(await hot.post(env, "ROOMS", "orders:v1", "/publish", "{}"), "{\"ok\":1}");
+  assert.deepEqual(seen[0], { id: "id:orders:v1", url: `${hot.OBJECT_ORIGIN}/publish`, init: { method: "POST", body: "{}" } });
+  const failing = { ROOMS: namespace(new Response("no", { status: 500 }), []) };
+  await assert.rejects(hot.post(failing, "ROOMS", "orders:v1", "/publish", "{}"), /answered 500 on \/publish/);
+});
+
+test("open_socket hands the ticket to the room's /connect as an upgrade", async () => {
+  const seen = [];
+  const env = { PAYMENT: namespace("the room's 101", seen) };
+  assert.equal(await hot.open_socket(env, "PAYMENT", "payment:o-1", "X-Foyer-Ticket", "abc"), "the room's 101");
+  assert.equal(seen[0].url, `${hot.OBJECT_ORIGIN}/connect`);
+  assert.deepEqual(seen[0].init.headers, { Upgrade: "websocket", "X-Foyer-Ticket": "abc" });
+});
+
+test("refuse accepts, closes with the code, and selects the subprotocol only when asked", () => {
+  const closed = [];
+  globalThis.WebSocketPair = function () {
+    return { 0: "client", 1: { accept() {}, close: (code, reason) => closed.push([code, reason]) } };
+  };
+  const RealResponse = globalThis.Response;
+  // Node's Response refuses status 101; the runtime's takes it with a socket.
+  globalThis.Response = function (body, init) {
+    return { body, ...init };
+  };
+  try {
+    const r = hot.refuse(4401, "token revoked", "foyer.v1");
+    assert.deepEqual(closed, [[4401, "token revoked"]]);
+    assert.deepEqual(r, { body: null, status: 101, webSocket: "client", headers: { "Sec-WebSocket-Protocol": "foyer.v1" } });
+    assert.deepEqual(hot.refuse(4403, "x", "").headers, {});
+  } finally {
+    globalThis.Response = RealResponse;
+    delete globalThis.WebSocketPair;
+  }
+});
+
+test("wait_until hands the promise to the runtime and never throws where it cannot", () => {
+  const kept = [];
+  const p = Promise.resolve();
+  hot.wait_until({ waitUntil: (promise) => kept.push(promise) }, p);
+  assert.deepEqual(kept, [p]);
+  assert.doesNotThrow(() => hot.wait_until({}, p));
+});
