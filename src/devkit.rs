@@ -11,6 +11,7 @@ use sha2::Sha256;
 
 use crate::protocol::frame::StoredEvent;
 use crate::protocol::room::Store;
+use crate::protocol::webhook::{Outbox, Queued, OUTBOX_MAX};
 
 /// A signing key of one of the three supported algorithms.
 pub enum SigningKey {
@@ -121,6 +122,35 @@ pub struct MemStore {
     pub events: Vec<StoredEvent>,
     /// The dedupe key of each retained event.
     pub keys: Vec<(String, u64)>,
+    /// Queued webhook calls with when each is next due.
+    pub outbox: Vec<(Queued, i64)>,
+}
+
+impl Outbox for MemStore {
+    fn outbox_put(&mut self, id: &str, body: &str, now: i64) -> Result<u64, String> {
+        if !self.outbox.iter().any(|(q, _)| q.id == id) {
+            self.outbox.push((Queued { id: id.to_owned(), body: body.to_owned(), attempts: 0, created: now }, now));
+        }
+        let over = self.outbox.len().saturating_sub(OUTBOX_MAX as usize);
+        self.outbox.drain(..over);
+        Ok(over as u64)
+    }
+    fn outbox_due(&self, now: i64, limit: u64) -> Result<Vec<Queued>, String> {
+        Ok(self.outbox.iter().filter(|(_, due)| *due <= now).take(limit as usize).map(|(q, _)| q.clone()).collect())
+    }
+    fn outbox_retry(&mut self, id: &str, attempts: u32, next_at: i64) -> Result<(), String> {
+        for (q, due) in self.outbox.iter_mut().filter(|(q, _)| q.id == id) {
+            (q.attempts, *due) = (attempts, next_at);
+        }
+        Ok(())
+    }
+    fn outbox_delete(&mut self, id: &str) -> Result<(), String> {
+        self.outbox.retain(|(q, _)| q.id != id);
+        Ok(())
+    }
+    fn outbox_next_due(&self) -> Result<Option<i64>, String> {
+        Ok(self.outbox.iter().map(|(_, due)| *due).min())
+    }
 }
 
 impl Store for MemStore {

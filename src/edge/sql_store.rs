@@ -11,7 +11,7 @@ use worker::{SqlStorage, SqlStorageValue};
 use super::meter;
 use crate::protocol::frame::StoredEvent;
 use crate::protocol::room::Store;
-use crate::protocol::webhook;
+use crate::protocol::webhook::{self, Outbox, Queued};
 
 /// Every room: its channel name, and its history, where each event also holds its dedupe
 /// key (one row and one statement per event; an id is remembered while its event is).
@@ -27,13 +27,13 @@ CREATE TABLE IF NOT EXISTS outbox (
   id TEXT PRIMARY KEY, body TEXT NOT NULL, attempts INTEGER NOT NULL, next_at INTEGER NOT NULL, created INTEGER NOT NULL);
 ";
 
-/// A pending webhook call.
+/// A pending webhook call as stored.
 #[derive(Deserialize)]
-pub struct OutboxRow {
-    pub id: String,
-    pub body: String,
-    pub attempts: f64,
-    pub created: f64,
+struct OutboxRow {
+    id: String,
+    body: String,
+    attempts: f64,
+    created: f64,
 }
 
 pub struct SqlStore {
@@ -45,7 +45,7 @@ pub struct SqlStore {
     outbox: std::cell::Cell<Option<bool>>,
 }
 
-/// A one-column row (`SELECT ... AS value`), for this store and the Principal's.
+/// A one-column row (`SELECT ... AS value`), for this store and the directory's.
 #[derive(Deserialize)]
 pub struct Num {
     pub value: f64,
@@ -102,9 +102,15 @@ impl SqlStore {
         meter::run(&self.sql, "INSERT OR IGNORE INTO meta (key, value) VALUES ('channel', ?)", vec![name.into()]).map(drop).map_err(err)
     }
 
-    /// Queues a webhook call, due now. The same id is queued once; beyond
-    /// [`webhook::OUTBOX_MAX`] the oldest calls are dropped.
-    pub fn outbox_put(&self, id: &str, body: &str, now: i64) -> Result<(), String> {
+    fn rows(&self, query: &str, bindings: Vec<SqlStorageValue>) -> Result<Vec<StoredEvent>, String> {
+        let rows: Vec<Row> = meter::rows(&self.sql, query, bindings).map_err(err)?;
+        Ok(rows.into_iter().map(|r| StoredEvent { seq: r.seq as u64, id: r.id, event: r.event, data: r.data, ts: r.ts as i64 }).collect())
+    }
+}
+
+/// Created by the first call queued, so rooms that never queue one store no outbox table.
+impl Outbox for SqlStore {
+    fn outbox_put(&mut self, id: &str, body: &str, now: i64) -> Result<u64, String> {
         if !self.has_outbox() {
             meter::run(&self.sql, OUTBOX_SCHEMA, None).map_err(err)?;
             self.outbox.set(Some(true));
@@ -122,25 +128,23 @@ impl SqlStore {
         )
         .map_err(err)?
         .rows_written();
-        if dropped > 0 {
-            worker::console_error!("webhook outbox full: dropped {dropped} oldest messages");
-        }
-        Ok(())
+        Ok(dropped as u64)
     }
 
-    pub fn outbox_due(&self, now: i64, limit: u64) -> Result<Vec<OutboxRow>, String> {
+    fn outbox_due(&self, now: i64, limit: u64) -> Result<Vec<Queued>, String> {
         if !self.has_outbox() {
             return Ok(Vec::new());
         }
-        meter::rows(
+        let rows: Vec<OutboxRow> = meter::rows(
             &self.sql,
             "SELECT id, body, attempts, created FROM outbox WHERE next_at <= ? ORDER BY created LIMIT ?",
             vec![now.into(), int(limit)],
         )
-        .map_err(err)
+        .map_err(err)?;
+        Ok(rows.into_iter().map(|r| Queued { id: r.id, body: r.body, attempts: r.attempts as u32, created: r.created as i64 }).collect())
     }
 
-    pub fn outbox_retry(&self, id: &str, attempts: u32, next_at: i64) -> Result<(), String> {
+    fn outbox_retry(&mut self, id: &str, attempts: u32, next_at: i64) -> Result<(), String> {
         meter::run(
             &self.sql,
             "UPDATE outbox SET attempts = ?, next_at = ? WHERE id = ?",
@@ -150,22 +154,16 @@ impl SqlStore {
         .map_err(err)
     }
 
-    pub fn outbox_delete(&self, id: &str) -> Result<(), String> {
+    fn outbox_delete(&mut self, id: &str) -> Result<(), String> {
         meter::run(&self.sql, "DELETE FROM outbox WHERE id = ?", vec![id.into()]).map(drop).map_err(err)
     }
 
-    /// When the next webhook attempt is due, if any is pending.
-    pub fn outbox_next_due(&self) -> Result<Option<i64>, String> {
+    fn outbox_next_due(&self) -> Result<Option<i64>, String> {
         if !self.has_outbox() {
             return Ok(None);
         }
         let rows: Vec<Num> = meter::rows(&self.sql, "SELECT next_at AS value FROM outbox ORDER BY next_at LIMIT 1", None).map_err(err)?;
         Ok(rows.first().map(|r| r.value as i64))
-    }
-
-    fn rows(&self, query: &str, bindings: Vec<SqlStorageValue>) -> Result<Vec<StoredEvent>, String> {
-        let rows: Vec<Row> = meter::rows(&self.sql, query, bindings).map_err(err)?;
-        Ok(rows.into_iter().map(|r| StoredEvent { seq: r.seq as u64, id: r.id, event: r.event, data: r.data, ts: r.ts as i64 }).collect())
     }
 }
 

@@ -15,6 +15,7 @@ use super::frame::{self, ClientFrame, Present, Roster, StoredEvent, MAX_CLIENT_F
 use super::publish::Delivery;
 use super::revocation::Revocations;
 use super::token::{Claims, TokenError};
+use super::webhook::{self, Outbox, Queued, Settled};
 use super::wire::{close, ErrorCode};
 
 /// Events kept at least: the last `MIN_EVENTS`, and everything of the last `MIN_AGE_MS`.
@@ -45,8 +46,9 @@ pub const MAX_CHAT_TEXT_CHARS: usize = 2000;
 pub const MAX_DISPLAY_CHARS: usize = 64;
 
 /// Storage port. Every method is synchronous, as Durable Object SQLite is: the engine never
-/// yields between reading `latest_seq` and appending, so events cannot interleave.
-pub trait Store {
+/// yields between reading `latest_seq` and appending, so events cannot interleave. It
+/// includes the webhook [`Outbox`].
+pub trait Store: Outbox {
     fn latest_seq(&self) -> Result<u64, String>;
     /// Appends an event under its dedupe `key` and makes its `seq` the latest, in one
     /// statement; unless `key` is held by a retained event: then returns that event's `seq`
@@ -566,6 +568,40 @@ impl<'a, S: Store> Room<'a, S> {
         self.memory.appended_bytes = 0;
         Ok(())
     }
+
+    /// Queues the webhook call for a chat message the room accepted (sent from the alarm:
+    /// the room never waits for the backend, and a failed call survives restarts).
+    pub fn queue_webhook(&mut self, event: &StoredEvent, now_ms: i64) -> Result<u64, String> {
+        let body = webhook::body(&self.name(), event);
+        self.store.outbox_put(&event.id, &body, now_ms)
+    }
+
+    /// The webhook calls to send now: one batch, sent in parallel by the shell.
+    pub fn webhooks_due(&self, now_ms: i64) -> Result<Vec<Queued>, String> {
+        self.store.outbox_due(now_ms, webhook::BATCH)
+    }
+
+    /// Records the outcome of one call ([`webhook::settle`]).
+    pub fn webhook_attempted(&mut self, queued: &Queued, delivered: bool, now_ms: i64) -> Result<Settled, String> {
+        let settled = webhook::settle(queued, delivered, now_ms);
+        match settled {
+            Settled::Delivered | Settled::GaveUp => self.store.outbox_delete(&queued.id)?,
+            Settled::RetryAt(at) => self.store.outbox_retry(&queued.id, queued.attempts + 1, at)?,
+        }
+        Ok(settled)
+    }
+
+    /// What the room does when its deadline comes, besides closing expired sockets (which
+    /// needs no storage: [`is_expired`]): prunes history, and returns the webhook calls due.
+    pub fn handle_timeout(&mut self, now_ms: i64) -> Result<Vec<Queued>, String> {
+        self.prune(now_ms)?;
+        self.webhooks_due(now_ms)
+    }
+
+    /// The room's one deadline, for the shell's one alarm: see [`poll_timeout`].
+    pub fn poll_timeout<'m>(&self, members: impl Iterator<Item = &'m Member>) -> Result<Option<i64>, String> {
+        Ok(poll_timeout(members, self.store.outbox_next_due()?))
+    }
 }
 
 pub fn distinct_subs<'m>(members: impl Iterator<Item = &'m Member>) -> usize {
@@ -813,6 +849,29 @@ mod tests {
                 "{client:?} {require}"
             );
         }
+    }
+
+    #[test]
+    fn webhook_calls_go_through_the_store_and_the_room_times_their_retries() {
+        let ch = Channel::parse("chat:r").unwrap();
+        let mut store = MemStore::default();
+        let mut mem = Memory::default();
+        let mut room = Room::new(&ch, &mut store, &mut mem, Limits::default());
+        let event = StoredEvent { seq: 1, id: "u1/m1".into(), event: "chat.message".into(), data: r#"{"text":"hi"}"#.into(), ts: T0 };
+        room.queue_webhook(&event, T0).unwrap();
+        room.queue_webhook(&event, T0).unwrap();
+        let due = room.handle_timeout(T0).unwrap();
+        assert_eq!(due.len(), 1, "queued once per id");
+        assert_eq!(json(&due[0].body)["channel"], "chat:r");
+        assert_eq!(room.poll_timeout([].iter()).unwrap(), Some(T0));
+        // A failure is retried after the backoff, and the room's deadline follows it.
+        assert_eq!(room.webhook_attempted(&due[0], false, T0).unwrap(), Settled::RetryAt(T0 + 1_000));
+        assert!(room.webhooks_due(T0 + 999).unwrap().is_empty());
+        assert_eq!(room.poll_timeout([].iter()).unwrap(), Some(T0 + 1_000));
+        let again = room.webhooks_due(T0 + 1_000).unwrap();
+        assert_eq!(again[0].attempts, 1);
+        assert_eq!(room.webhook_attempted(&again[0], true, T0 + 1_000).unwrap(), Settled::Delivered);
+        assert_eq!(room.poll_timeout([].iter()).unwrap(), None, "nothing left to time");
     }
 
     #[test]

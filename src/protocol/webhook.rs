@@ -19,6 +19,52 @@ pub const OUTBOX_MAX: u64 = 10_000;
 /// A message the backend has refused for a whole day is dropped (and logged).
 pub const GIVE_UP_AFTER_MS: i64 = 24 * 60 * 60 * 1_000;
 
+/// A queued webhook call, as the outbox returns it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Queued {
+    pub id: String,
+    pub body: String,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    /// When it was queued (ms).
+    pub created: i64,
+}
+
+/// The durable queue of webhook calls: part of a room's storage port ([`super::room::Store`]).
+pub trait Outbox {
+    /// Queues a call due at `now`; the same id is queued once. Beyond [`OUTBOX_MAX`] the
+    /// oldest are dropped: returns how many.
+    fn outbox_put(&mut self, id: &str, body: &str, now: i64) -> Result<u64, String>;
+    /// Calls due at `now`, oldest first, at most `limit`.
+    fn outbox_due(&self, now: i64, limit: u64) -> Result<Vec<Queued>, String>;
+    fn outbox_retry(&mut self, id: &str, attempts: u32, next_at: i64) -> Result<(), String>;
+    fn outbox_delete(&mut self, id: &str) -> Result<(), String>;
+    /// When the next call is due, if any is queued.
+    fn outbox_next_due(&self) -> Result<Option<i64>, String>;
+}
+
+/// What becomes of a queued call after an attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Settled {
+    Delivered,
+    /// Refused or unreachable for [`GIVE_UP_AFTER_MS`]: dropped.
+    GaveUp,
+    /// Tried again at this time (ms).
+    RetryAt(i64),
+}
+
+/// The retry rule: a 2xx answer delivers; anything else retries with backoff, until the
+/// call is a day old.
+pub fn settle(queued: &Queued, delivered: bool, now: i64) -> Settled {
+    if delivered {
+        Settled::Delivered
+    } else if now - queued.created > GIVE_UP_AFTER_MS {
+        Settled::GaveUp
+    } else {
+        Settled::RetryAt(now + backoff_ms(queued.attempts + 1))
+    }
+}
+
 /// The JSON body for one chat message: channel, seq, id, author and text (plus its time and
 /// the client's own id).
 pub fn body(channel: &str, event: &StoredEvent) -> String {
@@ -52,6 +98,18 @@ pub fn path_of(url: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_attempt_delivers_retries_with_backoff_or_gives_up_after_a_day() {
+        let q = Queued { id: "m".into(), body: "{}".into(), attempts: 0, created: 0 };
+        assert_eq!(settle(&q, true, 5), Settled::Delivered);
+        assert_eq!(settle(&q, false, 5), Settled::RetryAt(5 + 1_000));
+        let q3 = Queued { attempts: 3, ..q.clone() };
+        assert_eq!(settle(&q3, false, 5), Settled::RetryAt(5 + 8_000));
+        assert_eq!(settle(&q, false, GIVE_UP_AFTER_MS), Settled::RetryAt(GIVE_UP_AFTER_MS + 1_000));
+        assert_eq!(settle(&q, false, GIVE_UP_AFTER_MS + 1), Settled::GaveUp);
+        assert_eq!(settle(&q, true, GIVE_UP_AFTER_MS + 1), Settled::Delivered, "a late success still counts");
+    }
 
     #[test]
     fn the_body_carries_channel_seq_id_author_and_text() {

@@ -1,0 +1,255 @@
+//! The Durable Objects: one per channel, three classes (one per kind) over one engine.
+//!
+//! Why a Durable Object: a channel needs one place that orders its events (`seq`) and knows
+//! its sockets. Why the Hibernation API: an idle room with open sockets costs nothing; the
+//! runtime keeps the sockets, evicts the object, and wakes it with a fresh instance when a
+//! frame, a publish or an alarm arrives. So nothing lives only in memory: each socket's
+//! state is its *attachment*, the room's state is in SQLite, and timers are *alarms*. The
+//! one alarm is set to the engine's deadline and nothing else: a room with no sockets and no
+//! pending webhook holds none.
+//!
+//! - [`sockets`]: connect, client frames, departures, revocations pushed here.
+//! - [`timer`]: the one alarm.
+//! - [`webhook`]: sending the chat webhook calls the engine queued.
+
+mod sockets;
+mod timer;
+mod webhook;
+
+use std::cell::{Cell, RefCell};
+
+use worker::{
+    durable_object, wasm_bindgen, DurableObject, Env, Error, Request, Response, Result, State, WebSocket, WebSocketIncomingMessage,
+    WebSocketRequestResponsePair,
+};
+
+use super::js;
+use super::messages::{PublishOutcome, PublishReply, PublishRequest, ReadQuery, RevokeReply, RevokeRequest, Unrecorded};
+use super::meter;
+use super::runtime::{self, config, json_error};
+use super::sql_store::SqlStore;
+use crate::protocol::channel::Channel;
+use crate::protocol::reading::MAX_USERS_LISTED;
+use crate::protocol::room::{self, Member, Memory, Room, Store};
+use crate::protocol::wire::{PING, PONG};
+use sockets::members;
+
+/// The engine's host. Memory here is a cache at most: a woken instance starts empty.
+pub struct RoomObject {
+    state: State,
+    env: Env,
+    store: RefCell<Option<SqlStore>>,
+    /// When the alarm is known to be set for (ms), so hot paths skip storage round trips.
+    alarm_at: Cell<Option<i64>>,
+    /// The channel this object serves, once known to be in storage.
+    channel: RefCell<Option<Channel>>,
+    /// The engine's in-memory state (rates, revocations learned, pruning bookkeeping).
+    memory: RefCell<Memory>,
+}
+
+impl RoomObject {
+    fn new(state: State, env: Env) -> Self {
+        // Answered by the runtime without waking the object: keep-alives cost nothing.
+        if let Ok(pair) = WebSocketRequestResponsePair::new(PING, PONG) {
+            state.set_websocket_auto_response(&pair);
+        }
+        RoomObject {
+            state,
+            env,
+            store: RefCell::new(None),
+            alarm_at: Default::default(),
+            channel: Default::default(),
+            memory: Default::default(),
+        }
+    }
+
+    /// Ends an invocation for the usage meter (off unless `METER=log`).
+    fn meter(&self, what: &str) {
+        meter::line(&self.env, what, || Some((self.state.id().to_string(), self.state.storage().sql().database_size())));
+    }
+
+    /// Runs `f` with the room engine for `channel` over this object's storage.
+    fn with_room<T>(&self, channel: &Channel, f: impl FnOnce(&mut Room<SqlStore>) -> std::result::Result<T, String>) -> Result<T> {
+        let mut slot = self.store.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(SqlStore::open(self.state.storage().sql()).map_err(Error::from)?);
+        }
+        let store = slot.as_mut().ok_or_else(|| Error::from("storage unavailable"))?;
+        let mut memory = self.memory.borrow_mut();
+        let mut room = Room::new(channel, store, &mut memory, config(&self.env).limits);
+        f(&mut room).map_err(Error::from)
+    }
+
+    /// The channel this object serves, from its storage (alarms and socket events carry none).
+    fn channel(&self) -> Option<Channel> {
+        if let Some(channel) = self.channel.borrow().as_ref() {
+            return Some(channel.clone());
+        }
+        let mut slot = self.store.borrow_mut();
+        if slot.is_none() {
+            *slot = SqlStore::open(self.state.storage().sql()).ok();
+        }
+        let channel = slot.as_ref()?.channel().and_then(|name| Channel::parse(&name).ok())?;
+        *self.channel.borrow_mut() = Some(channel.clone());
+        Some(channel)
+    }
+
+    fn remember_channel(&self, channel: &Channel) -> Result<()> {
+        if self.channel.borrow().is_none() {
+            self.with_room(channel, |room| room.store.set_channel(&channel.to_string()))?;
+            *self.channel.borrow_mut() = Some(channel.clone());
+        }
+        Ok(())
+    }
+
+    /// Open sockets with their members. Reads every attachment: for rare paths (alarms, reads, chat presence) only.
+    fn sockets(&self) -> Vec<(WebSocket, Member)> {
+        members(self.state.get_websockets())
+    }
+
+    /// The members [`Room::join`] needs to see: everyone under presence; otherwise only the
+    /// user's own sockets, found by tag, and read only when their number reaches the cap
+    /// (below it, even counting sockets mid-close, they cannot change the answer). A
+    /// connect in a room of thousands reads no attachments.
+    fn others_for_join(&self, channel: &Channel, sub: &str) -> Vec<Member> {
+        if channel.kind().policy().presence {
+            return self.sockets().into_iter().map(|(_, m)| m).collect();
+        }
+        let tag = room::member_tag(sub);
+        if (js::count_tagged(self.state.as_raw(), &tag) as usize) < config(&self.env).limits.sockets_per_sub {
+            return Vec::new();
+        }
+        members(self.state.get_websockets_with_tag(&tag)).into_iter().map(|(_, m)| m).collect()
+    }
+
+    /// Sends one frame to every socket of the room; returns how many took it.
+    fn fan_out(&self, frame: &str) -> u32 {
+        js::send_all(&js::sockets(self.state.as_raw()), frame)
+    }
+
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        match req.path().as_str() {
+            "/connect" => self.connect(&req).await,
+            "/publish" => {
+                // serde_json, not `req.json()`: event data stays raw JSON text end to end.
+                let request: PublishRequest = serde_json::from_str(&req.text().await?)?;
+                let channel = request.channel;
+                self.remember_channel(&channel)?;
+                let published = self.with_room(&channel, |room| room.publish(&request.events, runtime::now_ms()))?;
+                let sockets = js::sockets(self.state.as_raw());
+                let results = published
+                    .into_iter()
+                    .map(|p| PublishOutcome {
+                        seq: p.seq,
+                        // Serialized once; the same string goes to every socket.
+                        delivered: p.frame.as_deref().map_or(0, |frame| js::send_all(&sockets, frame)),
+                        duplicate: p.duplicate,
+                    })
+                    .collect();
+                Response::from_json(&PublishReply { results })
+            }
+            "/revoke" => {
+                let request: RevokeRequest = serde_json::from_str(&req.text().await?)?;
+                Response::from_json(&RevokeReply { closed: self.revoke(&request).await })
+            }
+            "/unrecorded" => {
+                let note: Unrecorded = serde_json::from_str(&req.text().await?)?;
+                self.unrecorded(&note.sub).await;
+                Response::from_json(&serde_json::json!({}))
+            }
+            "/state" => {
+                let query: ReadQuery = serde_json::from_str(&req.text().await?)?;
+                self.read_state(&query).await
+            }
+            "/history" => {
+                let query: ReadQuery = serde_json::from_str(&req.text().await?)?;
+                self.read_history(&query)
+            }
+            _ => json_error(404, "not_found", "no such room endpoint"),
+        }
+    }
+
+    async fn read_state(&self, query: &ReadQuery) -> Result<Response> {
+        let channel = &query.channel;
+        let seq = if SqlStore::exists(&self.state.storage().sql()) { self.with_room(channel, |room| room.store.latest_seq())? } else { 0 };
+        let members: Vec<Member> = self.sockets().into_iter().map(|(_, m)| m).collect();
+        let (users, truncated) = room::users(&members, MAX_USERS_LISTED);
+        let next_alarm = self.state.storage().get_alarm().await?;
+        Response::from_json(&serde_json::json!({
+            "channel": query.channel, "seq": seq, "sockets": members.len(), "users": users, "truncated": truncated,
+            "next_alarm": next_alarm,
+        }))
+    }
+
+    /// `GET /channels/{kind}/{key}/history`: reads only; an unused channel stores nothing.
+    fn read_history(&self, query: &ReadQuery) -> Result<Response> {
+        let history = if SqlStore::exists(&self.state.storage().sql()) {
+            self.with_room(&query.channel, |room| room.history(query.since, query.limit))?
+        } else {
+            room::History { seq: 0, reset: false, events: Vec::new() }
+        };
+        let events: Vec<serde_json::Value> = history
+            .events
+            .iter()
+            .map(|e| {
+                let data: serde_json::Value = serde_json::from_str(&e.data).unwrap_or(serde_json::Value::Null);
+                serde_json::json!({"seq": e.seq, "id": e.id, "event": e.event, "data": data, "ts": e.ts})
+            })
+            .collect();
+        Response::from_json(&serde_json::json!({
+            "channel": query.channel, "seq": history.seq, "reset": history.reset, "events": events,
+        }))
+    }
+}
+
+/// Declares a Durable Object class for a kind. The classes differ only in name: the kind's
+/// policy comes from the channel, so all three run the same engine by construction.
+macro_rules! room_class {
+    ($class:ident) => {
+        #[durable_object]
+        pub struct $class {
+            room: RoomObject,
+        }
+
+        impl DurableObject for $class {
+            fn new(state: State, env: Env) -> Self {
+                Self { room: RoomObject::new(state, env) }
+            }
+            async fn fetch(&self, req: Request) -> Result<Response> {
+                let response = match self.room.fetch(req).await {
+                    Ok(response) => Ok(response),
+                    Err(e) => {
+                        worker::console_error!("room request failed: {e}");
+                        json_error(500, "internal", "the room could not complete the request")
+                    }
+                };
+                self.room.meter("object");
+                response
+            }
+            async fn alarm(&self) -> Result<Response> {
+                let response = self.room.alarm().await;
+                self.room.meter("alarm");
+                response
+            }
+            async fn websocket_message(&self, ws: WebSocket, message: WebSocketIncomingMessage) -> Result<()> {
+                let done = self.room.message(ws, message).await;
+                self.room.meter("ws_message");
+                done
+            }
+            async fn websocket_close(&self, ws: WebSocket, _code: usize, _reason: String, _clean: bool) -> Result<()> {
+                let done = self.room.closed(ws).await;
+                self.room.meter("ws_close");
+                done
+            }
+            async fn websocket_error(&self, ws: WebSocket, _error: Error) -> Result<()> {
+                let done = self.room.closed(ws).await;
+                self.room.meter("ws_close");
+                done
+            }
+        }
+    };
+}
+
+room_class!(OrdersRoom);
+room_class!(PaymentRoom);
+room_class!(ChatRoom);

@@ -1,0 +1,336 @@
+//! A room's sockets: connect (revocation, accept, welcome and replay), client frames,
+//! departures, and revocations pushed to the room. Each socket's state is its attachment.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use worker::{Error, Request, Response, Result, WebSocket, WebSocketIncomingMessage, WebSocketPair};
+
+use super::RoomObject;
+use crate::edge::js;
+use crate::edge::messages::{Presence, RevokeReply, RevokeRequest, RevokedAnswer, Ticket, Unrecorded, TICKET_HEADER};
+use crate::edge::runtime::{self, config};
+use crate::protocol::channel::Channel;
+use crate::protocol::room::{self, Builds, Effect, Incoming, Member};
+use crate::protocol::token;
+use crate::protocol::wire::{close, SUBPROTOCOL};
+
+/// A socket's attachment: the member, plus whether the server already closed it.
+#[derive(Serialize, Deserialize)]
+pub(super) struct Attachment {
+    member: Member,
+    #[serde(default)]
+    closing: bool,
+}
+
+impl Attachment {
+    /// Stored as JSON text: one string crosses into JS, where a JS object would be built
+    /// with a crossing per field (and read back the same way on every frame).
+    pub(super) fn save(&self, ws: &WebSocket) -> Result<()> {
+        use worker::worker_sys::ext::WebSocketExt;
+        let text = serde_json::to_string(self)?;
+        ws.as_ref().serialize_attachment(wasm_bindgen::JsValue::from_str(&text)).map_err(Error::from)
+    }
+
+    pub(super) fn load(ws: &WebSocket) -> Option<Attachment> {
+        use worker::worker_sys::ext::WebSocketExt;
+        serde_json::from_str(&ws.as_ref().deserialize_attachment().ok()?.as_string()?).ok()
+    }
+}
+
+impl RoomObject {
+    pub(super) async fn connect(&self, req: &Request) -> Result<Response> {
+        let raw = req.headers().get(TICKET_HEADER)?.ok_or_else(|| Error::from("no ticket"))?;
+        let bytes = URL_SAFE_NO_PAD.decode(raw).map_err(|_| Error::from("bad ticket"))?;
+        let ticket: Ticket = serde_json::from_slice(&bytes)?;
+        let channel = &ticket.channel;
+        let mut member = Member::admit(runtime::random_id(), ticket.claims);
+
+        let now_ms = runtime::now_ms();
+        let (revoked_before, asked) = self.revocation_of(&member.sub, channel, now_ms).await?;
+        member.revoked_before = revoked_before;
+        // A revoked token is refused before the room keeps anything of it.
+        if self.memory.borrow().refuses(&member.sub, member.iat, member.revoked_before, now_ms) {
+            return Ok(runtime::accept_and_close(close::UNAUTHENTICATED, "token revoked", ticket.subprotocol).into());
+        }
+
+        let others = self.others_for_join(channel, &member.sub);
+        let pair = WebSocketPair::new()?;
+        let socket = pair.server;
+        // Hibernatable accept: the runtime owns the socket from here on.
+        self.state.accept_websocket_with_tags(&socket, &[&room::member_tag(&member.sub)]);
+        let builds =
+            Builds { server: runtime::BUILD_ID, client: ticket.build.as_deref(), require_current: config(&self.env).require_current_build };
+        match self.admit(&socket, &member, ticket.since, builds, channel, &others, now_ms).await {
+            // The directory records where the user is after the welcome is on its way.
+            Ok(()) if asked => self.record_join(&member.sub, channel, now_ms),
+            Ok(()) => {}
+            Err(e) => {
+                // A socket the room could not take must not linger: presence and the per-user
+                // cap would count it. The client sees 1011 and reconnects.
+                worker::console_error!("connect failed after accept: {e}");
+                // Marked as closing first: until the runtime drops it, the socket is still listed.
+                self.close_socket(&socket, close::INTERNAL, "internal error").await;
+            }
+        }
+        let mut response = Response::from_websocket(pair.client)?;
+        if ticket.subprotocol {
+            response.headers_mut().set("Sec-WebSocket-Protocol", SUBPROTOCOL)?;
+        }
+        Ok(response)
+    }
+
+    /// Everything after the accept: attachment, welcome and replay, presence, alarm.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn admit(
+        &self,
+        socket: &WebSocket,
+        member: &Member,
+        since: Option<u64>,
+        builds: Builds<'_>,
+        channel: &Channel,
+        others: &[Member],
+        now_ms: i64,
+    ) -> Result<()> {
+        self.remember_channel(channel)?;
+        Attachment { member: member.clone(), closing: false }.save(socket)?;
+        if config(&self.env).failpoint.as_deref() == Some("after_accept") {
+            return Err(Error::from("failpoint after_accept"));
+        }
+        // No await between here and the last replayed frame: nothing can interleave, so a
+        // live event published meanwhile is queued behind the replay, never inside it.
+        let join = self.with_room(channel, |room| room.join(member, since, builds, others, now_ms))?;
+        for frame in &join.frames {
+            socket.send_with_str(frame)?;
+        }
+        if let Some(presence) = &join.broadcast {
+            self.fan_out(presence);
+        }
+        if let Some((code, reason)) = join.close {
+            self.close_socket(socket, code, reason).await;
+        }
+        // The alarm must fire by this token's expiry.
+        self.alarm_by(member.exp.saturating_mul(1000)).await
+    }
+
+    /// The revocation that applies to `sub` here, and whether the directory was asked: a
+    /// user the room remembers costs nothing; for any other, the directory's `/check` is a
+    /// read in a warm object. See protocol/revocation.rs.
+    pub(super) async fn revocation_of(&self, sub: &str, channel: &Channel, now_ms: i64) -> Result<(Option<i64>, bool)> {
+        if let Some(known) = self.memory.borrow().revocations.lookup(sub, now_ms) {
+            return Ok((known, false));
+        }
+        let query = Presence { sub: sub.to_owned(), channel: channel.clone(), at_ms: now_ms };
+        let answer: RevokedAnswer = js::call(&self.env, runtime::directory(sub), "/check", &query).await?;
+        Ok((self.memory.borrow_mut().revocations.learn(sub, answer.revoked_at, now_ms), true))
+    }
+
+    /// Records in the directory that `sub` is here, without holding up the welcome. The
+    /// record's answer carries any revocation that raced it, which this room then applies to
+    /// itself (`/revoke`); a record that cannot be made closes the user's sockets here
+    /// (`/unrecorded`), so no socket stays where a `/revoke` could not find it.
+    pub(super) fn record_join(&self, sub: &str, channel: &Channel, now_ms: i64) {
+        let env = self.env.clone();
+        let notice = Presence { sub: sub.to_owned(), channel: channel.clone(), at_ms: now_ms };
+        let here = runtime::room(channel);
+        // A test failpoint holds the record back, so a `/revoke` can race it.
+        let first = if config(&self.env).failpoint.as_deref() == Some("slow_join_record") { 2_000 } else { 0 };
+        let task = async move {
+            let mut answer = Err(Error::from("not tried"));
+            for delay_ms in [first, 100, 1_000] {
+                if delay_ms > 0 {
+                    worker::Delay::from(std::time::Duration::from_millis(delay_ms)).await;
+                }
+                answer = js::call::<_, RevokedAnswer>(&env, runtime::directory(&notice.sub), "/joined", &notice).await;
+                if answer.is_ok() {
+                    break;
+                }
+            }
+            let outcome = match answer {
+                Ok(RevokedAnswer { revoked_at: None }) => Ok(()),
+                Ok(RevokedAnswer { revoked_at: Some(revoked_at) }) => {
+                    let request = RevokeRequest { sub: notice.sub.clone(), revoked_at };
+                    js::call::<_, RevokeReply>(&env, here, "/revoke", &request).await.map(|_| ())
+                }
+                Err(e) => {
+                    worker::console_error!("the directory could not record a join ({e}); closing the user's sockets here");
+                    js::call::<_, serde_json::Value>(&env, here, "/unrecorded", &Unrecorded { sub: notice.sub.clone() }).await.map(|_| ())
+                }
+            };
+            if let Err(e) = outcome {
+                worker::console_error!("after recording a join: {e}");
+            }
+        };
+        js::wait_until(self.state.as_raw(), task);
+    }
+
+    /// The directory could not record that `sub` is here: forget them and close their
+    /// sockets (1011), so they reconnect and are recorded.
+    pub(super) async fn unrecorded(&self, sub: &str) {
+        self.memory.borrow_mut().forget_user(sub);
+        for (ws, _) in members(self.state.get_websockets_with_tag(&room::member_tag(sub))) {
+            self.close_socket(&ws, close::INTERNAL, "internal error").await;
+        }
+    }
+
+    /// A revocation pushed by the directory: closes the sockets it covers; the
+    /// user's other sockets here carry it from now on (a refresh with an older token fails).
+    pub(super) async fn revoke(&self, request: &RevokeRequest) -> u32 {
+        let now_ms = runtime::now_ms();
+        let tag = room::member_tag(&request.sub);
+        // Remembered even where the user holds no socket: their next connect is refused.
+        self.memory.borrow_mut().revocations.revoke(&request.sub, request.revoked_at, now_ms);
+        let mut closed = 0;
+        for (ws, mut member) in members(self.state.get_websockets_with_tag(&tag)) {
+            if self.memory.borrow_mut().apply_revocation(&mut member, request.revoked_at, now_ms) {
+                self.close_socket(&ws, close::UNAUTHENTICATED, "token revoked").await;
+                closed += 1;
+            } else if let Err(e) = (Attachment { member, closing: false }).save(&ws) {
+                worker::console_error!("revocation not saved on a socket ({e}); closing it");
+                self.close_socket(&ws, close::INTERNAL, "internal error").await;
+            }
+        }
+        closed
+    }
+
+    /// `GET /channels/{kind}/{key}`: reads only; an unused channel stores nothing. Foyer adds
+    /// `next_alarm` (ms, or null): whether the room is timing anything (an idle room is not).
+    /// Closes a socket from the server side; its departure is handled once.
+    pub(super) async fn close_socket(&self, ws: &WebSocket, code: u16, reason: &str) {
+        let departing = match Attachment::load(ws) {
+            Some(mut a) if !a.closing => {
+                a.closing = true;
+                let _ = a.save(ws);
+                Some(a.member)
+            }
+            _ => None,
+        };
+        // Fails only if the socket is already closed, which is the goal anyway.
+        let _ = ws.close(Some(code), Some(reason));
+        if let Some(member) = departing {
+            self.depart(&member).await;
+        }
+    }
+
+    /// After a socket left: presence hears of it; when it was the user's last socket here,
+    /// the room forgets the user and tells the directory (so `/revoke` lists only where the
+    /// user is); when it was the room's last socket, the alarm is recomputed (and usually
+    /// dropped: an idle room holds none).
+    pub(super) async fn depart(&self, member: &Member) {
+        let Some(channel) = self.channel() else { return };
+        let raw = self.state.as_raw();
+        if channel.kind().policy().presence {
+            let remaining: Vec<Member> = self.sockets().into_iter().map(|(_, m)| m).filter(|m| m.conn != member.conn).collect();
+            if let Ok(Some(frame)) = self.with_room(&channel, |room| Ok(room.leave(member, &remaining))) {
+                // The departed socket is closed: its send fails and it is not counted.
+                self.fan_out(&frame);
+            }
+        }
+        if js::count_open(raw, &room::member_tag(&member.sub)) == 0 {
+            self.memory.borrow_mut().forget_user(&member.sub);
+            let notice = Presence { sub: member.sub.clone(), channel: channel.clone(), at_ms: runtime::now_ms() };
+            if let Err(e) = js::call::<_, serde_json::Value>(&self.env, runtime::directory(&member.sub), "/left", &notice).await {
+                // Harmless: a later `/revoke` reaches this room for nothing.
+                worker::console_warn!("could not tell the directory a user left: {e}");
+            }
+        }
+        if js::count_open(raw, "") == 0 {
+            if let Err(e) = self.schedule_alarm().await {
+                worker::console_error!("alarm: {e}");
+            }
+        }
+    }
+
+    pub(super) async fn message(&self, ws: WebSocket, message: WebSocketIncomingMessage) -> Result<()> {
+        let (Some(channel), Some(mut attachment)) = (self.channel(), Attachment::load(&ws)) else {
+            self.close_socket(&ws, close::INTERNAL, "room state lost").await;
+            return Ok(());
+        };
+        if attachment.closing {
+            return Ok(());
+        }
+        let config = config(&self.env);
+        let now_ms = runtime::now_ms();
+        let verify = |t: &str| match &config.tokens {
+            Ok((keys, expect)) => token::verify(t, keys, expect, now_ms / 1000),
+            Err(_) => Err(token::TokenError::UnknownKey),
+        };
+        let incoming = Incoming { now_ms, verify: &verify };
+        let member = &mut attachment.member;
+        let effects = self.with_room(&channel, |room| match &message {
+            WebSocketIncomingMessage::String(text) => room.on_text(member, text, &incoming),
+            WebSocketIncomingMessage::Binary(bytes) => Ok(room.on_binary(member, bytes.len())),
+        });
+        let effects = match effects {
+            Ok(effects) => effects,
+            Err(e) => {
+                worker::console_error!("room failed on a client frame: {e}");
+                vec![Effect::Close(close::INTERNAL, "internal error")]
+            }
+        };
+        // Every effect is carried out even when one fails: a chat message the room stored
+        // must reach the room whatever happens to this socket's attachment.
+        let mut failed = false;
+        for effect in effects {
+            match effect {
+                // A refresh only moves an expiry later: the alarm set for the old one
+                // fires, finds nothing expired, and sets the next deadline.
+                Effect::Save => {
+                    if let Err(e) = attachment.save(&ws) {
+                        worker::console_error!("attachment not saved: {e}");
+                        failed = true;
+                    }
+                }
+                Effect::Reply(frame) => {
+                    let _ = ws.send_with_str(&frame);
+                }
+                Effect::Broadcast(frame) => {
+                    self.fan_out(&frame);
+                }
+                Effect::ChatAccepted(event) => {
+                    // Queued durably and sent from the alarm: the room never waits for the
+                    // backend, and a failed call is retried even across restarts.
+                    if config.webhook.is_some() {
+                        match self.with_room(&channel, |room| room.queue_webhook(&event, now_ms)) {
+                            Ok(dropped) => {
+                                if dropped > 0 {
+                                    worker::console_error!("webhook outbox full: dropped {dropped} oldest messages");
+                                }
+                                self.alarm_by(now_ms).await?
+                            }
+                            Err(e) => worker::console_error!("webhook outbox: {e}"),
+                        }
+                    }
+                }
+                Effect::Close(code, reason) => self.close_socket(&ws, code, reason).await,
+            }
+        }
+        if failed {
+            self.close_socket(&ws, close::INTERNAL, "internal error").await;
+        }
+        Ok(())
+    }
+
+    /// A socket closed (by the client, or dropped) or errored.
+    pub(super) async fn closed(&self, ws: WebSocket) -> Result<()> {
+        // No attachment write: nothing else arrives for a socket the client closed.
+        let departing = Attachment::load(&ws).filter(|a| !a.closing).map(|a| a.member);
+        // Fails only if the socket is already closed, which is the goal anyway.
+        let _ = ws.close(Some(close::NORMAL), Some("closed"));
+        if let Some(member) = departing {
+            self.depart(&member).await;
+        }
+        Ok(())
+    }
+}
+
+/// Sockets with their members, without those the server is already closing.
+pub(super) fn members(sockets: Vec<WebSocket>) -> Vec<(WebSocket, Member)> {
+    sockets
+        .into_iter()
+        .filter_map(|ws| match Attachment::load(&ws) {
+            Some(a) if !a.closing => Some((ws, a.member)),
+            _ => None,
+        })
+        .collect()
+}

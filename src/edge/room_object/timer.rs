@@ -1,0 +1,72 @@
+//! The room's one timer: an alarm set to the engine's deadline ([`Room::poll_timeout`]) and
+//! nothing else. A room with no sockets and no pending webhook holds none.
+
+use worker::{Response, Result};
+
+use super::RoomObject;
+use crate::edge::runtime;
+use crate::protocol::room::{self, Member};
+use crate::protocol::wire::close;
+
+impl RoomObject {
+    /// The deadline came: closes sockets whose token expired, lets the engine do its part
+    /// (pruning, the webhook calls due), then waits for the engine's next deadline.
+    pub(super) async fn alarm(&self) -> Result<Response> {
+        self.alarm_at.set(None);
+        let now_ms = runtime::now_ms();
+        for (ws, _) in self.sockets().iter().filter(|(_, m)| room::is_expired(m, now_ms / 1000)) {
+            self.close_socket(ws, close::UNAUTHENTICATED, "token expired").await;
+        }
+        if let Some(channel) = self.channel() {
+            match self.with_room(&channel, |room| room.handle_timeout(now_ms)) {
+                Ok(due) => self.deliver_webhooks(&channel, due, now_ms).await,
+                Err(e) => worker::console_error!("room timeout: {e}"),
+            }
+        }
+        self.schedule_alarm().await?;
+        Response::ok("ok")
+    }
+
+    /// Sets the alarm to the engine's next deadline, or drops it.
+    pub(super) async fn schedule_alarm(&self) -> Result<()> {
+        let now = runtime::now_ms();
+        let members: Vec<Member> = self.sockets().into_iter().map(|(_, m)| m).collect();
+        let deadline = match self.channel() {
+            Some(channel) => self.with_room(&channel, |room| room.poll_timeout(members.iter()))?,
+            None => room::poll_timeout(members.iter(), None),
+        };
+        let storage = self.state.storage();
+        match deadline {
+            Some(at) => {
+                // An integer here is an offset from now, not a timestamp.
+                storage.set_alarm(at.saturating_sub(now).max(1)).await?;
+                self.alarm_at.set(Some(at));
+            }
+            None => {
+                storage.delete_alarm().await?;
+                self.alarm_at.set(None);
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes sure the alarm fires no later than `at` (ms), touching storage only when the
+    /// known alarm is later, already past, or unknown (a freshly woken instance).
+    pub(super) async fn alarm_by(&self, at: i64) -> Result<()> {
+        let now = runtime::now_ms();
+        let storage = self.state.storage();
+        let current = match self.alarm_at.get() {
+            Some(c) if c <= at && c > now => return Ok(()),
+            // Known and pending: only the runtime could have moved it, by firing it.
+            Some(c) if c > now => Some(c),
+            _ => storage.get_alarm().await?,
+        };
+        if current.is_some_and(|c| c <= at && c > now) {
+            self.alarm_at.set(current);
+        } else {
+            storage.set_alarm(at.saturating_sub(now).max(1)).await?;
+            self.alarm_at.set(Some(at));
+        }
+        Ok(())
+    }
+}
