@@ -30,8 +30,6 @@ pub struct Policy {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::Orders, Kind::Payment, Kind::Chat];
-
     pub fn parse(s: &str) -> Option<Kind> {
         match s {
             "orders" => Some(Kind::Orders),
@@ -104,10 +102,6 @@ impl Channel {
     pub fn kind(&self) -> Kind {
         self.kind
     }
-
-    pub fn key(&self) -> &str {
-        &self.key
-    }
 }
 
 impl fmt::Display for Channel {
@@ -162,10 +156,6 @@ impl Grants {
             Grant::AllOf(kind) => *kind == channel.kind(),
         })
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
 #[cfg(test)]
@@ -176,7 +166,6 @@ mod tests {
     fn channel_names_parse_and_print_round_trip() {
         let c = Channel::parse("orders:venue-1").unwrap();
         assert_eq!(c.kind(), Kind::Orders);
-        assert_eq!(c.key(), "venue-1");
         assert_eq!(c.to_string(), "orders:venue-1");
         assert!(Channel::parse(&format!("chat:{}", "a".repeat(64))).is_ok());
     }
