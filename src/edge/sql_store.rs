@@ -179,6 +179,8 @@ impl Store for SqlStore {
         Ok(seq)
     }
 
+    /// Claim and append are one statement (the key is a unique column of the event's own
+    /// row), so SQLite commits both or neither: an id can never be claimed with no event.
     fn append_unique(&mut self, key: &str, e: &StoredEvent) -> Result<Option<u64>, String> {
         let written = meter::run(
             &self.sql,
