@@ -67,23 +67,17 @@ class Gateway:
         self.ws = self.base.replace("http", "ws", 1)
 
     def start(self):
-        log = open(os.path.join(self.tmp, "wrangler.log"), "a")
+        # scripts/gateway: wrangler dev with the project's Node; `ready URL` once /healthz answers.
+        log = os.path.join(self.tmp, "wrangler.log")
         self.proc = subprocess.Popen(
-            [os.path.join(ROOT, "node_modules/.bin/wrangler"), "dev", "--ip", "127.0.0.1", "--port", str(self.port),
-             "--inspector-port", str(free_port()), "--persist-to", os.path.join(self.tmp, "state"),
-             "--env-file", self.env_file, "--show-interactive-dev-session=false"],
-            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            env=dict(os.environ, WRANGLER_SEND_METRICS="false", NO_COLOR="1"))
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit("wrangler dev exited; see " + os.path.join(self.tmp, "wrangler.log"))
-            try:
-                if urllib.request.urlopen(self.base + "/healthz", timeout=5).status == 200:
-                    return
-            except OSError:
-                time.sleep(0.3)
-        raise SystemExit("wrangler dev did not start")
+            [os.path.join(ROOT, "scripts", "gateway"), "--port", str(self.port), "--vars", self.env_file,
+             "--persist", os.path.join(self.tmp, "state"), "--log", log, "--watch", str(os.getpid())],
+            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True, start_new_session=True)
+        ready = self.proc.stdout.readline().startswith("ready ")
+        self.proc.stdout.close()
+        if not ready:
+            self.proc.wait()
+            raise SystemExit("wrangler dev did not start; see " + log)
 
     def stop(self):
         if self.proc and self.proc.poll() is None:

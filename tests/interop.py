@@ -112,27 +112,22 @@ def run():
     env_file = os.path.join(tmp, "env")
     with open(env_file, "w") as f:
         f.write(f"JWT_KEYS='{json.dumps(jwks)}'\nJWT_ISSUER='{ISSUER}'\nPUBLISH_SECRETS='{SECRET}'\n")
-    log = open(os.path.join(tmp, "wrangler.log"), "w")
+    log = os.path.join(tmp, "wrangler.log")
+    # scripts/gateway: wrangler dev with the project's Node; `ready URL` once /healthz answers.
     proc = subprocess.Popen(
-        [os.path.join(ROOT, "node_modules/.bin/wrangler"), "dev", "--ip", "127.0.0.1", "--port", str(port),
-         "--inspector-port", str(free_port()), "--persist-to", os.path.join(tmp, "state"), "--env-file", env_file,
-         "--show-interactive-dev-session=false"],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        env=dict(os.environ, WRANGLER_SEND_METRICS="false"))
+        [os.path.join(ROOT, "scripts", "gateway"), "--port", str(port), "--vars", env_file, "--persist", os.path.join(tmp, "state"),
+         "--log", log, "--watch", str(os.getpid())],
+        cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            try:
-                if urllib.request.urlopen(base + "/healthz", timeout=5).status == 200:
-                    break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            raise SystemExit("wrangler dev did not start")
+        ready = proc.stdout.readline().startswith("ready ")
+        proc.stdout.close()
+        if not ready:
+            raise SystemExit("wrangler dev did not start; see " + log)
         asyncio.run(main(base))
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=20)
     passed = sum(results)
     print(f"{passed} passed, {len(results) - passed} failed")

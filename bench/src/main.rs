@@ -69,43 +69,38 @@ impl Gateway {
         ) + if metered { "METER='log'\n" } else { "" };
         std::fs::write(dir.join("env"), env).expect("env");
         let port = free_port();
-        let mut cmd = Command::new(root().join("node_modules/.bin/wrangler"));
-        cmd.arg("dev");
+        // scripts/gateway: wrangler dev with the project's Node in a process group of its own
+        // (usage() reads its workerd processes by that group), `ready URL` once /healthz answers.
+        let mut cmd = Command::new(root().join("scripts/gateway"));
+        cmd.args(["--port", &port.to_string(), "--watch", &std::process::id().to_string()])
+            .arg("--vars")
+            .arg(dir.join("env"))
+            .arg("--persist")
+            .arg(dir.join("state"))
+            .arg("--log")
+            .arg(dir.join("log"));
         if let Some(c) = config {
-            cmd.args(["-c", c]);
+            cmd.args(["--config", c]);
         }
         // BENCH_PROFILE=foyer:9229 (or baseline:9229) puts that gateway's inspector on a known
         // port, for a CPU profile (bench/profile.py).
-        let inspector = std::env::var("BENCH_PROFILE")
-            .ok()
-            .and_then(|v| v.strip_prefix(&format!("{name}:")).and_then(|p| p.parse().ok()))
-            .unwrap_or_else(free_port);
-        cmd.args(["--ip", "127.0.0.1", "--port", &port.to_string(), "--inspector-port", &inspector.to_string()])
-            .arg("--persist-to")
-            .arg(dir.join("state"))
-            .arg("--env-file")
-            .arg(dir.join("env"))
-            .args(["--show-interactive-dev-session=false", "--log-level", if metered { "log" } else { "warn" }])
+        if let Some(p) = std::env::var("BENCH_PROFILE").ok().and_then(|v| v.strip_prefix(&format!("{name}:")).map(str::to_owned)) {
+            cmd.args(["--inspector-port", &p]);
+        }
+        cmd.args(["--", "--log-level", if metered { "log" } else { "warn" }])
             .current_dir(root())
-            .env("WRANGLER_SEND_METRICS", "false")
             .stdin(Stdio::null())
-            .stdout(std::fs::File::create(dir.join("log")).expect("log"))
-            .stderr(Stdio::null());
+            .stdout(Stdio::piped());
         {
             use std::os::unix::process::CommandExt;
             cmd.process_group(0);
         }
-        let child = cmd.spawn().expect("wrangler");
+        let mut child = cmd.spawn().expect("scripts/gateway");
+        let mut line = String::new();
+        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().expect("stdout")), &mut line);
         let g = Gateway { name, port, child, log: dir.join("log") };
-        let deadline = Instant::now() + Duration::from_secs(300);
-        while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                std::thread::sleep(Duration::from_secs(2));
-                return g;
-            }
-            std::thread::sleep(Duration::from_millis(300));
-        }
-        panic!("{name} did not start");
+        assert!(line.starts_with("ready "), "{name} did not start; see {}", g.log.display());
+        g
     }
 
     /// CPU seconds and peak resident memory (MiB) of its workerd processes.

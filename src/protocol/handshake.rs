@@ -364,6 +364,10 @@ mod tests {
             ("http://shop.example", false),
             ("https://SHOP.example", false),
             ("http://127.0.0.1:8788", false),
+            // The own origin with another scheme: end to end, `wrangler dev`'s proxy rewrites
+            // these to the exact own origin before the Worker sees them (tests/adversarial.rs).
+            ("https://127.0.0.1:8787", false),
+            ("HTTP://127.0.0.1:8787", false),
             ("null", false),
             ("", false),
         ] {

@@ -29,15 +29,19 @@ export async function startGateway({ port, vars = {} } = {}) {
   writeFileSync(join(dir, "env"), Object.entries(env).map(([k, v]) => `${k}='${v}'\n`).join(""));
   port ??= await freePort();
   const base = `http://127.0.0.1:${port}`;
-  const child = spawn(join(root, "node_modules/.bin/wrangler"), ["dev", "--ip", "127.0.0.1", "--port", String(port),
-    "--inspector-port", String(await freePort()), "--persist-to", join(dir, "state"), "--env-file", join(dir, "env"),
-    "--show-interactive-dev-session=false"], { cwd: root, detached: true, stdio: "ignore", env: { ...process.env, WRANGLER_SEND_METRICS: "false" } });
-  let up = false;
-  for (let i = 0; i < 600 && !up; i++) {
-    try { up = (await fetch(`${base}/healthz`)).ok; } catch { /* not yet */ }
-    if (!up) await sleep(500);
-  }
-  assert.ok(up, "the gateway came up");
+  // scripts/gateway: wrangler dev with the project's Node in a process group of its own; it
+  // prints `ready URL` once /healthz answers and goes down if this process does.
+  const child = spawn(join(root, "scripts/gateway"), ["--port", String(port), "--vars", join(dir, "env"),
+    "--persist", join(dir, "state"), "--log", join(dir, "wrangler.log"), "--watch", String(process.pid)],
+  { cwd: root, detached: true, stdio: ["ignore", "pipe", "inherit"] });
+  const ready = await new Promise((ok) => {
+    let out = "";
+    child.stdout.on("data", (d) => { out += d; if (out.includes("\n")) ok(out.startsWith("ready ")); });
+    child.on("exit", () => ok(false));
+  });
+  child.stdout.destroy();
+  child.unref();
+  assert.ok(ready, `the gateway came up (log: ${join(dir, "wrangler.log")})`);
 
   function mint(sub, channels, { publish = [], exp = 300, iatAgo = 0, key = secret } = {}) {
     const now = Math.floor(Date.now() / 1000) - iatAgo;

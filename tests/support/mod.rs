@@ -3,8 +3,8 @@
 //!
 //! Each gateway gets its own port, inspector port, persistence directory and settings (an
 //! env file written here, with fixed test keys), so tests never touch a developer's
-//! `.dev.vars` or `.wrangler/state`. A watchdog shell ends the gateway when the test process
-//! goes away, whatever way it ends.
+//! `.dev.vars` or `.wrangler/state`. `scripts/gateway` starts it and ends it when the test
+//! process goes away, whatever way it ends.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -52,15 +52,6 @@ fn ensure_built() {
     });
 }
 
-fn healthy(port: u16) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-    let req = format!("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
-    let mut out = String::new();
-    s.write_all(req.as_bytes()).is_ok() && s.read_to_string(&mut out).is_ok() && out.starts_with("HTTP/1.1 200")
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
@@ -103,46 +94,31 @@ impl Gateway {
         let env_file = self.dir.join("env");
         let body: String = self.vars.iter().map(|(k, v)| format!("{k}='{v}'\n")).collect();
         std::fs::write(&env_file, body).expect("env file");
-        let args = format!(
-            "dev --ip 127.0.0.1 --port {} --inspector-port {} --persist-to '{}' --env-file '{}' --show-interactive-dev-session=false",
-            self.port,
-            free_port(),
-            self.dir.join("state").display(),
-            env_file.display()
-        );
-        // The watchdog: wrangler runs in the background of a shell that lives in its own
-        // process group, and takes the whole group down when the test process is gone.
-        let script = format!(
-            "node_modules/.bin/wrangler {args} >> '{log}' 2>&1 &
-             while kill -0 {test_pid} 2>/dev/null && kill -0 $! 2>/dev/null; do sleep 0.5; done
-             kill -TERM 0",
-            log = self.log_path().display(),
-            test_pid = std::process::id()
-        );
-        let child = {
+        // scripts/gateway starts wrangler dev in a process group of its own, prints `ready URL`
+        // once /healthz answers, and takes the group down when the test process is gone.
+        let mut child = {
             use std::os::unix::process::CommandExt;
-            Command::new("bash")
-                .arg("-c")
-                .arg(script)
-                .current_dir(repo_root())
-                .env("WRANGLER_SEND_METRICS", "false")
-                .env("NO_COLOR", "1")
+            Command::new(repo_root().join("scripts/gateway"))
+                .args(["--port", &self.port.to_string(), "--timeout", "180", "--watch", &std::process::id().to_string()])
+                .arg("--vars")
+                .arg(&env_file)
+                .arg("--persist")
+                .arg(self.dir.join("state"))
+                .arg("--log")
+                .arg(self.log_path())
                 .stdin(Stdio::null())
+                .stdout(Stdio::piped())
                 .process_group(0)
                 .spawn()
-                .expect("spawn wrangler")
+                .expect("spawn scripts/gateway")
         };
+        // Blocking, as this may run inside a test's async runtime.
+        let mut line = String::new();
+        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().expect("stdout")), &mut line);
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(180);
-        while Instant::now() < deadline {
-            // The port opens slightly before the Worker is loaded: ask it (blocking, as this
-            // may run inside a test's async runtime).
-            if healthy(self.port) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(300));
+        if !line.starts_with("ready ") {
+            panic!("wrangler dev did not start; log:\n{}", self.log());
         }
-        panic!("wrangler dev did not start; log:\n{}", self.log());
     }
 
     pub fn log_path(&self) -> PathBuf {
