@@ -384,6 +384,9 @@ async fn run(g: &Gateway, quick: bool, only: Option<&str>, f: &mut Figures) {
     if want("connect") {
         let storm = if quick { 100 } else { 500 };
         let variants = [(CONNECT_P99, Some(false)), (CONNECT_DISTINCT_P99, Some(true)), (BAD_TOKEN_P99, None)];
+        // Every socket stays open until all storms are done: a storm must not overlap the
+        // closing of the one before it.
+        let mut keep = Vec::new();
         for (n, (label, distinct)) in variants.into_iter().enumerate() {
             let ch = format!("orders:storm-{tag}-{n}");
             let key = ch.split_once(':').map_or("", |x| x.1).to_owned();
@@ -396,7 +399,6 @@ async fn run(g: &Gateway, quick: bool, only: Option<&str>, f: &mut Figures) {
                 })
                 .collect();
             let mut times = Vec::new();
-            let mut keep = Vec::new();
             for batch in tokens.chunks(50) {
                 let batch = batch.iter().map(|t| {
                     let path = format!("/ws/orders/{key}");
