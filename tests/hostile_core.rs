@@ -214,14 +214,17 @@ fn every_single_bit_flip_of_an_hs256_token_closes_4401() {
 // The three algorithms share every step up to the signature check (segments, JSON, header,
 // the signing input), so the HS256 table above shows every bit of header and payload is
 // covered. EdDSA and ES256 verification takes milliseconds per token in a debug build: their
-// tables flip one bit of every few bytes of each segment (the bit rotating with the byte).
+// tables flip bit 0 of every 9th payload byte, a few bits at both ends and in the middle of
+// the signature, and one bit of every few bytes of each segment (the bit rotating).
 
 fn asymmetric_flips(key: &foyer::devkit::SigningKey, kid: &str, strides: [usize; 3]) -> Vec<Case<Connect, Answer>> {
     let c = claims(CHAT.channel);
     let valid = bearer(CHAT.path, &key.mint(Some(kid), &c));
     let mut table = vec![case(format!("a valid {} token (control)", key.alg()), SIGNED, valid, Admit)];
-    for (segment, stride) in strides.into_iter().enumerate() {
-        table.extend(rows(SIGNED, bit_flips(key, kid, &c, segment, Bits::OneEvery(stride)), |t| bearer(CHAT.path, &t), Close(4401)));
+    let mut flips: Vec<(usize, Bits)> = strides.into_iter().enumerate().map(|(segment, n)| (segment, Bits::Rotating(n))).collect();
+    flips.extend([(1, Bits::EveryNth(9, 0)), (2, Bits::EndsAndMiddle)]);
+    for (segment, bits) in flips {
+        table.extend(rows(SIGNED, bit_flips(key, kid, &c, segment, bits), |t| bearer(CHAT.path, &t), Close(4401)));
     }
     table
 }

@@ -295,10 +295,12 @@ impl Witness {
         }
     }
 
-    /// Nothing changed beyond the `stored` events the attempt's answer admitted: a probe
-    /// gets the next `seq` after them and reaches exactly the sockets the battery holds, and
-    /// the witness saw those events and the `presence` of legitimate sockets, nothing else.
-    async fn untouched(&mut self, gw: &Gateway, stored: usize) -> Result<(), String> {
+    /// Nothing changed beyond the events the attempt's answer admitted (`admitted`: each
+    /// with its `id`, and its `data` when the attempt saw it): a probe gets the next `seq`
+    /// after them and reaches exactly the sockets the battery holds, and the witness saw
+    /// those events, in order, and the `presence` of legitimate sockets, nothing else.
+    async fn untouched(&mut self, gw: &Gateway, admitted: &[Value]) -> Result<(), String> {
+        let stored = admitted.len();
         let id = unique("probe");
         let r = gw.publish(&json!({"id": id, "channels": [self.target.channel], "event": "probe"})).await;
         if r.status != 200 {
@@ -332,6 +334,10 @@ impl Witness {
         let seqs: Vec<u64> = events.iter().map(|f| f["seq"].as_u64().unwrap_or(0)).collect();
         if seqs != (self.seq + 1..=self.seq + stored as u64).collect::<Vec<_>>() {
             problems.push(format!("the witness got events {seqs:?} before the probe, expected {stored} after seq {}", self.seq));
+        }
+        let same = |f: &Value, e: &Value| f["id"] == e["id"] && e.get("data").is_none_or(|d| f["data"] == *d);
+        if let Some((f, e)) = events.iter().zip(admitted).find(|(f, e)| !same(f, e)) {
+            problems.push(format!("the witness got {} where {} was admitted", short(&f.to_string()), short(&e.to_string())));
         }
         self.history.extend(events.iter().map(|f| f["id"].as_str().unwrap_or("").to_owned()));
         self.history.push(id);
@@ -378,10 +384,11 @@ struct Secret {
     value: String,
 }
 
-/// What a row left behind: events stored per channel, and what must never be logged.
+/// What a row left behind: the events its answers admitted per channel (`id`, and `data`
+/// when the attempt saw it), and what must never be logged.
 #[derive(Default)]
 struct Trace {
-    stored: HashMap<String, usize>,
+    admitted: HashMap<String, Vec<Value>>,
     secrets: Vec<Secret>,
 }
 
@@ -630,7 +637,8 @@ async fn play_publish(
     let answer: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
     if r.status == 200 {
         for result in answer["results"].as_array().into_iter().flatten().filter(|r| r["duplicate"] == false) {
-            *trace.stored.entry(result["channel"].as_str().unwrap_or("").to_owned()).or_default() += 1;
+            let channel = result["channel"].as_str().unwrap_or("").to_owned();
+            trace.admitted.entry(channel).or_default().push(json!({"id": result["id"]}));
         }
     }
     let shown = short(&String::from_utf8_lossy(&r.body));
@@ -686,8 +694,10 @@ async fn play_frames(gw: &Gateway, w: &mut Witness, case: &Case, member: &Member
             (Reply::Refreshed(exp), Some(Got::Frame(f))) => f["type"] == "refreshed" && f["expires_at"] == *exp,
             _ => false,
         };
-        if matches!(got, Some(Got::Frame(ref f)) if f["type"] == "event") {
-            *trace.stored.entry(w.target.channel.clone()).or_default() += 1;
+        if let Some(Got::Frame(f)) = &got {
+            if f["type"] == "event" {
+                trace.admitted.entry(w.target.channel.clone()).or_default().push(json!({"id": f["id"], "data": f["data"]}));
+            }
         }
         if matches!(got, Some(Got::Closed(_))) {
             closed = true;
@@ -739,8 +749,8 @@ async fn play_family(f: Family) -> (Vec<String>, Vec<(Gw, String, Secret)>) {
             failures.push(report(f.name, case, &e));
         }
         for w in &mut witnesses {
-            let stored = trace.stored.get(&w.target.channel).copied().unwrap_or(0);
-            if let Err(e) = w.untouched(gw, stored).await {
+            let admitted = trace.admitted.get(&w.target.channel).map_or(&[][..], Vec::as_slice);
+            if let Err(e) = w.untouched(gw, admitted).await {
                 failures.push(report(f.name, case, &format!("changed {}: {e}", w.target.channel)));
             }
         }

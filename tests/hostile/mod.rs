@@ -327,8 +327,12 @@ pub fn genuine_under_another_kid(c: &Value) -> Vec<Variant> {
 pub enum Bits {
     /// Every bit of every byte.
     All,
-    /// One bit of every `n`th byte (the bit index rotates with the byte).
-    OneEvery(usize),
+    /// One bit of every `n`th byte, the bit index rotating with the byte.
+    Rotating(usize),
+    /// Bit `b` of every `n`th byte.
+    EveryNth(usize, u8),
+    /// A few bits at both ends and in the middle.
+    EndsAndMiddle,
 }
 
 pub const SEGMENT_NAMES: [&str; 3] = ["header", "payload", "signature"];
@@ -339,7 +343,9 @@ pub fn bit_flips(key: &SigningKey, kid: &str, c: &Value, segment: usize, bits: B
     let len = URL_SAFE_NO_PAD.decode(&good[segment]).unwrap().len();
     let flips: Vec<(usize, u8)> = match bits {
         Bits::All => (0..len).flat_map(|byte| (0..8).map(move |bit| (byte, bit))).collect(),
-        Bits::OneEvery(n) => (0..len).step_by(n).map(|byte| (byte, (byte % 8) as u8)).collect(),
+        Bits::Rotating(n) => (0..len).step_by(n).map(|byte| (byte, (byte % 8) as u8)).collect(),
+        Bits::EveryNth(n, bit) => (0..len).step_by(n).map(|byte| (byte, bit)).collect(),
+        Bits::EndsAndMiddle => vec![(0, 0), (1, 7), (len / 2, 0), (len / 2 + 1, 3), (len - 2, 1), (len - 1, 0), (len - 1, 7)],
     };
     flips
         .into_iter()
