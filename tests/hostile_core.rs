@@ -162,15 +162,7 @@ fn mint(c: &Value) -> String {
 
 /// A token at `NOW` with these grant claims (`None`: the claim is absent).
 fn granted(g: &GrantClaims) -> String {
-    let mut c = claims("orders:unused");
-    let o = c.as_object_mut().unwrap();
-    o.remove("channels");
-    if let Some(channels) = &g.channels {
-        o.insert("channels".into(), channels.clone());
-    }
-    if let Some(publish) = &g.publish {
-        o.insert("publish".into(), publish.clone());
-    }
+    let c = g.applied_to(claims("orders:unused"));
     mint(&c)
 }
 

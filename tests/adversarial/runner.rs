@@ -227,15 +227,7 @@ impl Target {
 
     /// A token with these grant claims, for a fresh subject.
     pub fn granted(&self, g: &GrantClaims) -> Attempt {
-        let mut c = claims(&unique("u"), &[]);
-        let o = c.as_object_mut().unwrap();
-        o.remove("channels");
-        if let Some(channels) = &g.channels {
-            o.insert("channels".into(), channels.clone());
-        }
-        if let Some(publish) = &g.publish {
-            o.insert("publish".into(), publish.clone());
-        }
+        let c = g.applied_to(claims(&unique("u"), &[]));
         self.bearer(hs256().mint(Some("hs"), &c))
     }
 

@@ -766,6 +766,23 @@ pub struct GrantClaims {
     pub publish: Option<Value>,
 }
 
+impl GrantClaims {
+    /// `claims` with its grant claims replaced by these (`None`: the claim is absent).
+    pub fn applied_to(&self, mut claims: Value) -> Value {
+        if let Some(o) = claims.as_object_mut() {
+            o.remove("channels");
+            o.remove("publish");
+            if let Some(channels) = &self.channels {
+                o.insert("channels".into(), channels.clone());
+            }
+            if let Some(publish) = &self.publish {
+                o.insert("publish".into(), publish.clone());
+            }
+        }
+        claims
+    }
+}
+
 fn subscribe(channels: Value) -> GrantClaims {
     GrantClaims { channels: Some(channels), publish: None }
 }
