@@ -676,6 +676,17 @@ enum Replayed {
 mod tests {
     use super::*;
 
+    /// `let $ch = Channel::parse($name)`, and `let mut $room`: a room with default limits over
+    /// fresh in-memory storage and memory.
+    macro_rules! fresh_room {
+        ($ch:ident = $name:literal, $room:ident) => {
+            let $ch = Channel::parse($name).unwrap();
+            let mut store = MemStore::default();
+            let mut mem = Memory::default();
+            let mut $room = Room::new(&$ch, &mut store, &mut mem, Limits::default());
+        };
+    }
+
     fn b() -> Builds<'static> {
         Builds { server: "b", ..Builds::default() }
     }
@@ -726,10 +737,7 @@ mod tests {
 
     #[test]
     fn seq_starts_at_one_and_increases_by_one() {
-        let ch = Channel::parse("orders:v1").unwrap();
-        let mut store = MemStore::default();
-        let mut mem = Memory::default();
-        let mut room = Room::new(&ch, &mut store, &mut mem, Limits::default());
+        fresh_room!(ch = "orders:v1", room);
         let out = room.publish(&[delivery("a"), delivery("b"), delivery("c")], T0).unwrap();
         assert_eq!(out.iter().map(|p| p.seq).collect::<Vec<_>>(), [1, 2, 3]);
         let frame = json(out[1].frame.as_ref().unwrap());
@@ -740,10 +748,7 @@ mod tests {
 
     #[test]
     fn republished_id_is_a_duplicate_with_its_first_seq() {
-        let ch = Channel::parse("orders:v1").unwrap();
-        let mut store = MemStore::default();
-        let mut mem = Memory::default();
-        let mut room = Room::new(&ch, &mut store, &mut mem, Limits::default());
+        fresh_room!(ch = "orders:v1", room);
         room.publish(&[delivery("a"), delivery("b")], T0).unwrap();
         let again = room.publish(&[delivery("a"), delivery("c")], T0 + 1).unwrap();
         assert_eq!(again[0], Published { seq: 1, duplicate: true, frame: None });
@@ -752,10 +757,7 @@ mod tests {
 
     #[test]
     fn welcome_carries_latest_seq_and_expiry() {
-        let ch = Channel::parse("orders:v1").unwrap();
-        let mut store = MemStore::default();
-        let mut mem = Memory::default();
-        let mut room = Room::new(&ch, &mut store, &mut mem, Limits::default());
+        fresh_room!(ch = "orders:v1", room);
         let m = member("c1", "u1", &ch);
         let join = room.join(&m, None, Builds { server: "build-1", ..Builds::default() }, &[], T0).unwrap();
         assert_eq!(
@@ -783,10 +785,7 @@ mod tests {
 
     #[test]
     fn since_replays_every_later_event_in_order() {
-        let ch = Channel::parse("orders:v").unwrap();
-        let mut store = MemStore::default();
-        let mut mem = Memory::default();
-        let mut room = Room::new(&ch, &mut store, &mut mem, Limits::default());
+        fresh_room!(ch = "orders:v", room);
         publish_n(&mut room, 10, T0);
         let m = member("c", "u", &ch);
         assert_eq!(seqs(&room.join(&m, Some(7), b(), &[], T0).unwrap().frames), [8, 9, 10]);
@@ -797,10 +796,7 @@ mod tests {
 
     #[test]
     fn since_older_than_history_gets_a_reset() {
-        let ch = Channel::parse("orders:v").unwrap();
-        let mut store = MemStore::default();
-        let mut mem = Memory::default();
-        let mut room = Room::new(&ch, &mut store, &mut mem, Limits::default());
+        fresh_room!(ch = "orders:v", room);
         publish_n(&mut room, 150, T0);
         // Eleven minutes later everything but the last 100 may go.
         room.prune(T0 + 11 * 60 * 1000).unwrap();
@@ -814,10 +810,7 @@ mod tests {
 
     #[test]
     fn pruning_keeps_the_last_100_and_the_last_10_minutes() {
-        let ch = Channel::parse("orders:v").unwrap();
-        let mut store = MemStore::default();
-        let mut mem = Memory::default();
-        let mut room = Room::new(&ch, &mut store, &mut mem, Limits::default());
+        fresh_room!(ch = "orders:v", room);
         publish_n(&mut room, 150, T0);
         room.prune(T0 + 9 * 60 * 1000).unwrap();
         assert_eq!(room.store.oldest_seq().unwrap(), Some(1), "younger than 10 minutes: all kept");
@@ -833,10 +826,7 @@ mod tests {
 
     #[test]
     fn an_outdated_build_gets_its_welcome_then_4426_only_when_required() {
-        let ch = Channel::parse("chat:r").unwrap();
-        let mut store = MemStore::default();
-        let mut mem = Memory::default();
-        let mut room = Room::new(&ch, &mut store, &mut mem, Limits::default());
+        fresh_room!(ch = "chat:r", room);
         let builds = |client, require_current| Builds { server: "b2", client, require_current };
         let join = room.join(&member("c", "u", &ch), None, builds(Some("b1"), true), &[], T0).unwrap();
         assert_eq!(json(&join.frames[0])["type"], "welcome");
@@ -853,10 +843,7 @@ mod tests {
 
     #[test]
     fn webhook_calls_go_through_the_store_and_the_room_times_their_retries() {
-        let ch = Channel::parse("chat:r").unwrap();
-        let mut store = MemStore::default();
-        let mut mem = Memory::default();
-        let mut room = Room::new(&ch, &mut store, &mut mem, Limits::default());
+        fresh_room!(ch = "chat:r", room);
         let event = StoredEvent { seq: 1, id: "u1/m1".into(), event: "chat.message".into(), data: r#"{"text":"hi"}"#.into(), ts: T0 };
         room.queue_webhook(&event, T0).unwrap();
         room.queue_webhook(&event, T0).unwrap();
@@ -876,10 +863,7 @@ mod tests {
 
     #[test]
     fn chat_message_author_comes_from_the_token() {
-        let ch = Channel::parse("chat:r").unwrap();
-        let mut store = MemStore::default();
-        let mut mem = Memory::default();
-        let mut room = Room::new(&ch, &mut store, &mut mem, Limits::default());
+        fresh_room!(ch = "chat:r", room);
         let mut m = member("c", "u1", &ch);
         let frame = r#"{"type":"send","id":"m1","text":"hello","author":{"sub":"admin","name":"Boss"}}"#;
         let effects = room.on_text(&mut m, frame, &Incoming { now_ms: T0, verify: &no_refresh }).unwrap();
@@ -960,10 +944,7 @@ mod tests {
 
     #[test]
     fn rate_limit_refuses_then_closes_4429() {
-        let ch = Channel::parse("chat:r").unwrap();
-        let mut store = MemStore::default();
-        let mut mem = Memory::default();
-        let mut room = Room::new(&ch, &mut store, &mut mem, Limits::default());
+        fresh_room!(ch = "chat:r", room);
         let mut m = member("c", "u", &ch);
         let mut codes = Vec::new();
         for i in 0..40 {
@@ -1001,10 +982,7 @@ mod tests {
 
     #[test]
     fn oversized_frames_close_1009() {
-        let ch = Channel::parse("chat:r").unwrap();
-        let mut store = MemStore::default();
-        let mut mem = Memory::default();
-        let mut room = Room::new(&ch, &mut store, &mut mem, Limits::default());
+        fresh_room!(ch = "chat:r", room);
         let mut m = member("c", "u", &ch);
         let big = "x".repeat(MAX_CLIENT_FRAME_BYTES + 1);
         assert_eq!(
@@ -1016,10 +994,7 @@ mod tests {
 
     #[test]
     fn refresh_needs_the_same_sub_and_the_channel() {
-        let ch = Channel::parse("payment:o1").unwrap();
-        let mut store = MemStore::default();
-        let mut mem = Memory::default();
-        let mut room = Room::new(&ch, &mut store, &mut mem, Limits::default());
+        fresh_room!(ch = "payment:o1", room);
         let mut m = member("c", "u", &ch);
         let fresh = |sub: &'static str, channel: &'static str| {
             move |_: &str| {
@@ -1047,10 +1022,7 @@ mod tests {
 
     #[test]
     fn refresh_with_a_revoked_token_is_refused() {
-        let ch = Channel::parse("chat:r").unwrap();
-        let mut store = MemStore::default();
-        let mut mem = Memory::default();
-        let mut room = Room::new(&ch, &mut store, &mut mem, Limits::default());
+        fresh_room!(ch = "chat:r", room);
         let mut m = member("c", "u", &ch);
         m.revoked_before = Some(T0 / 1000 + 10);
         let old = |_: &str| Ok(claims("u", &["chat:r"], &[]));
@@ -1094,10 +1066,7 @@ mod tests {
 
     #[test]
     fn presence_counts_users_not_sockets() {
-        let ch = Channel::parse("chat:r").unwrap();
-        let mut store = MemStore::default();
-        let mut mem = Memory::default();
-        let mut room = Room::new(&ch, &mut store, &mut mem, Limits::default());
+        fresh_room!(ch = "chat:r", room);
         let a1 = member("a1", "ann", &ch);
         let a2 = member("a2", "ann", &ch);
         let b1 = member("b1", "bob", &ch);
@@ -1114,10 +1083,7 @@ mod tests {
 
     #[test]
     fn no_presence_outside_chat() {
-        let ch = Channel::parse("orders:v").unwrap();
-        let mut store = MemStore::default();
-        let mut mem = Memory::default();
-        let mut room = Room::new(&ch, &mut store, &mut mem, Limits::default());
+        fresh_room!(ch = "orders:v", room);
         let m = member("a", "ann", &ch);
         assert!(room.join(&m, None, b(), &[], T0).unwrap().broadcast.is_none());
         assert!(room.leave(&m, &[]).is_none());
@@ -1143,10 +1109,7 @@ mod tests {
 
     #[test]
     fn a_gap_of_more_than_1000_events_is_answered_with_reset() {
-        let ch = Channel::parse("orders:v").unwrap();
-        let mut store = MemStore::default();
-        let mut mem = Memory::default();
-        let mut room = Room::new(&ch, &mut store, &mut mem, Limits::default());
+        fresh_room!(ch = "orders:v", room);
         publish_n(&mut room, 1200, T0);
         let m = member("c", "u", &ch);
         let frames = room.join(&m, Some(199), b(), &[], T0).unwrap().frames;
@@ -1157,10 +1120,7 @@ mod tests {
 
     #[test]
     fn a_gap_of_more_than_1_mib_of_frames_is_answered_with_reset() {
-        let ch = Channel::parse("chat:r").unwrap();
-        let mut store = MemStore::default();
-        let mut mem = Memory::default();
-        let mut room = Room::new(&ch, &mut store, &mut mem, Limits::default());
+        fresh_room!(ch = "chat:r", room);
         publish_sized(&mut room, 40, 60 * 1024, T0);
         let m = member("c", "u", &ch);
         let frames = room.join(&m, Some(0), b(), &[], T0).unwrap().frames;
@@ -1174,10 +1134,7 @@ mod tests {
 
     #[test]
     fn payment_replays_everything_retained_within_the_bounds() {
-        let ch = Channel::parse("payment:o").unwrap();
-        let mut store = MemStore::default();
-        let mut mem = Memory::default();
-        let mut room = Room::new(&ch, &mut store, &mut mem, Limits::default());
+        fresh_room!(ch = "payment:o", room);
         publish_n(&mut room, 3, T0);
         let m = member("c", "u", &ch);
         assert_eq!(seqs(&room.join(&m, None, b(), &[], T0).unwrap().frames), [1, 2, 3]);
@@ -1188,10 +1145,7 @@ mod tests {
 
     #[test]
     fn retention_is_bounded_in_bytes_beyond_the_newest_100() {
-        let ch = Channel::parse("orders:v").unwrap();
-        let mut store = MemStore::default();
-        let mut mem = Memory::default();
-        let mut room = Room::new(&ch, &mut store, &mut mem, Limits::default());
+        fresh_room!(ch = "orders:v", room);
         // 300 events of 32 KiB within one minute: the last 100 stay whatever their size, and
         // older ones only up to HISTORY_MAX_EXTRA_BYTES (64 of 32 KiB), pruned on write.
         for i in 0..300 {
@@ -1209,10 +1163,7 @@ mod tests {
 
     #[test]
     fn the_chat_rate_limit_holds_per_user_across_their_sockets() {
-        let ch = Channel::parse("chat:r").unwrap();
-        let mut store = MemStore::default();
-        let mut mem = Memory::default();
-        let mut room = Room::new(&ch, &mut store, &mut mem, Limits::default());
+        fresh_room!(ch = "chat:r", room);
         let mut tabs: Vec<Member> = (0..8).map(|i| member(&format!("c{i}"), "u", &ch)).collect();
         let mut outcomes = Vec::new();
         for i in 0..40 {
@@ -1234,10 +1185,7 @@ mod tests {
 
     #[test]
     fn history_reads_page_oldest_first_and_say_reset_when_the_gap_is_gone() {
-        let ch = Channel::parse("orders:v").unwrap();
-        let mut store = MemStore::default();
-        let mut mem = Memory::default();
-        let mut room = Room::new(&ch, &mut store, &mut mem, Limits::default());
+        fresh_room!(ch = "orders:v", room);
         assert_eq!(room.history(0, 100).unwrap(), History { seq: 0, reset: false, events: vec![] });
         publish_n(&mut room, 150, T0);
         let h = room.history(10, 5).unwrap();
@@ -1269,10 +1217,7 @@ mod tests {
 
     #[test]
     fn a_chat_welcome_lists_who_is_there() {
-        let ch = Channel::parse("chat:r").unwrap();
-        let mut store = MemStore::default();
-        let mut mem = Memory::default();
-        let mut room = Room::new(&ch, &mut store, &mut mem, Limits::default());
+        fresh_room!(ch = "chat:r", room);
         let others = [member("b1", "bob", &ch), member("b2", "bob", &ch), member("z1", "zed", &ch)];
         let j = room.join(&member("a1", "ann", &ch), None, b(), &others, T0).unwrap();
         let w = json(&j.frames[0]);
@@ -1283,20 +1228,14 @@ mod tests {
         let crowd: Vec<Member> = (0..150).map(|i| member(&format!("c{i}"), &format!("u{i:03}"), &ch)).collect();
         let w = json(&room.join(&member("x", "ann", &ch), None, b(), &crowd, T0).unwrap().frames[0]);
         assert_eq!((w["count"].as_u64(), w["presence"].as_array().unwrap().len()), (Some(151), MAX_PRESENCE_LISTED));
-        let orders = Channel::parse("orders:v").unwrap();
-        let mut store = MemStore::default();
-        let mut mem = Memory::default();
-        let mut room = Room::new(&orders, &mut store, &mut mem, Limits::default());
+        fresh_room!(orders = "orders:v", room);
         let w = json(&room.join(&member("a", "ann", &orders), None, b(), &[], T0).unwrap().frames[0]);
         assert!(w.get("presence").is_none() && w.get("count").is_none(), "chat only");
     }
 
     #[test]
     fn refresh_consults_revocations_the_room_learned_after_connect() {
-        let ch = Channel::parse("chat:r").unwrap();
-        let mut store = MemStore::default();
-        let mut mem = Memory::default();
-        let mut room = Room::new(&ch, &mut store, &mut mem, Limits::default());
+        fresh_room!(ch = "chat:r", room);
         // The socket's own token is newer than the revocation, so the push leaves it open,
         // but a refresh with an older token must be refused.
         let mut survivor = member("c", "u", &ch);
