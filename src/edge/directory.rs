@@ -26,7 +26,7 @@ use super::js;
 use super::messages::{Presence, RevokeOrder, RevokeReply, RevokeRequest, RevokedAnswer};
 use super::meter;
 use super::runtime::{self, json_error};
-use super::sql_store::Num;
+use super::sql_store::{Num, Text};
 use crate::protocol::channel::Channel;
 use crate::protocol::revocation::{ALL_CHANNELS, KEPT_SECS};
 
@@ -107,10 +107,8 @@ impl RevocationDirectory {
 
     async fn revoke(&self, order: RevokeOrder) -> Result<RevokeReply> {
         self.ensure_schema()?;
-        let scopes = match &order.channels {
-            Some(channels) => channels.iter().map(Channel::to_string).collect(),
-            None => vec![ALL_CHANNELS.to_owned()],
-        };
+        let named: Option<Vec<String>> = order.channels.as_ref().map(|list| list.iter().map(Channel::to_string).collect());
+        let scopes = named.clone().unwrap_or_else(|| vec![ALL_CHANNELS.to_owned()]);
         for scope in &scopes {
             // The later time wins: a retried or replayed older request never moves it back.
             meter::run(
@@ -121,16 +119,12 @@ impl RevocationDirectory {
         }
         // Pruned on write: no timer, and old revocations refuse nothing (see KEPT_SECS).
         meter::run(&self.sql, "DELETE FROM revoked WHERE at < ?", vec![(order.at - KEPT_SECS).into()])?;
-        let targets: Vec<String> = match order.channels {
-            Some(channels) => channels.iter().map(Channel::to_string).collect(),
-            None => meter::rows::<super::sql_store::Text>(
-                &self.sql,
-                "SELECT channel AS value FROM joined WHERE sub = ?",
-                vec![order.sub.as_str().into()],
-            )?
-            .into_iter()
-            .map(|t| t.value)
-            .collect(),
+        let targets: Vec<String> = match named {
+            Some(channels) => channels,
+            None => meter::rows::<Text>(&self.sql, "SELECT channel AS value FROM joined WHERE sub = ?", vec![order.sub.as_str().into()])?
+                .into_iter()
+                .map(|t| t.value)
+                .collect(),
         };
         let now = runtime::now_ms();
         for channel in &targets {
