@@ -193,10 +193,6 @@ impl Member {
         let Verified { sub, name, role, exp, iat, can_publish } = verified;
         Member { conn, sub, name, role, exp, iat, can_publish, window_start: 0, window_count: 0, strikes: 0, revoked_before: None }
     }
-
-    pub fn new(conn: String, claims: &Claims, channel: &Channel) -> Member {
-        Member::admit(conn, Verified::new(claims, channel))
-    }
 }
 
 /// Whether a token issued at `iat` falls under a revocation at `revoked_at`. Tokens without
@@ -711,7 +707,7 @@ mod tests {
     }
 
     fn member(conn: &str, sub: &str, channel: &Channel) -> Member {
-        Member::new(conn.into(), &claims(sub, &[&channel.to_string()], &[&channel.to_string()]), channel)
+        Member::admit(conn.into(), Verified::new(&claims(sub, &[&channel.to_string()], &[&channel.to_string()]), channel))
     }
 
     fn delivery(id: &str) -> Delivery {
@@ -903,7 +899,7 @@ mod tests {
         let mut store = MemStore::default();
         let mut mem = Memory::default();
         let mut room = Room::new(&ch, &mut store, &mut mem, Limits { rate_count: 1000, ..Limits::default() });
-        let mut reader = Member::new("c".into(), &claims("u", &["chat:r"], &[]), &ch);
+        let mut reader = Member::admit("c".into(), Verified::new(&claims("u", &["chat:r"], &[]), &ch));
         let send = |text: &str| format!(r#"{{"type":"send","id":"x","text":{}}}"#, serde_json::to_string(text).unwrap());
         assert_eq!(
             reply_code(&room.on_text(&mut reader, &send("hi"), &Incoming { now_ms: T0, verify: &no_refresh }).unwrap()).as_deref(),
