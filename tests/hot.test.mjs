@@ -116,3 +116,60 @@ test("wait_until hands the promise to the runtime and never throws where it cann
   assert.deepEqual(kept, [p]);
   assert.doesNotThrow(() => hot.wait_until({}, p));
 });
+
+// Token signatures: the same checks the Worker makes through node:crypto (nodejs_compat).
+import { generateKeyPairSync, sign } from "node:crypto";
+
+const rawPublic = (alg, publicKey) => {
+  const jwk = publicKey.export({ format: "jwk" });
+  const bytes = (b64) => Buffer.from(b64, "base64url");
+  return alg === "EdDSA" ? new Uint8Array(bytes(jwk.x)) : new Uint8Array([4, ...bytes(jwk.x), ...bytes(jwk.y)]);
+};
+
+for (const [alg, type, options, hash] of [
+  ["EdDSA", "ed25519", {}, null],
+  ["ES256", "ec", { namedCurve: "P-256" }, "sha256"],
+]) {
+  test(`${alg}: a JWS signature verifies; a flipped bit, a wrong length or another key does not`, () => {
+    const { publicKey, privateKey } = generateKeyPairSync(type, options);
+    const other = generateKeyPairSync(type, options).publicKey;
+    const key = hot.public_key(alg, rawPublic(alg, publicKey));
+    const otherKey = hot.public_key(alg, rawPublic(alg, other));
+    assert.ok(key && otherKey);
+    const signed = new TextEncoder().encode("eyJhbGciOi.eyJzdWIiOiJ1In0");
+    const signature = new Uint8Array(sign(hash, signed, { key: privateKey, dsaEncoding: "ieee-p1363" }));
+    assert.equal(signature.length, 64);
+    assert.equal(hot.verify_signature(alg, key, signed, signature), true);
+    for (let i = 0; i < 64; i += 7) {
+      const flipped = signature.slice();
+      flipped[i] ^= 1;
+      assert.equal(hot.verify_signature(alg, key, signed, flipped), false, `byte ${i}`);
+    }
+    const tampered = signed.slice();
+    tampered[0] ^= 1;
+    assert.equal(hot.verify_signature(alg, key, tampered, signature), false);
+    assert.equal(hot.verify_signature(alg, otherKey, signed, signature), false);
+    assert.equal(hot.verify_signature(alg, key, signed, signature.subarray(0, 63)), false);
+    assert.equal(hot.verify_signature(alg, key, signed, new Uint8Array(64)), false);
+    assert.equal(hot.verify_signature(alg === "EdDSA" ? "ES256" : "EdDSA", key, signed, signature), false);
+  });
+}
+
+test("public_key refuses what is not a public key of the algorithm", () => {
+  assert.equal(hot.public_key("EdDSA", new Uint8Array(31)), null);
+  assert.equal(hot.public_key("ES256", new Uint8Array(65)), null, "no leading 4");
+  const offCurve = new Uint8Array(65).fill(1);
+  offCurve[0] = 4;
+  assert.equal(hot.public_key("ES256", offCurve), null, "not on the curve");
+  assert.equal(hot.public_key("RS256", new Uint8Array(32)), null);
+});
+
+test("es256_der writes minimal INTEGERs, with a zero byte before a set top bit", () => {
+  const rs = new Uint8Array(64);
+  rs[31] = 1; // r = 1
+  rs[32] = 0x80; // s with its top bit set
+  const der = hot.es256_der(rs);
+  assert.deepEqual([...der.subarray(0, 5)], [0x30, 3 + 35, 0x02, 1, 1]);
+  assert.deepEqual([...der.subarray(5, 9)], [0x02, 33, 0, 0x80]);
+  assert.equal(der.length, 2 + 3 + 35);
+});

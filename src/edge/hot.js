@@ -102,3 +102,72 @@ export function wait_until(state, promise) {
     /* the promise still runs */
   }
 }
+
+// EdDSA and ES256 token signatures with the runtime's native crypto (BoringSSL in workerd),
+// synchronously: jsonwebtoken's verifier interface is synchronous, which WebCrypto is not.
+// `node:crypto` comes from the `nodejs_compat` flag (wrangler.toml); without it, asymmetric
+// keys are refused when the configuration loads, never accepted unchecked.
+let nodeCrypto;
+function native() {
+  if (nodeCrypto === undefined) {
+    try {
+      nodeCrypto = globalThis.process?.getBuiltinModule?.("node:crypto") ?? null;
+    } catch (_) {
+      nodeCrypto = null;
+    }
+  }
+  return nodeCrypto;
+}
+
+function base64url(bytes) {
+  let text = "";
+  for (const b of bytes) text += String.fromCharCode(b);
+  return btoa(text).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+/**
+ * A public key for `alg` ("EdDSA": Ed25519's 32 bytes; "ES256": P-256's SEC1 uncompressed
+ * point, 65 bytes), or null when it is not one (or there is no native crypto).
+ */
+export function public_key(alg, raw) {
+  const c = native();
+  if (!c) return null;
+  let jwk;
+  if (alg === "EdDSA" && raw.length === 32) jwk = { kty: "OKP", crv: "Ed25519", x: base64url(raw) };
+  else if (alg === "ES256" && raw.length === 65 && raw[0] === 4)
+    jwk = { kty: "EC", crv: "P-256", x: base64url(raw.subarray(1, 33)), y: base64url(raw.subarray(33)) };
+  else return null;
+  try {
+    return c.createPublicKey({ key: jwk, format: "jwk" });
+  } catch (_) {
+    return null;
+  }
+}
+
+/** An ECDSA INTEGER: minimal big-endian bytes, a leading 0 when the top bit is set. */
+function derInteger(bytes) {
+  let i = 0;
+  while (i < bytes.length - 1 && bytes[i] === 0) i++;
+  const body = bytes.subarray(i);
+  return body[0] & 0x80 ? [0x02, body.length + 1, 0, ...body] : [0x02, body.length, ...body];
+}
+
+/** JWS R || S (32 bytes each) as the DER SEQUENCE node:crypto reads. */
+export function es256_der(signature) {
+  const r = derInteger(signature.subarray(0, 32));
+  const s = derInteger(signature.subarray(32));
+  return new Uint8Array([0x30, r.length + s.length, ...r, ...s]);
+}
+
+/** Whether `signature` (JWS raw form, 64 bytes for both) signs `signed` under `key`. */
+export function verify_signature(alg, key, signed, signature) {
+  const c = native();
+  if (!c || !key || signature.length !== 64) return false;
+  try {
+    if (alg === "EdDSA") return c.verify(null, signed, key, signature);
+    if (alg === "ES256") return c.verify("sha256", signed, key, es256_der(signature));
+  } catch (_) {
+    /* a malformed signature is a bad one */
+  }
+  return false;
+}

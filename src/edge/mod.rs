@@ -10,6 +10,7 @@
 //! - [`meter`]: the opt-in usage meter (rows, invocations, bytes) for the cost benchmark.
 //! - [`js`]: the few hot paths (fan-out, calls between objects) written in JavaScript.
 
+mod crypto;
 mod directory;
 mod gateway;
 mod js;

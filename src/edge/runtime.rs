@@ -25,6 +25,8 @@ thread_local! {
 pub fn config(env: &Env) -> Rc<Config> {
     CONFIG.with(|cell| {
         cell.get_or_init(|| {
+            // The token keys load with the configuration; their curves must be ready first.
+            super::crypto::install();
             let config = Config::from_lookup(|name| env.var(name).ok().map(|v| v.to_string()));
             if let Err(reason) = &config.tokens {
                 worker::console_error!("sockets are refused: {reason}");

@@ -60,7 +60,7 @@ impl Config {
             let issuer = get("JWT_ISSUER").ok_or("JWT_ISSUER is not set")?;
             let audience = get("JWT_AUDIENCE").unwrap_or_else(|| "foyer".to_owned());
             let max_lifetime = number("TOKEN_MAX_LIFETIME", DEFAULT_MAX_LIFETIME_SECS)?;
-            Ok((keys, Expectations { issuer, audience, max_lifetime }))
+            Ok((keys, Expectations::new(issuer, audience, max_lifetime)))
         })();
 
         let mut limits = Limits::default();

@@ -1,14 +1,24 @@
 //! Verification of the backend's short-lived tokens (compact JWS), per PROTOCOL.md "Tokens".
 //!
-//! The three algorithms call their primitives directly (`hmac`, `ed25519-dalek`, `p256`):
-//! everything around the math is checked here strictly anyway, and linking a JWT library
-//! would bring RSA and P-384 into the wasm for algorithms the contract never accepts.
+//! Foyer's own rules stand in front of `jsonwebtoken` and behind it. In front: the size cap,
+//! the compact form, canonical base64url, refused header parameters, `kid` selection and the
+//! key pinning the algorithm. `jsonwebtoken::decode` then checks the signature (through
+//! [`provider`], so only HS256, EdDSA and ES256 are linked), the required claims, `iss` and
+//! `aud`. Behind it: claim types, `sub`, the time claims and the lifetime, against the one
+//! `now` the caller passes (jsonwebtoken 10 reads the wall clock itself, which no test can
+//! set to a boundary), and the grants.
+
+mod provider;
+
+#[cfg(not(target_arch = "wasm32"))]
+pub use provider::RustCurves;
+pub use provider::{use_curves, Curves};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use hmac::{Hmac, Mac};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
-use sha2::Sha256;
 
 use super::channel::Grants;
 
@@ -30,42 +40,22 @@ pub const DEFAULT_MAX_LIFETIME_SECS: i64 = 900;
 const MIN_HMAC_KEY_BYTES: usize = 32;
 /// Header parameters that would let the token choose its own key: never honoured.
 const FORBIDDEN_HEADER_PARAMS: [&str; 5] = ["jku", "jwk", "x5u", "x5c", "crit"];
+/// The algorithms the contract accepts, each pinned by the key that uses it.
+const ALGORITHMS: [Algorithm; 3] = [Algorithm::HS256, Algorithm::EdDSA, Algorithm::ES256];
+
+fn alg_name(alg: Algorithm) -> &'static str {
+    match alg {
+        Algorithm::HS256 => "HS256",
+        Algorithm::EdDSA => "EdDSA",
+        _ => "ES256",
+    }
+}
 
 /// One verification key from the configured JWKS. Its algorithm is pinned by configuration.
 struct Key {
     kid: Option<String>,
-    key: Verifier,
-}
-
-/// A key ready to verify: parsed (and for HMAC, keyed) once, when the configuration loads.
-enum Verifier {
-    Hs256(Hmac<Sha256>),
-    EdDsa(ed25519_dalek::VerifyingKey),
-    Es256(p256::ecdsa::VerifyingKey),
-}
-
-impl Verifier {
-    fn alg(&self) -> &'static str {
-        match self {
-            Verifier::Hs256(_) => "HS256",
-            Verifier::EdDsa(_) => "EdDSA",
-            Verifier::Es256(_) => "ES256",
-        }
-    }
-
-    /// Checks a JWS signature (raw bytes, per RFC 7518/8037) over the signing input.
-    fn verify(&self, signed: &[u8], signature: &[u8]) -> bool {
-        match self {
-            // Constant-time comparison inside `verify_slice`.
-            Verifier::Hs256(mac) => mac.clone().chain_update(signed).verify_slice(signature).is_ok(),
-            Verifier::EdDsa(key) => {
-                ed25519_dalek::Signature::from_slice(signature).is_ok_and(|sig| key.verify_strict(signed, &sig).is_ok())
-            }
-            // JWS carries r || s, 32 bytes each (not DER).
-            Verifier::Es256(key) => p256::ecdsa::Signature::from_slice(signature)
-                .is_ok_and(|sig| p256::ecdsa::signature::Verifier::verify(key, signed, &sig).is_ok()),
-        }
-    }
+    alg: Algorithm,
+    key: DecodingKey,
 }
 
 /// The configured keys (`JWT_KEYS`, a JSON Web Key Set).
@@ -83,6 +73,7 @@ impl std::fmt::Debug for KeySet {
 impl KeySet {
     /// Parses a JWKS: `oct` keys for HS256, `OKP`/`Ed25519` for EdDSA, `EC`/`P-256` for ES256.
     pub fn from_jwks(json: &str) -> Result<KeySet, String> {
+        provider::install();
         let set: Value = serde_json::from_str(json).map_err(|_| "JWT_KEYS is not JSON".to_owned())?;
         let entries = set.get("keys").and_then(Value::as_array).ok_or("JWT_KEYS has no \"keys\" array")?;
         if entries.is_empty() {
@@ -125,18 +116,21 @@ fn parse_jwk(jwk: &Value) -> Result<Key, String> {
         return Err("holds private key material (\"d\"); configure the public key only".into());
     }
     let b64 = |value: &str, what: &str| URL_SAFE_NO_PAD.decode(value).map_err(|_| format!("{what} is not base64url"));
-    let key = match (field("kty"), alg) {
+    let (alg, key) = match (field("kty"), alg) {
         (Some("oct"), "HS256") => {
             let secret = b64(field("k").ok_or("oct key without \"k\"")?, "\"k\"")?;
             if secret.len() < MIN_HMAC_KEY_BYTES {
                 return Err(format!("HS256 key shorter than {MIN_HMAC_KEY_BYTES} bytes"));
             }
-            Verifier::Hs256(Hmac::new_from_slice(&secret).map_err(|_| "bad HS256 key")?)
+            (Algorithm::HS256, DecodingKey::from_secret(&secret))
         }
         (Some("OKP"), "EdDSA") if field("crv") == Some("Ed25519") => {
             let x = b64(field("x").ok_or("OKP key without \"x\"")?, "\"x\"")?;
-            let x: [u8; 32] = x.try_into().map_err(|_| "\"x\" is not a 32-byte Ed25519 public key")?;
-            Verifier::EdDsa(ed25519_dalek::VerifyingKey::from_bytes(&x).map_err(|_| "bad Ed25519 key")?)
+            if x.len() != 32 {
+                return Err("\"x\" is not a 32-byte Ed25519 public key".into());
+            }
+            // jsonwebtoken keeps raw key bytes under the name "DER" (here: Ed25519's 32).
+            (Algorithm::EdDSA, DecodingKey::from_ed_der(&x))
         }
         (Some("EC"), "ES256") if field("crv") == Some("P-256") => {
             let (x, y) = (field("x").ok_or("EC key without \"x\"")?, field("y").ok_or("EC key without \"y\"")?);
@@ -144,9 +138,8 @@ fn parse_jwk(jwk: &Value) -> Result<Key, String> {
             if x.len() != 32 || y.len() != 32 {
                 return Err("EC coordinates must be 32 bytes of base64url".into());
             }
-            // SEC1 uncompressed point; parsing checks that it lies on the curve.
-            let point = [&[4u8][..], &x, &y].concat();
-            Verifier::Es256(p256::ecdsa::VerifyingKey::from_sec1_bytes(&point).map_err(|_| "bad P-256 key")?)
+            // The SEC1 uncompressed point.
+            (Algorithm::ES256, DecodingKey::from_ec_der(&[&[4u8][..], &x, &y].concat()))
         }
         (kty, alg) => {
             return Err(format!(
@@ -155,7 +148,9 @@ fn parse_jwk(jwk: &Value) -> Result<Key, String> {
             ))
         }
     };
-    Ok(Key { kid, key })
+    // A key the provider cannot use is refused here, not on every token.
+    provider::check_key(alg, &key).map_err(|e| format!("bad {} key: {e}", alg_name(alg)))?;
+    Ok(Key { kid, alg, key })
 }
 
 /// What a token must satisfy besides its signature.
@@ -164,6 +159,31 @@ pub struct Expectations {
     pub issuer: String,
     pub audience: String,
     pub max_lifetime: i64,
+    /// jsonwebtoken's part, one per algorithm in [`ALGORITHMS`] (a `Validation` names the
+    /// one algorithm it accepts, the one the selected key pins).
+    validations: [Validation; 3],
+}
+
+impl Expectations {
+    pub fn new(issuer: String, audience: String, max_lifetime: i64) -> Expectations {
+        let validations = ALGORITHMS.map(|alg| {
+            let mut v = Validation::new(alg);
+            v.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
+            v.set_issuer(&[&issuer]);
+            v.set_audience(&[&audience]);
+            // The time claims are checked against the caller's `now`, in `check_claims`.
+            v.validate_exp = false;
+            v.validate_nbf = false;
+            v
+        });
+        Expectations { issuer, audience, max_lifetime, validations }
+    }
+
+    fn validation(&self, alg: Algorithm) -> &Validation {
+        let i = ALGORITHMS.iter().position(|a| *a == alg);
+        // Keys are only ever built for the algorithms in the list.
+        &self.validations[i.unwrap_or(0)]
+    }
 }
 
 /// The verified content of a token.
@@ -273,18 +293,48 @@ pub fn verify(token: &str, keys: &KeySet, expect: &Expectations, now: i64) -> Re
     };
     let key = keys.select(kid).ok_or(TokenError::UnknownKey)?;
     // The key pins the algorithm: `none`, another family or another hash never reaches crypto.
-    if alg != key.key.alg() {
+    if alg != alg_name(key.alg) {
         return Err(TokenError::AlgorithmMismatch);
     }
     if signature.is_empty() {
         return Err(TokenError::BadSignature);
     }
-    let signed = &token[..h64.len() + 1 + p64.len()];
-    if !key.key.verify(signed.as_bytes(), &signature) {
-        return Err(TokenError::BadSignature);
+    match jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, expect.validation(key.alg)) {
+        Ok(data) => check_claims(&data.claims, expect, now),
+        Err(e) => Err(refusal(e.kind(), token, &payload, expect, now)),
     }
+}
 
-    check_claims(&json_object(&payload, TokenError::BadClaims)?, expect, now)
+/// Names a refusal of jsonwebtoken's in Foyer's terms. Its claim checks run only after the
+/// signature held; Foyer's own rules then name the claim, in their fixed order (jsonwebtoken
+/// walks its required claims in a hash set's order).
+fn refusal(kind: &ErrorKind, token: &str, payload: &[u8], expect: &Expectations, now: i64) -> TokenError {
+    match kind {
+        ErrorKind::InvalidSignature => TokenError::BadSignature,
+        ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => TokenError::AlgorithmMismatch,
+        // jsonwebtoken's typed header is stricter than a JSON object (duplicate or mistyped
+        // members); this failure comes before the signature.
+        ErrorKind::Json(_) if jsonwebtoken::decode_header(token).is_err() => TokenError::BadHeader,
+        ErrorKind::Json(_)
+        | ErrorKind::MissingRequiredClaim(_)
+        | ErrorKind::InvalidClaimFormat(_)
+        | ErrorKind::InvalidIssuer
+        | ErrorKind::InvalidAudience => {
+            match json_object(payload, TokenError::BadClaims).and_then(|c| check_claims(&c, expect, now)) {
+                Err(named) => named,
+                // Refused by jsonwebtoken alone (a duplicate claim, an `aud` array holding a
+                // non-string): still refused.
+                Ok(_) => match kind {
+                    ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
+                    ErrorKind::InvalidAudience => TokenError::WrongAudience,
+                    ErrorKind::MissingRequiredClaim(claim) if claim == "iss" => TokenError::WrongIssuer,
+                    ErrorKind::MissingRequiredClaim(claim) if claim == "aud" => TokenError::WrongAudience,
+                    _ => TokenError::BadClaims,
+                },
+            }
+        }
+        _ => TokenError::Malformed,
+    }
 }
 
 /// A time claim: a JSON number (fractions are truncated), never a string.
@@ -375,7 +425,7 @@ mod tests {
     const NOW: i64 = 1_800_000_000;
 
     fn expect() -> Expectations {
-        Expectations { issuer: "https://shop.example".into(), audience: "foyer".into(), max_lifetime: 900 }
+        Expectations::new("https://shop.example".into(), "foyer".into(), 900)
     }
 
     fn claims() -> Value {
@@ -512,6 +562,25 @@ mod tests {
         let deep = "[".repeat(1500) + &"]".repeat(1500);
         assert_eq!(check(&keys, &sign("{\"alg\":\"HS256\"}", &deep)), Err(TokenError::BadClaims));
         assert_eq!(check(&keys, &sign(&deep, &claims)), Err(TokenError::BadHeader));
+    }
+
+    #[test]
+    fn duplicate_members_are_refused_where_a_json_object_would_keep_the_last() {
+        // A parser that keeps the last duplicate and one that keeps the first would read two
+        // different tokens: jsonwebtoken's typed header and claims refuse duplicates.
+        let key = SigningKey::hs256(1);
+        let keys = one_key(&key);
+        let sign = |h: &str, p: &str| {
+            let input = format!("{}.{}", URL_SAFE_NO_PAD.encode(h), URL_SAFE_NO_PAD.encode(p));
+            format!("{input}.{}", URL_SAFE_NO_PAD.encode(key.sign(input.as_bytes())))
+        };
+        let claims = claims().to_string();
+        assert!(check(&keys, &sign(r#"{"alg":"HS256"}"#, &claims)).is_ok());
+        let twice = check(&keys, &sign(r#"{"alg":"HS256","alg":"HS256"}"#, &claims));
+        assert_eq!(twice, Err(TokenError::BadHeader));
+        assert!(TokenError::BadHeader.is_guess(), "refused before the signature counts");
+        let sub_twice = claims.replacen('{', r#"{"sub":"admin","#, 1);
+        assert_eq!(check(&keys, &sign(r#"{"alg":"HS256"}"#, &sub_twice)), Err(TokenError::BadClaims));
     }
 
     #[test]
