@@ -17,10 +17,15 @@ function time(alg, type, options, hash) {
   const pkcs8 = privateKey.export({ format: "jwk" });
   const signature = new Uint8Array(c.sign(hash, signed, { key: pkcs8, format: "jwk", dsaEncoding: "ieee-p1363" }));
   for (let i = 0; i < 200; i++) if (!verify_signature(alg, key, signed, signature)) throw new Error(`${alg} failed`);
-  const n = 3000;
-  const start = performance.now();
-  for (let i = 0; i < n; i++) verify_signature(alg, key, signed, signature);
-  return ((performance.now() - start) * 1000) / n;
+  // The median of 7 batches, as on the host.
+  const n = 500;
+  const batches = [];
+  for (let b = 0; b < 7; b++) {
+    const start = performance.now();
+    for (let i = 0; i < n; i++) verify_signature(alg, key, signed, signature);
+    batches.push(((performance.now() - start) * 1000) / n);
+  }
+  return batches.sort((x, y) => x - y)[3];
 }
 
 export default {

@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use jsonwebtoken::Algorithm;
 use wasm_bindgen::prelude::*;
 
-use crate::protocol::token::{use_curves, Curves};
+use crate::protocol::token::{alg_name as name, use_curves, Curves};
 
 #[wasm_bindgen(module = "/src/edge/hot.js")]
 extern "C" {
@@ -18,14 +18,6 @@ extern "C" {
 thread_local! {
     // The configured keys, imported once each (a JWKS holds a handful).
     static IMPORTED: RefCell<Vec<(Algorithm, Vec<u8>, JsValue)>> = const { RefCell::new(Vec::new()) };
-}
-
-fn name(alg: Algorithm) -> &'static str {
-    if alg == Algorithm::EdDSA {
-        "EdDSA"
-    } else {
-        "ES256"
-    }
 }
 
 /// The imported key for `raw`, importing it on first use; null when it is not a key.
