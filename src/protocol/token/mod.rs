@@ -450,6 +450,12 @@ mod tests {
         KeySet::from_jwks(&jwks(&[(key, None)])).unwrap()
     }
 
+    /// A token signed over a header and payload given as raw JSON text (not re-serialized).
+    fn sign_raw(key: &SigningKey, header: &str, payload: &str) -> String {
+        let input = format!("{}.{}", URL_SAFE_NO_PAD.encode(header), URL_SAFE_NO_PAD.encode(payload));
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(key.sign(input.as_bytes())))
+    }
+
     fn check(keys: &KeySet, token: &str) -> Result<Claims, TokenError> {
         verify(token, keys, &expect(), NOW)
     }
@@ -554,10 +560,7 @@ mod tests {
     fn header_and_payload_must_be_json_objects() {
         let key = SigningKey::hs256(1);
         let keys = one_key(&key);
-        let sign = |h: &str, p: &str| {
-            let input = format!("{}.{}", URL_SAFE_NO_PAD.encode(h), URL_SAFE_NO_PAD.encode(p));
-            format!("{input}.{}", URL_SAFE_NO_PAD.encode(key.sign(input.as_bytes())))
-        };
+        let sign = |h: &str, p: &str| sign_raw(&key, h, p);
         let claims = claims().to_string();
         assert_eq!(check(&keys, &sign("not json", &claims)), Err(TokenError::BadHeader));
         assert_eq!(check(&keys, &sign("[\"HS256\"]", &claims)), Err(TokenError::BadHeader));
@@ -573,10 +576,7 @@ mod tests {
         // different tokens: jsonwebtoken's typed header and claims refuse duplicates.
         let key = SigningKey::hs256(1);
         let keys = one_key(&key);
-        let sign = |h: &str, p: &str| {
-            let input = format!("{}.{}", URL_SAFE_NO_PAD.encode(h), URL_SAFE_NO_PAD.encode(p));
-            format!("{input}.{}", URL_SAFE_NO_PAD.encode(key.sign(input.as_bytes())))
-        };
+        let sign = |h: &str, p: &str| sign_raw(&key, h, p);
         let claims = claims().to_string();
         assert!(check(&keys, &sign(r#"{"alg":"HS256"}"#, &claims)).is_ok());
         let twice = check(&keys, &sign(r#"{"alg":"HS256","alg":"HS256"}"#, &claims));
