@@ -9,6 +9,7 @@
 //! - [`runtime`]: settings, clock, randomness and logging from the platform.
 //! - [`meter`]: the opt-in usage meter (rows, invocations, bytes) for the cost benchmark.
 //! - [`js`]: the few hot paths (fan-out, calls between objects) written in JavaScript.
+//! - [`crypto`]: EdDSA and ES256 token signatures by the runtime's native crypto.
 
 mod crypto;
 mod directory;
