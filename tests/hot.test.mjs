@@ -109,14 +109,6 @@ test("refuse accepts, closes with the code, and selects the subprotocol only whe
   }
 });
 
-test("wait_until hands the promise to the runtime and never throws where it cannot", () => {
-  const kept = [];
-  const p = Promise.resolve();
-  hot.wait_until({ waitUntil: (promise) => kept.push(promise) }, p);
-  assert.deepEqual(kept, [p]);
-  assert.doesNotThrow(() => hot.wait_until({}, p));
-});
-
 // Token signatures: the same checks the Worker makes through node:crypto (nodejs_compat).
 import { generateKeyPairSync, sign } from "node:crypto";
 

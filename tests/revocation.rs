@@ -98,15 +98,21 @@ async fn failed_auth_beyond_the_per_client_rate_answers_4429_but_valid_tokens_st
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_revocation_racing_the_record_of_a_join_still_closes_the_socket() {
-    // The room welcomes a user after the directory's read, and records the join after the
-    // welcome; the failpoint holds the record back 2 s, so this `/revoke` finds no record.
+async fn a_revocation_racing_the_record_of_a_join_refuses_the_socket_before_any_welcome() {
+    // A room records a user it does not know in the directory before the welcome; the
+    // failpoint holds that record back 2 s, so this `/revoke` finds no record yet. The
+    // record's answer carries the revocation: the socket is refused, never welcomed.
     let gw = Gateway::start("race", &[("TEST_FAILPOINT", "slow_join_record")]);
     let key = unique("race");
     let pay = format!("payment:{key}");
-    let mut socket = connect(&gw, &format!("/ws/payment/{key}"), &token_issued("cust-race", &[&pay], 5)).await;
-    assert_eq!(socket.frame().await["type"], "welcome");
-    assert_eq!(revoke(&gw, json!({"sub": "cust-race"})).await, json!({"closed": 0}), "the record is not there yet");
-    // The record's answer carries the revocation: the room closes the socket itself.
-    assert_eq!(socket.close_code().await, Some(4401));
+    let token = token_issued("cust-race", &[&pay], 5);
+    let path = format!("/ws/payment/{key}");
+    let connecting = async { connect(&gw, &path, &token).await.next().await };
+    let revoking = async {
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+        revoke(&gw, json!({"sub": "cust-race"})).await
+    };
+    let (first, revoked) = tokio::join!(connecting, revoking);
+    assert_eq!(revoked, json!({"closed": 0}), "the record is not there yet");
+    assert_eq!(first, Got::Closed(Some(4401)), "refused, and nothing (no welcome) before the close");
 }

@@ -3,20 +3,22 @@
 //! in the shard named by a hash of their `sub`. It holds revocations and where each user
 //! holds sockets, so `POST /revoke` without a channel list reaches every room that matters.
 //!
-//! Few, warm objects instead of one per user: a storm of new customers costs a read in an
-//! object that is already running, never a fresh object per customer. A room asks `/check`
-//! (a read: nothing written, so the answer is not held for a storage commit) before it
-//! welcomes a user it does not know, and `/joined` after the welcome; `/joined` answers
-//! with the revocation as of the record, so a `/revoke` racing it still closes the socket
-//! (protocol/revocation.rs). When the user's last socket in a room closes, `/left` drops the
-//! record, so the list holds only where the user is now.
+//! Few, warm objects instead of one per user: a storm of new customers costs one call to an
+//! object that is already running, never a fresh object per customer. Before a room
+//! welcomes a user it does not know, it records the join (`/joined`), answered with the
+//! revocation as of the record: a `/revoke` before the record is in the answer (no
+//! `welcome`), one after it finds the record and reaches the room (protocol/revocation.rs).
+//! The revocations are held in memory as well as in SQLite (they are few: rare, and pruned),
+//! so the answer costs no query. When the user's last socket in a room closes, `/left`
+//! drops the record, so the list holds only where the user is now.
 //!
 //! Reaching rooms is bounded: `/revoke` queues every target and reaches a first batch at
 //! once (its `closed` is exact for those); the rest, and any room that failed, are reached
 //! from this object's alarm, a batch per invocation, retried with backoff. The alarm is set
 //! only while rooms remain to be reached.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 
 use futures::future::join_all;
 use serde::Deserialize;
@@ -57,6 +59,15 @@ pub struct RevocationDirectory {
     sql: SqlStorage,
     /// The schema is known to exist in this instance.
     ready: Cell<bool>,
+    /// The `revoked` table, loaded once per instance: sub → [(scope, at)].
+    revoked: RefCell<Option<HashMap<String, Vec<(String, i64)>>>>,
+}
+
+#[derive(Deserialize)]
+struct RevokedRow {
+    sub: String,
+    scope: String,
+    at: f64,
 }
 
 impl RevocationDirectory {
@@ -70,17 +81,18 @@ impl RevocationDirectory {
 
     /// The revocation that applies to `sub` in `channel`: its own or the all-channels one.
     fn revoked_at(&self, sub: &str, channel: &Channel) -> Result<Option<i64>> {
-        let rows: Vec<Num> = meter::rows(
-            &self.sql,
-            "SELECT MAX(at) AS value FROM revoked WHERE sub = ? AND scope IN (?, ?) HAVING COUNT(*) > 0",
-            vec![sub.into(), ALL_CHANNELS.into(), channel.to_string().into()],
-        )?;
-        Ok(rows.first().map(|n| n.value as i64))
-    }
-
-    fn check(&self, q: Presence) -> Result<RevokedAnswer> {
-        self.ensure_schema()?;
-        Ok(RevokedAnswer { revoked_at: self.revoked_at(&q.sub, &q.channel)? })
+        let mut cache = self.revoked.borrow_mut();
+        if cache.is_none() {
+            let rows: Vec<RevokedRow> = meter::rows(&self.sql, "SELECT sub, scope, at FROM revoked", None)?;
+            let mut loaded: HashMap<String, Vec<(String, i64)>> = HashMap::new();
+            for row in rows {
+                loaded.entry(row.sub).or_default().push((row.scope, row.at as i64));
+            }
+            *cache = Some(loaded);
+        }
+        let channel = channel.to_string();
+        let scopes = cache.as_ref().and_then(|c| c.get(sub));
+        Ok(scopes.into_iter().flatten().filter(|(scope, _)| scope == ALL_CHANNELS || *scope == channel).map(|(_, at)| *at).max())
     }
 
     fn joined(&self, q: Presence) -> Result<RevokedAnswer> {
@@ -119,6 +131,8 @@ impl RevocationDirectory {
         }
         // Pruned on write: no timer, and old revocations refuse nothing (see KEPT_SECS).
         meter::run(&self.sql, "DELETE FROM revoked WHERE at < ?", vec![(order.at - KEPT_SECS).into()])?;
+        // Reloaded from the table on the next question: the table is the truth.
+        *self.revoked.borrow_mut() = None;
         let targets: Vec<String> = match named {
             Some(channels) => channels,
             None => meter::rows::<Text>(&self.sql, "SELECT channel AS value FROM joined WHERE sub = ?", vec![order.sub.as_str().into()])?
@@ -195,7 +209,6 @@ impl RevocationDirectory {
     async fn answer(&self, mut req: Request) -> Result<Response> {
         let body = req.text().await?;
         match req.path().as_str() {
-            "/check" => Response::from_json(&self.check(serde_json::from_str(&body)?)?),
             "/joined" => Response::from_json(&self.joined(serde_json::from_str(&body)?)?),
             "/left" => {
                 self.left(serde_json::from_str(&body)?)?;
@@ -210,7 +223,7 @@ impl RevocationDirectory {
 impl DurableObject for RevocationDirectory {
     fn new(state: State, env: Env) -> Self {
         let sql = state.storage().sql();
-        RevocationDirectory { state, env, sql, ready: Cell::new(false) }
+        RevocationDirectory { state, env, sql, ready: Cell::new(false), revoked: RefCell::new(None) }
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {

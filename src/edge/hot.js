@@ -94,15 +94,6 @@ export function open_socket(env, binding, name, ticket_header, ticket) {
   return stub(env, binding, name).fetch(OBJECT_ORIGIN + "/connect", { headers });
 }
 
-/** Keeps the object alive until `promise` settles (work after a response was returned). */
-export function wait_until(state, promise) {
-  try {
-    state.waitUntil(promise);
-  } catch (_) {
-    /* the promise still runs */
-  }
-}
-
 // EdDSA and ES256 token signatures with the runtime's native crypto (BoringSSL in workerd),
 // synchronously: jsonwebtoken's verifier interface is synchronous, which WebCrypto is not.
 // `node:crypto` comes from the `nodejs_compat` flag (wrangler.toml); without it, asymmetric

@@ -24,17 +24,6 @@ extern "C" {
     pub fn refuse(code: u16, reason: &str, subprotocol: &str) -> worker::web_sys::Response;
     fn post(env: &JsValue, binding: &str, name: &str, path: &str, body: &str) -> Promise;
     fn open_socket(env: &JsValue, binding: &str, name: &str, ticket_header: &str, ticket: &str) -> Promise;
-    #[wasm_bindgen(js_name = wait_until)]
-    fn keep_alive(state: &JsValue, promise: &Promise);
-}
-
-/// Runs `task` after the current response, with the object kept alive until it ends.
-pub fn wait_until(state: &JsValue, task: impl std::future::Future<Output = ()> + 'static) {
-    let promise = worker::wasm_bindgen_futures::future_to_promise(async move {
-        task.await;
-        Ok(JsValue::UNDEFINED)
-    });
-    keep_alive(state, &promise);
 }
 
 /// A Durable Object: its namespace's binding and its name (from which its id derives).

@@ -78,9 +78,9 @@ pub struct RevokeOrder {
     pub at: i64,
 }
 
-/// A room's question to the directory before a user it does not know gets a `welcome`
-/// (`/check`, a read), its record after (`/joined`), and its notice that the user's last
-/// socket there closed (`/left`). `at_ms` is the room's clock at the event.
+/// A room's record in the directory of a user it does not know, before their `welcome`
+/// (`/joined`), and its notice that the user's last socket there closed (`/left`). `at_ms`
+/// is the room's clock at the event.
 #[derive(Serialize, Deserialize)]
 pub struct Presence {
     pub sub: String,
@@ -93,11 +93,4 @@ pub struct Presence {
 #[derive(Serialize, Deserialize)]
 pub struct RevokedAnswer {
     pub revoked_at: Option<i64>,
-}
-
-/// A room's own note to itself that the directory could not record a join: the user's
-/// sockets are closed (1011) so they reconnect and are recorded, never left unreachable.
-#[derive(Serialize, Deserialize)]
-pub struct Unrecorded {
-    pub sub: String,
 }

@@ -24,7 +24,7 @@ use worker::{
 };
 
 use super::js;
-use super::messages::{PublishOutcome, PublishReply, PublishRequest, ReadQuery, RevokeReply, RevokeRequest, Unrecorded};
+use super::messages::{PublishOutcome, PublishReply, PublishRequest, ReadQuery, RevokeReply, RevokeRequest};
 use super::meter;
 use super::runtime::{self, config, json_error};
 use super::sql_store::SqlStore;
@@ -45,6 +45,8 @@ pub struct RoomObject {
     channel: RefCell<Option<Channel>>,
     /// The engine's in-memory state (rates, revocations learned, pruning bookkeeping).
     memory: RefCell<Memory>,
+    /// Users whose join the directory is recording right now (sub → connects in flight).
+    joining: RefCell<std::collections::HashMap<String, u32>>,
 }
 
 impl RoomObject {
@@ -60,6 +62,7 @@ impl RoomObject {
             alarm_at: Default::default(),
             channel: Default::default(),
             memory: Default::default(),
+            joining: Default::default(),
         }
     }
 
@@ -151,11 +154,6 @@ impl RoomObject {
             "/revoke" => {
                 let request: RevokeRequest = serde_json::from_str(&req.text().await?)?;
                 Response::from_json(&RevokeReply { closed: self.revoke(&request).await })
-            }
-            "/unrecorded" => {
-                let note: Unrecorded = serde_json::from_str(&req.text().await?)?;
-                self.unrecorded(&note.sub).await;
-                Response::from_json(&serde_json::json!({}))
             }
             "/state" => {
                 let query: ReadQuery = serde_json::from_str(&req.text().await?)?;

@@ -8,7 +8,7 @@ use worker::{Error, Request, Response, Result, WebSocket, WebSocketIncomingMessa
 
 use super::RoomObject;
 use crate::edge::js;
-use crate::edge::messages::{Presence, RevokeReply, RevokeRequest, RevokedAnswer, Ticket, Unrecorded, TICKET_HEADER};
+use crate::edge::messages::{Presence, RevokeRequest, RevokedAnswer, Ticket, TICKET_HEADER};
 use crate::edge::runtime::{self, config};
 use crate::protocol::channel::Channel;
 use crate::protocol::room::{self, Builds, Effect, Incoming, Member};
@@ -47,7 +47,14 @@ impl RoomObject {
         let mut member = Member::admit(runtime::random_id(), ticket.claims);
 
         let now_ms = runtime::now_ms();
-        let (revoked_before, asked) = self.revocation_of(&member.sub, channel, now_ms).await?;
+        let revoked_before = match self.revocation_of(&member.sub, channel, now_ms).await {
+            Ok(revoked_before) => revoked_before,
+            Err(e) => {
+                // Unknown is not "not revoked": no welcome. The client sees 1011 and retries.
+                worker::console_error!("the directory could not record a join: {e}");
+                return Ok(runtime::accept_and_close(close::INTERNAL, "internal error", ticket.subprotocol).into());
+            }
+        };
         member.revoked_before = revoked_before;
         // A revoked token is refused before the room keeps anything of it.
         if self.memory.borrow().refuses(&member.sub, member.iat, member.revoked_before, now_ms) {
@@ -62,8 +69,6 @@ impl RoomObject {
         let builds =
             Builds { server: runtime::BUILD_ID, client: ticket.build.as_deref(), require_current: config(&self.env).require_current_build };
         match self.admit(&socket, &member, ticket.since, builds, channel, &others, now_ms).await {
-            // The directory records where the user is after the welcome is on its way.
-            Ok(()) if asked => self.record_join(&member.sub, channel, now_ms),
             Ok(()) => {}
             Err(e) => {
                 // A socket the room could not take must not linger: presence and the per-user
@@ -113,64 +118,29 @@ impl RoomObject {
         self.alarm_by(member.exp.saturating_mul(1000)).await
     }
 
-    /// The revocation that applies to `sub` here, and whether the directory was asked: a
-    /// user the room remembers costs nothing; for any other, the directory's `/check` is a
-    /// read in a warm object. See protocol/revocation.rs.
-    pub(super) async fn revocation_of(&self, sub: &str, channel: &Channel, now_ms: i64) -> Result<(Option<i64>, bool)> {
+    /// The revocation that applies to `sub` here. A user the room remembers costs nothing;
+    /// any other is recorded in the directory first (`/joined`, one call to a warm object),
+    /// whose answer is the revocation as of the record: a `/revoke` before it is in the
+    /// answer, one after it finds the record and reaches this room. See protocol/revocation.rs.
+    pub(super) async fn revocation_of(&self, sub: &str, channel: &Channel, now_ms: i64) -> Result<Option<i64>> {
         if let Some(known) = self.memory.borrow().revocations.lookup(sub, now_ms) {
-            return Ok((known, false));
+            return Ok(known);
         }
-        let query = Presence { sub: sub.to_owned(), channel: channel.clone(), at_ms: now_ms };
-        let answer: RevokedAnswer = js::call(&self.env, runtime::directory(sub), "/check", &query).await?;
-        Ok((self.memory.borrow_mut().revocations.learn(sub, answer.revoked_at, now_ms), true))
-    }
-
-    /// Records in the directory that `sub` is here, without holding up the welcome. The
-    /// record's answer carries any revocation that raced it, which this room then applies to
-    /// itself (`/revoke`); a record that cannot be made closes the user's sockets here
-    /// (`/unrecorded`), so no socket stays where a `/revoke` could not find it.
-    pub(super) fn record_join(&self, sub: &str, channel: &Channel, now_ms: i64) {
-        let env = self.env.clone();
-        let notice = Presence { sub: sub.to_owned(), channel: channel.clone(), at_ms: now_ms };
-        let here = runtime::room(channel);
         // A test failpoint holds the record back, so a `/revoke` can race it.
-        let first = if config(&self.env).failpoint.as_deref() == Some("slow_join_record") { 2_000 } else { 0 };
-        let task = async move {
-            let mut answer = Err(Error::from("not tried"));
-            for delay_ms in [first, 100, 1_000] {
-                if delay_ms > 0 {
-                    worker::Delay::from(std::time::Duration::from_millis(delay_ms)).await;
-                }
-                answer = js::call::<_, RevokedAnswer>(&env, runtime::directory(&notice.sub), "/joined", &notice).await;
-                if answer.is_ok() {
-                    break;
-                }
-            }
-            let outcome = match answer {
-                Ok(RevokedAnswer { revoked_at: None }) => Ok(()),
-                Ok(RevokedAnswer { revoked_at: Some(revoked_at) }) => {
-                    let request = RevokeRequest { sub: notice.sub.clone(), revoked_at };
-                    js::call::<_, RevokeReply>(&env, here, "/revoke", &request).await.map(|_| ())
-                }
-                Err(e) => {
-                    worker::console_error!("the directory could not record a join ({e}); closing the user's sockets here");
-                    js::call::<_, serde_json::Value>(&env, here, "/unrecorded", &Unrecorded { sub: notice.sub.clone() }).await.map(|_| ())
-                }
-            };
-            if let Err(e) = outcome {
-                worker::console_error!("after recording a join: {e}");
-            }
-        };
-        js::wait_until(self.state.as_raw(), task);
-    }
-
-    /// The directory could not record that `sub` is here: forget them and close their
-    /// sockets (1011), so they reconnect and are recorded.
-    pub(super) async fn unrecorded(&self, sub: &str) {
-        self.memory.borrow_mut().forget_user(sub);
-        for (ws, _) in members(self.state.get_websockets_with_tag(&room::member_tag(sub))) {
-            self.close_socket(&ws, close::INTERNAL, "internal error").await;
+        if config(&self.env).failpoint.as_deref() == Some("slow_join_record") {
+            worker::Delay::from(std::time::Duration::from_millis(2_000)).await;
         }
+        let notice = Presence { sub: sub.to_owned(), channel: channel.clone(), at_ms: now_ms };
+        *self.joining.borrow_mut().entry(sub.to_owned()).or_default() += 1;
+        let answer = js::call::<_, RevokedAnswer>(&self.env, runtime::directory(sub), "/joined", &notice).await;
+        let mut joining = self.joining.borrow_mut();
+        if let Some(n) = joining.get_mut(sub) {
+            *n -= 1;
+            if *n == 0 {
+                joining.remove(sub);
+            }
+        }
+        Ok(self.memory.borrow_mut().revocations.learn(sub, answer?.revoked_at, now_ms))
     }
 
     /// A revocation pushed by the directory: closes the sockets it covers; the
@@ -226,7 +196,9 @@ impl RoomObject {
                 self.fan_out(&frame);
             }
         }
-        if js::count_open(raw, &room::member_tag(&member.sub)) == 0 {
+        // Not while a join of the same user is being recorded: that record is newer than
+        // this departure's socket, and `/left` would drop it.
+        if js::count_open(raw, &room::member_tag(&member.sub)) == 0 && !self.joining.borrow().contains_key(&member.sub) {
             self.memory.borrow_mut().forget_user(&member.sub);
             let notice = Presence { sub: member.sub.clone(), channel: channel.clone(), at_ms: runtime::now_ms() };
             if let Err(e) = js::call::<_, serde_json::Value>(&self.env, runtime::directory(&member.sub), "/left", &notice).await {
