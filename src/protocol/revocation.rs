@@ -2,12 +2,11 @@
 //!
 //! Revocations live in a few long-lived *directory* objects, a user's in the shard named by a
 //! hash of their `sub` ([`directory_shard`]): a fixed, small set of objects that stay warm,
-//! instead of one fresh object per user on the connect path. A directory answers two
-//! questions for a room: "is there a revocation for this `sub`?" (before the `welcome`: a
-//! read, nothing written) and "record that this user is here" (after the `welcome`, answered
-//! with the revocation as of the record, so a `/revoke` that raced the record still closes
-//! the socket: either it found the record and pushes to the room, or the record's answer
-//! carries it).
+//! instead of one fresh object per user on the connect path. Before a room welcomes a user
+//! it does not know, it records in the directory that the user is here; the record is
+//! answered with the revocation as of the record. So a `/revoke` either comes before the
+//! record (and is in the answer: no `welcome`) or after it (and finds the record, and pushes
+//! to the room). When the user's last socket in the room closes, the room drops the record.
 //!
 //! What a room remembers ([`Revocations`]) spares a reconnect the question. It stays correct
 //! because an entry exists only for a user the directory has been asked about and recorded
