@@ -59,9 +59,12 @@ pub struct RevocationDirectory {
     sql: SqlStorage,
     /// The schema is known to exist in this instance.
     ready: Cell<bool>,
-    /// The `revoked` table, loaded once per instance: sub → [(scope, at)].
-    revoked: RefCell<Option<HashMap<String, Vec<(String, i64)>>>>,
+    /// The `revoked` table, loaded once per instance (and again after a `/revoke`).
+    revoked: RefCell<Option<Revoked>>,
 }
+
+/// sub → [(scope, revoked at)].
+type Revoked = HashMap<String, Vec<(String, i64)>>;
 
 #[derive(Deserialize)]
 struct RevokedRow {
@@ -84,7 +87,7 @@ impl RevocationDirectory {
         let mut cache = self.revoked.borrow_mut();
         if cache.is_none() {
             let rows: Vec<RevokedRow> = meter::rows(&self.sql, "SELECT sub, scope, at FROM revoked", None)?;
-            let mut loaded: HashMap<String, Vec<(String, i64)>> = HashMap::new();
+            let mut loaded = Revoked::new();
             for row in rows {
                 loaded.entry(row.sub).or_default().push((row.scope, row.at as i64));
             }
