@@ -3,10 +3,12 @@
 
     BENCH_PROFILE=foyer:9229 scripts/bench --only=fanout &   # or baseline:9229
     python3 bench/profile.py 9229 8 target/fanout.cpuprofile
+    python3 bench/profile.py report target/fanout.cpuprofile --from=MS --to=MS
 
 Waits for the inspector, samples for SECONDS, writes the profile (Chrome DevTools can open it)
 and prints the functions with the most self and inclusive time (idle excluded). Wasm
-functions keep their Rust names. This is how the fan-out and connect costs in the README were
+functions keep their Rust names. `--from=MS --to=MS` (unix ms, from the bench's `[phase]`
+lines under BENCH_PROFILE) report only the samples of that span. This is how the fan-out and connect costs in the README were
 found.
 """
 import collections
@@ -40,11 +42,23 @@ def record(port, seconds):
     call("Profiler.enable")
     call("Profiler.setSamplingInterval", interval=200)
     call("Profiler.start")
+    started_ms = time.time() * 1000
     time.sleep(seconds)
-    return call("Profiler.stop")["result"]["profile"]
+    profile = call("Profiler.stop")["result"]["profile"]
+    profile["wallStartMs"] = started_ms  # the profile's own clock is monotonic, not wall
+    return profile
 
 
-def report(profile, top=30):
+def sample_times(profile):
+    """Each sample's wall time (ms), from the profile's start and the sample deltas."""
+    t, times = profile["startTime"], []
+    for delta in profile["timeDeltas"]:
+        t += delta
+        times.append(profile["wallStartMs"] + (t - profile["startTime"]) / 1000)
+    return times
+
+
+def report(profile, top=30, span=(0, float("inf"))):
     nodes = {n["id"]: n for n in profile["nodes"]}
     parent = {c: n["id"] for n in profile["nodes"] for c in n.get("children", [])}
 
@@ -53,8 +67,8 @@ def report(profile, top=30):
         return f"{frame['functionName'] or '(anonymous)'} {frame['url'].split('/')[-1]}:{frame['lineNumber']}"[:140]
 
     own, inclusive, total = collections.Counter(), collections.Counter(), 0
-    for sample in profile["samples"]:
-        if name(sample).startswith("(idle)"):
+    for sample, at in zip(profile["samples"], sample_times(profile)):
+        if not span[0] <= at < span[1] or name(sample).startswith("(idle)"):
             continue
         total += 1
         own[name(sample)] += 1
@@ -71,8 +85,14 @@ def report(profile, top=30):
 
 
 if __name__ == "__main__":
-    port, seconds, out = sys.argv[1], float(sys.argv[2]), sys.argv[3]
-    profile = record(port, seconds)
-    with open(out, "w") as f:
-        json.dump(profile, f)
-    report(profile)
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    flags = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--"))
+    if args[0] == "report":  # profile.py report FILE [--from=MS --to=MS]: an earlier profile
+        with open(args[1]) as f:
+            profile = json.load(f)
+    else:
+        port, seconds, out = args[0], float(args[1]), args[2]
+        profile = record(port, seconds)
+        with open(out, "w") as f:
+            json.dump(profile, f)
+    report(profile, span=(float(flags.get("from", 0)), float(flags.get("to", "inf"))))

@@ -124,6 +124,15 @@ pub struct MemStore {
     pub keys: Vec<(String, u64)>,
     /// Queued webhook calls with when each is next due.
     pub outbox: Vec<(Queued, i64)>,
+    /// Upkeep queries asked (pruning and outbox reads): each is a SQL statement in the
+    /// Durable Object, so tests can hold the engine to asking only when it must.
+    pub upkeep_queries: std::cell::Cell<u32>,
+}
+
+impl MemStore {
+    fn upkeep(&self) {
+        self.upkeep_queries.set(self.upkeep_queries.get() + 1);
+    }
 }
 
 impl Outbox for MemStore {
@@ -136,6 +145,7 @@ impl Outbox for MemStore {
         Ok(over as u64)
     }
     fn outbox_due(&self, now: i64, limit: u64) -> Result<Vec<Queued>, String> {
+        self.upkeep();
         Ok(self.outbox.iter().filter(|(_, due)| *due <= now).take(limit as usize).map(|(q, _)| q.clone()).collect())
     }
     fn outbox_retry(&mut self, id: &str, attempts: u32, next_at: i64) -> Result<(), String> {
@@ -149,6 +159,7 @@ impl Outbox for MemStore {
         Ok(())
     }
     fn outbox_next_due(&self) -> Result<Option<i64>, String> {
+        self.upkeep();
         Ok(self.outbox.iter().map(|(_, due)| *due).min())
     }
 }
@@ -173,12 +184,14 @@ impl Store for MemStore {
         Ok(self.events.first().map(|e| e.seq))
     }
     fn prune_events(&mut self, below_seq: u64, before_ts: i64) -> Result<(), String> {
+        self.upkeep();
         self.events.retain(|e| e.seq >= below_seq || e.ts >= before_ts);
         let kept: Vec<u64> = self.events.iter().map(|e| e.seq).collect();
         self.keys.retain(|(_, seq)| kept.contains(seq));
         Ok(())
     }
     fn sizes_after(&self, after: u64, count: usize) -> Result<Vec<(u64, usize)>, String> {
+        self.upkeep();
         let sizes = self.events.iter().rev().filter(|e| e.seq > after).map(|e| (e.seq, e.data.len() + e.id.len() + e.event.len()));
         Ok(sizes.take(count).collect())
     }

@@ -55,6 +55,14 @@ fn now_us() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
 
+/// Under BENCH_PROFILE, the start of a phase on stderr (unix ms), so a profile can be cut to
+/// one phase (`bench/profile.py ... --from=MS --to=MS`).
+fn phase(name: &str) {
+    if std::env::var_os("BENCH_PROFILE").is_some() {
+        eprintln!("[phase] {name} {}", now_us() / 1000);
+    }
+}
+
 fn key() -> SigningKey {
     SigningKey::hs256(7)
 }
@@ -395,6 +403,7 @@ async fn run(g: &Gateway, quick: bool, only: Option<&str>, f: &mut Figures) {
             continue;
         }
         let rooms = if quick { 100 } else { 1000 };
+        phase(&format!("{variant} connect"));
         let all: Vec<String> = (0..rooms).map(|i| format!("payment:{tag}-{variant}-{i}")).collect();
         let mut sockets = Vec::new();
         for (n, chunk) in all.chunks(50).enumerate() {
@@ -406,6 +415,7 @@ async fn run(g: &Gateway, quick: bool, only: Option<&str>, f: &mut Figures) {
             });
             sockets.extend(futures_util::future::join_all(opens).await.into_iter().map(|w| w.expect("socket")));
         }
+        phase(&format!("{variant} publish"));
         let rx = tokio::spawn(receive(sockets, 1, Duration::from_secs(30)));
         for chunk in all.chunks(100) {
             let msgs: Vec<Value> = chunk
@@ -441,6 +451,7 @@ async fn run(g: &Gateway, quick: bool, only: Option<&str>, f: &mut Figures) {
                 })
                 .collect();
             let mut times = Vec::new();
+            phase(label);
             let cpu_before = g.usage().0;
             for batch in tokens.chunks(50) {
                 let batch = batch.iter().map(|t| {
@@ -749,6 +760,11 @@ async fn main() {
             let g = Gateway::start(name, config);
             let mut f = Figures::default();
             run(&g, quick, only.as_deref(), &mut f).await;
+            phase("end");
+            if std::env::var("BENCH_PROFILE").is_ok_and(|v| v.starts_with(&format!("{name}:"))) {
+                // The profiler's window must end while the gateway still runs.
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
             if name == "foyer" && round == 0 && only.as_deref().is_none_or(|o| o == "chat") {
                 chat_figures = chat(g.port, quick).await;
             }

@@ -551,6 +551,13 @@ impl<'a, S: Store> Room<'a, S> {
     pub fn prune(&mut self, now_ms: i64) -> Result<(), String> {
         let latest = self.store.latest_seq()?;
         let keep_from = latest.saturating_sub(HISTORY_MIN_EVENTS - 1).max(1);
+        self.memory.pruned_at = Some(now_ms);
+        self.memory.appended_bytes = 0;
+        if keep_from == 1 {
+            // Every event is among the newest kept: nothing to read, nothing to drop (most
+            // payment rooms never hold more).
+            return Ok(());
+        }
         self.store.prune_events(keep_from, now_ms - HISTORY_MIN_AGE_MS)?;
         let older = self.store.sizes_after(0, usize::MAX)?.into_iter().filter(|(seq, _)| *seq < keep_from);
         let mut total = 0;
@@ -560,8 +567,6 @@ impl<'a, S: Store> Room<'a, S> {
         }) {
             self.store.prune_events(cut + 1, i64::MAX)?;
         }
-        self.memory.pruned_at = Some(now_ms);
-        self.memory.appended_bytes = 0;
         Ok(())
     }
 
@@ -574,6 +579,9 @@ impl<'a, S: Store> Room<'a, S> {
 
     /// The webhook calls to send now: one batch, sent in parallel by the shell.
     pub fn webhooks_due(&self, now_ms: i64) -> Result<Vec<Queued>, String> {
+        if !self.policy.clients_may_send {
+            return Ok(Vec::new());
+        }
         self.store.outbox_due(now_ms, webhook::BATCH)
     }
 
@@ -596,7 +604,10 @@ impl<'a, S: Store> Room<'a, S> {
 
     /// The room's one deadline, for the shell's one alarm: see [`poll_timeout`].
     pub fn poll_timeout<'m>(&self, members: impl Iterator<Item = &'m Member>) -> Result<Option<i64>, String> {
-        Ok(poll_timeout(members, self.store.outbox_next_due()?))
+        // Only client messages queue webhook calls: other kinds never hold an outbox, and
+        // asking the store whether one exists costs a schema query per instance.
+        let webhook_due = if self.policy.clients_may_send { self.store.outbox_next_due()? } else { None };
+        Ok(poll_timeout(members, webhook_due))
     }
 }
 
@@ -818,6 +829,31 @@ mod tests {
         // The newest event always stays: the SQL store reads the latest seq from it.
         room.prune(T0 + 24 * 60 * 60 * 1000).unwrap();
         assert_eq!(room.store.events_between(149, u64::MAX).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_room_holding_no_more_than_the_kept_events_prunes_without_a_query() {
+        fresh_room!(ch = "payment:p", room);
+        publish_n(&mut room, 100, T0);
+        let asked = room.store.upkeep_queries.get();
+        room.prune(T0 + 30 * 60 * 1000).unwrap();
+        assert_eq!(room.store.upkeep_queries.get(), asked, "the newest 100 always stay: nothing to look at");
+        // One more, and the oldest may go.
+        room.publish(&[delivery("one-more")], T0 + 30 * 60 * 1000).unwrap();
+        room.prune(T0 + 31 * 60 * 1000).unwrap();
+        assert_eq!(room.store.oldest_seq().unwrap(), Some(2));
+    }
+
+    #[test]
+    fn only_rooms_whose_clients_send_look_for_webhook_calls() {
+        for (name, looks) in [("orders:o", false), ("payment:p", false), ("chat:c", true)] {
+            let ch = Channel::parse(name).unwrap();
+            let (mut store, mut mem) = (MemStore::default(), Memory::default());
+            let mut room = Room::new(&ch, &mut store, &mut mem, Limits::default());
+            room.poll_timeout([].iter()).unwrap();
+            room.handle_timeout(T0).unwrap();
+            assert_eq!(room.store.upkeep_queries.get() > 0, looks, "{name}");
+        }
     }
 
     #[test]
