@@ -27,13 +27,16 @@ test("send_all sends the same frame to every socket and counts only those that t
   assert.equal(hot.send_all([], "x"), 0);
 });
 
-test("sockets, count_tagged and count_open read the runtime's lists, count_open skipping closing sockets", () => {
+test("sockets, count_tagged and count_open read the runtime's lists, count_open skipping closing sockets and the leaving one", () => {
   const s = state({ "sub:ann": [socket(), socket(2)], "sub:bob": [socket()] });
   assert.equal(hot.sockets(s).length, 3);
   assert.equal(hot.count_tagged(s, "sub:ann"), 2);
   assert.equal(hot.count_tagged(s, "sub:nobody"), 0);
   assert.equal(hot.count_open(s, "sub:ann"), 1, "CLOSING is not open");
   assert.equal(hot.count_open(s, ""), 2, "\"\" means every socket");
+  const bob = s.getWebSockets("sub:bob")[0];
+  assert.equal(hot.count_open(s, "sub:bob", bob), 0, "the leaving socket is not counted, even while OPEN");
+  assert.equal(hot.count_open(s, "", bob), 1);
 });
 
 const chunked = (sizes) =>

@@ -116,3 +116,23 @@ async fn a_revocation_racing_the_record_of_a_join_refuses_the_socket_before_any_
     assert_eq!(revoked, json!({"closed": 0}), "the record is not there yet");
     assert_eq!(first, Got::Closed(Some(4401)), "refused, and nothing (no welcome) before the close");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refresh_in_a_room_that_forgot_its_users_renews_their_record_and_keeps_the_socket() {
+    // A room renews a staying user's record in the directory at refresh when it cannot date
+    // the last one: here the room was evicted (locally after about 10 s idle) and woke empty.
+    let gw = shared();
+    let sub = unique("cust-stay");
+    let key = unique("stay");
+    let ch = format!("orders:{key}");
+    let mut c = connect(gw, &format!("/ws/orders/{key}"), &token_issued(&sub, &[&ch], 5)).await;
+    assert_eq!(c.frame().await["type"], "welcome");
+    tokio::time::sleep(std::time::Duration::from_secs(13)).await;
+    c.send_json(&json!({"type": "refresh", "token": token_issued(&sub, &[&ch], 1)})).await;
+    assert_eq!(c.frame().await["type"], "refreshed");
+    assert_eq!(gw.publish(&json!({"id": unique("after"), "channels": [&ch], "event": "x"})).await.status, 200);
+    assert_eq!(c.until("event").await.0["seq"], 1, "the socket stays open after the renewal");
+    // The record is there: a revocation without channels finds the room.
+    assert_eq!(revoke(gw, json!({"sub": sub})).await, json!({"closed": 1}));
+    assert_eq!(c.close_code().await, Some(4401));
+}

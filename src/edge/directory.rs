@@ -9,8 +9,9 @@
 //! revocation as of the record: a `/revoke` before the record is in the answer (no
 //! `welcome`), one after it finds the record and reaches the room (protocol/revocation.rs).
 //! The revocations are held in memory as well as in SQLite (they are few: rare, and pruned),
-//! so the answer costs no query. When the user's last socket in a room closes, `/left`
-//! drops the record, so the list holds only where the user is now.
+//! so the answer costs no query. A departure costs no call: records expire after
+//! [`RECORD_KEPT_MS`] (pruned on write), and a room renews a staying user's record at
+//! refresh long before that (protocol/revocation.rs).
 //!
 //! Reaching rooms is bounded: `/revoke` queues every target and reaches a first batch at
 //! once (its `closed` is exact for those); the rest, and any room that failed, are reached
@@ -30,7 +31,7 @@ use super::meter;
 use super::runtime::{self, json_error};
 use super::sql_store::{Num, Text};
 use crate::protocol::channel::Channel;
-use crate::protocol::revocation::{ALL_CHANNELS, KEPT_SECS};
+use crate::protocol::revocation::{ALL_CHANNELS, KEPT_SECS, RECORD_KEPT_MS};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS joined (sub TEXT NOT NULL, channel TEXT NOT NULL, at INTEGER NOT NULL, PRIMARY KEY (sub, channel)) WITHOUT ROWID;
@@ -61,7 +62,12 @@ pub struct RevocationDirectory {
     ready: Cell<bool>,
     /// The `revoked` table, loaded once per instance (and again after a `/revoke`).
     revoked: RefCell<Option<Revoked>>,
+    /// When expired records were last dropped (ms) in this instance.
+    pruned_at: Cell<Option<i64>>,
 }
+
+/// Expired records are dropped on a `/joined` at most this often (and before every `/revoke`).
+const PRUNE_EVERY_MS: i64 = 10 * 60 * 1000;
 
 /// sub → [(scope, revoked at)].
 type Revoked = HashMap<String, Vec<(String, i64)>>;
@@ -100,6 +106,9 @@ impl RevocationDirectory {
 
     fn joined(&self, q: Presence) -> Result<RevokedAnswer> {
         self.ensure_schema()?;
+        if self.pruned_at.get().is_none_or(|at| q.at_ms - at >= PRUNE_EVERY_MS) {
+            self.prune_records(q.at_ms)?;
+        }
         meter::run(
             &self.sql,
             "INSERT INTO joined (sub, channel, at) VALUES (?, ?, ?) ON CONFLICT (sub, channel) DO UPDATE SET at = excluded.at",
@@ -108,15 +117,10 @@ impl RevocationDirectory {
         Ok(RevokedAnswer { revoked_at: self.revoked_at(&q.sub, &q.channel)? })
     }
 
-    /// Only a record older than the departure is dropped: a connect racing the departure
-    /// has re-recorded the channel after it.
-    fn left(&self, notice: Presence) -> Result<()> {
-        self.ensure_schema()?;
-        meter::run(
-            &self.sql,
-            "DELETE FROM joined WHERE sub = ? AND channel = ? AND at < ?",
-            vec![notice.sub.as_str().into(), notice.channel.to_string().into(), notice.at_ms.into()],
-        )?;
+    /// Drops records too old to belong to a socket still open (revocation.rs).
+    fn prune_records(&self, now_ms: i64) -> Result<()> {
+        meter::run(&self.sql, "DELETE FROM joined WHERE at < ?", vec![(now_ms - RECORD_KEPT_MS).into()])?;
+        self.pruned_at.set(Some(now_ms));
         Ok(())
     }
 
@@ -136,6 +140,8 @@ impl RevocationDirectory {
         meter::run(&self.sql, "DELETE FROM revoked WHERE at < ?", vec![(order.at - KEPT_SECS).into()])?;
         // Reloaded from the table on the next question: the table is the truth.
         *self.revoked.borrow_mut() = None;
+        let now = runtime::now_ms();
+        self.prune_records(now)?;
         let targets: Vec<String> = match named {
             Some(channels) => channels,
             None => meter::rows::<Text>(&self.sql, "SELECT channel AS value FROM joined WHERE sub = ?", vec![order.sub.as_str().into()])?
@@ -143,7 +149,6 @@ impl RevocationDirectory {
                 .map(|t| t.value)
                 .collect(),
         };
-        let now = runtime::now_ms();
         for channel in &targets {
             meter::run(
                 &self.sql,
@@ -213,10 +218,6 @@ impl RevocationDirectory {
         let body = req.text().await?;
         match req.path().as_str() {
             "/joined" => Response::from_json(&self.joined(serde_json::from_str(&body)?)?),
-            "/left" => {
-                self.left(serde_json::from_str(&body)?)?;
-                Response::from_json(&serde_json::json!({}))
-            }
             "/revoke" => Response::from_json(&self.revoke(serde_json::from_str(&body)?).await?),
             _ => json_error(404, "not_found", "no such endpoint"),
         }
@@ -226,7 +227,7 @@ impl RevocationDirectory {
 impl DurableObject for RevocationDirectory {
     fn new(state: State, env: Env) -> Self {
         let sql = state.storage().sql();
-        RevocationDirectory { state, env, sql, ready: Cell::new(false), revoked: RefCell::new(None) }
+        RevocationDirectory { state, env, sql, ready: Cell::new(false), revoked: RefCell::new(None), pruned_at: Cell::new(None) }
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {

@@ -17,10 +17,13 @@ export function count_tagged(state, tag) {
   return state.getWebSockets(tag).length;
 }
 
-/** Sockets still open (a socket being closed is CLOSING, then CLOSED), with `tag` or all. */
-export function count_open(state, tag) {
+/**
+ * Sockets still open (a socket being closed is CLOSING, then CLOSED), with `tag` or all,
+ * other than `leaving`: in its own close handler a socket can still read as OPEN.
+ */
+export function count_open(state, tag, leaving) {
   let open = 0;
-  for (const ws of tag ? state.getWebSockets(tag) : state.getWebSockets()) if (ws.readyState === 1) open++;
+  for (const ws of tag ? state.getWebSockets(tag) : state.getWebSockets()) if (ws.readyState === 1 && ws !== leaving) open++;
   return open;
 }
 

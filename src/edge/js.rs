@@ -14,8 +14,8 @@ extern "C" {
     pub fn sockets(state: &JsValue) -> JsValue;
     /// How many sockets carry `tag` (without a wasm handle for each).
     pub fn count_tagged(state: &JsValue, tag: &str) -> u32;
-    /// Open sockets of the object (with `tag`, or all with `""`).
-    pub fn count_open(state: &JsValue, tag: &str) -> u32;
+    /// Open sockets of the object (with `tag`, or all with `""`) other than `leaving`.
+    pub fn count_open(state: &JsValue, tag: &str, leaving: &JsValue) -> u32;
     fn read_capped(request: &worker::web_sys::Request, max: u32) -> Promise;
     /// Sends one frame to each socket of `sockets`; returns how many took it. The frame
     /// crosses into JS once, and every socket gets the same string.

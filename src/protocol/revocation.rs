@@ -6,7 +6,15 @@
 //! it does not know, it records in the directory that the user is here; the record is
 //! answered with the revocation as of the record. So a `/revoke` either comes before the
 //! record (and is in the answer: no `welcome`) or after it (and finds the record, and pushes
-//! to the room). When the user's last socket in the room closes, the room drops the record.
+//! to the room).
+//!
+//! A departure costs no call: a record outlives the user's sockets, and a `/revoke` that
+//! reaches a room the user has left closes nothing there. Records expire instead
+//! ([`RECORD_KEPT_MS`]), and a room renews a user's record while the user stays
+//! ([`Revocations::needs_record`], at refresh), so a live socket's record never expires.
+//! Why not drop the record when the user leaves: at an intermission hundreds of pages close
+//! at once, and a call per departure to a shared directory object is what made deliveries
+//! wait (README, Benchmark).
 //!
 //! What a room remembers ([`Revocations`]) spares a reconnect the question. It stays correct
 //! because an entry exists only for a user the directory has been asked about and recorded
@@ -39,6 +47,12 @@ pub fn directory_shard(sub: &str) -> String {
 
 /// How long an answer is trusted.
 pub const TTL_MS: i64 = 10 * 60 * 1000;
+/// How long a directory keeps a record of where a user joined.
+pub const RECORD_KEPT_MS: i64 = 24 * 60 * 60 * 1000;
+/// A room renews a staying user's record when it is this old. A socket refreshes its token
+/// at least once per token lifetime (15 minutes by default) or is closed, so a live socket's
+/// record is never older than this plus one lifetime: far inside [`RECORD_KEPT_MS`].
+pub const RECORD_RENEW_MS: i64 = 60 * 60 * 1000;
 /// Entries kept; beyond it, answers are not cached (pushes always are).
 pub const MAX_ENTRIES: usize = 10_000;
 
@@ -46,6 +60,8 @@ pub const MAX_ENTRIES: usize = 10_000;
 pub struct Revocations {
     /// sub → (revoked at, Unix seconds; when learned, ms)
     entries: HashMap<String, (Option<i64>, i64)>,
+    /// sub → when this room last recorded the user in the directory (ms).
+    recorded: HashMap<String, i64>,
 }
 
 impl Revocations {
@@ -58,6 +74,14 @@ impl Revocations {
     /// Records the directory's answer; returns the revocation to apply (the later of the
     /// answer and anything pushed meanwhile).
     pub fn learn(&mut self, sub: &str, revoked_at: Option<i64>, now_ms: i64) -> Option<i64> {
+        // The answer came from a record: note it (a full map forgets expired notes first,
+        // and a note not kept only means an early renewal).
+        if self.recorded.len() >= MAX_ENTRIES {
+            self.recorded.retain(|_, at| now_ms - *at < RECORD_RENEW_MS);
+        }
+        if self.recorded.len() < MAX_ENTRIES || self.recorded.contains_key(sub) {
+            self.recorded.insert(sub.to_owned(), now_ms);
+        }
         if let Some((known, at)) = self.entries.get_mut(sub) {
             *known = (*known).max(revoked_at);
             *at = now_ms;
@@ -72,9 +96,10 @@ impl Revocations {
         revoked_at
     }
 
-    /// Drops what is known of `sub` (their last socket here closed), so the next connect asks.
-    pub fn forget(&mut self, sub: &str) {
-        self.entries.remove(sub);
+    /// Whether the directory's record of `sub` here is due for renewal (or unknown to this
+    /// instance: a woken room renews once rather than trust a record it cannot date).
+    pub fn needs_record(&self, sub: &str, now_ms: i64) -> bool {
+        self.recorded.get(sub).is_none_or(|at| now_ms - at >= RECORD_RENEW_MS)
     }
 
     /// A revocation pushed by `/revoke`: always kept.
@@ -113,6 +138,20 @@ mod tests {
         // A later revocation moves it forward, an older answer never back.
         r.revoke("u", 200, T + 3);
         assert_eq!(r.learn("u", Some(150), T + 4), Some(200));
+    }
+
+    #[test]
+    fn a_staying_users_record_is_renewed_long_before_the_directory_drops_it() {
+        let mut r = Revocations::default();
+        assert!(r.needs_record("u", T), "unknown to this instance: renew");
+        r.learn("u", None, T);
+        assert!(!r.needs_record("u", T + RECORD_RENEW_MS - 1));
+        assert!(r.needs_record("u", T + RECORD_RENEW_MS));
+        // Renewed at the latest one token lifetime (15 min) after it is due.
+        const { assert!(RECORD_RENEW_MS + 15 * 60 * 1000 < RECORD_KEPT_MS) };
+        // A push is not a record.
+        r.revoke("p", 5, T);
+        assert!(r.needs_record("p", T));
     }
 
     #[test]

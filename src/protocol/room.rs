@@ -96,11 +96,10 @@ impl Memory {
         is_revoked(member.iat, member.revoked_before)
     }
 
-    /// A user left the room for good (their last socket closed): forget what is kept about
-    /// them, so that their next connect asks the directory again (which re-records where
-    /// they are, for `/revoke`).
+    /// A user left the room for good (their last socket closed): their rate window goes.
+    /// What the room knows of their revocation stays (until it expires): the directory's
+    /// record of them here stays too, so a reconnect soon after costs no question.
     pub fn forget_user(&mut self, sub: &str) {
-        self.revocations.forget(sub);
         self.rates.remove(sub);
     }
 }
@@ -256,6 +255,9 @@ pub enum Effect {
     Save,
     /// Close the socket that spoke.
     Close(u16, &'static str),
+    /// Renew the directory's record that the speaker's user is here (and apply the
+    /// revocation it answers with): see [`Revocations::needs_record`].
+    RenewRecord,
 }
 
 pub struct Room<'a, S: Store> {
@@ -473,7 +475,11 @@ impl<'a, S: Store> Room<'a, S> {
                 member.exp = claims.exp;
                 member.iat = claims.iat;
                 member.can_publish = claims.publish.allows(self.channel);
-                vec![Effect::Reply(frame::refreshed(claims.exp))]
+                let mut effects = vec![Effect::Reply(frame::refreshed(claims.exp))];
+                if self.memory.revocations.needs_record(&member.sub, incoming.now_ms) {
+                    effects.push(Effect::RenewRecord);
+                }
+                effects
             }
             _ => vec![Effect::Close(close::UNAUTHENTICATED, "refresh refused")],
         }
@@ -698,6 +704,7 @@ mod tests {
         Builds { server: "b", ..Builds::default() }
     }
     use crate::devkit::MemStore;
+    use crate::protocol::revocation::RECORD_RENEW_MS;
     use crate::protocol::channel::Grants;
     use crate::protocol::publish::{null, Delivery};
     use serde_json::value::RawValue as RawValueBox;
@@ -1050,6 +1057,25 @@ mod tests {
             .on_text(&mut m, f, &Incoming { now_ms: T0, verify: &no_refresh })
             .unwrap()
             .contains(&Effect::Close(close::UNAUTHENTICATED, "refresh refused")));
+    }
+
+    #[test]
+    fn a_refresh_renews_the_users_record_only_when_it_is_due() {
+        fresh_room!(ch = "orders:v", room);
+        let mut m = member("c", "u", &ch);
+        let verify = |_: &str| {
+            let mut c = claims("u", &["orders:v"], &[]);
+            c.exp += 900;
+            Ok(c)
+        };
+        let f = r#"{"type":"refresh","token":"t"}"#;
+        let renews = |room: &mut Room<MemStore>, m: &mut Member, now_ms| {
+            room.on_text(m, f, &Incoming { now_ms, verify: &verify }).unwrap().contains(&Effect::RenewRecord)
+        };
+        assert!(renews(&mut room, &mut m, T0), "a record this instance cannot date is renewed");
+        room.memory.revocations.learn("u", None, T0);
+        assert!(!renews(&mut room, &mut m, T0 + 1000));
+        assert!(renews(&mut room, &mut m, T0 + RECORD_RENEW_MS));
     }
 
     #[test]

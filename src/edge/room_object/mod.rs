@@ -45,8 +45,6 @@ pub struct RoomObject {
     channel: RefCell<Option<Channel>>,
     /// The engine's in-memory state (rates, revocations learned, pruning bookkeeping).
     memory: RefCell<Memory>,
-    /// Users whose join the directory is recording right now (sub → connects in flight).
-    joining: RefCell<std::collections::HashMap<String, u32>>,
 }
 
 impl RoomObject {
@@ -62,7 +60,6 @@ impl RoomObject {
             alarm_at: Default::default(),
             channel: Default::default(),
             memory: Default::default(),
-            joining: Default::default(),
         }
     }
 
@@ -167,6 +164,8 @@ impl RoomObject {
         }
     }
 
+    /// `GET /channels/{kind}/{key}`: reads only; an unused channel stores nothing. Foyer adds
+    /// `next_alarm` (ms, or null): whether the room is timing anything (an idle room is not).
     async fn read_state(&self, query: &ReadQuery) -> Result<Response> {
         let channel = &query.channel;
         let seq = if SqlStore::exists(&self.state.storage().sql()) { self.with_room(channel, |room| room.store.latest_seq())? } else { 0 };

@@ -119,9 +119,7 @@ impl RoomObject {
     }
 
     /// The revocation that applies to `sub` here. A user the room remembers costs nothing;
-    /// any other is recorded in the directory first (`/joined`, one call to a warm object),
-    /// whose answer is the revocation as of the record: a `/revoke` before it is in the
-    /// answer, one after it finds the record and reaches this room. See protocol/revocation.rs.
+    /// any other is recorded in the directory first (see [`Self::record`]).
     pub(super) async fn revocation_of(&self, sub: &str, channel: &Channel, now_ms: i64) -> Result<Option<i64>> {
         if let Some(known) = self.memory.borrow().revocations.lookup(sub, now_ms) {
             return Ok(known);
@@ -130,17 +128,36 @@ impl RoomObject {
         if config(&self.env).failpoint.as_deref() == Some("slow_join_record") {
             worker::Delay::from(std::time::Duration::from_millis(2_000)).await;
         }
+        self.record(sub, channel, now_ms).await
+    }
+
+    /// Records in the directory that `sub` is here (`/joined`, one call to a warm object),
+    /// answered with the revocation as of the record: a `/revoke` before it is in the answer,
+    /// one after it finds the record and reaches this room. See protocol/revocation.rs.
+    async fn record(&self, sub: &str, channel: &Channel, now_ms: i64) -> Result<Option<i64>> {
         let notice = Presence { sub: sub.to_owned(), channel: channel.clone(), at_ms: now_ms };
-        *self.joining.borrow_mut().entry(sub.to_owned()).or_default() += 1;
-        let answer = js::call::<_, RevokedAnswer>(&self.env, runtime::directory(sub), "/joined", &notice).await;
-        let mut joining = self.joining.borrow_mut();
-        if let Some(n) = joining.get_mut(sub) {
-            *n -= 1;
-            if *n == 0 {
-                joining.remove(sub);
+        let answer = js::call::<_, RevokedAnswer>(&self.env, runtime::directory(sub), "/joined", &notice).await?;
+        Ok(self.memory.borrow_mut().revocations.learn(sub, answer.revoked_at, now_ms))
+    }
+
+    /// A staying user's record renewed at refresh; a revocation in the answer that covers
+    /// the refreshed token closes the socket. A failed renewal is retried at the next refresh.
+    async fn renew_record(&self, ws: &WebSocket, attachment: &mut Attachment, channel: &Channel, now_ms: i64) {
+        let member = &mut attachment.member;
+        match self.record(&member.sub, channel, now_ms).await {
+            Ok(revoked_at) => {
+                member.revoked_before = member.revoked_before.max(revoked_at);
+                if self.memory.borrow().refuses(&member.sub, member.iat, member.revoked_before, now_ms) {
+                    self.close_socket(ws, close::UNAUTHENTICATED, "token revoked").await;
+                } else if revoked_at.is_some() {
+                    if let Err(e) = attachment.save(ws) {
+                        worker::console_error!("revocation not saved on a socket ({e}); closing it");
+                        self.close_socket(ws, close::INTERNAL, "internal error").await;
+                    }
+                }
             }
+            Err(e) => worker::console_warn!("could not renew a user's record in the directory: {e}"),
         }
-        Ok(self.memory.borrow_mut().revocations.learn(sub, answer?.revoked_at, now_ms))
     }
 
     /// A revocation pushed by the directory: closes the sockets it covers; the
@@ -163,8 +180,6 @@ impl RoomObject {
         closed
     }
 
-    /// `GET /channels/{kind}/{key}`: reads only; an unused channel stores nothing. Foyer adds
-    /// `next_alarm` (ms, or null): whether the room is timing anything (an idle room is not).
     /// Closes a socket from the server side; its departure is handled once.
     pub(super) async fn close_socket(&self, ws: &WebSocket, code: u16, reason: &str) {
         let departing = match Attachment::load(ws) {
@@ -178,17 +193,16 @@ impl RoomObject {
         // Fails only if the socket is already closed, which is the goal anyway.
         let _ = ws.close(Some(code), Some(reason));
         if let Some(member) = departing {
-            self.depart(&member).await;
+            self.depart(ws, &member).await;
         }
     }
 
     /// After a socket left: presence hears of it; when it was the user's last socket here,
-    /// the room forgets the user and tells the directory (so `/revoke` lists only where the
-    /// user is); when it was the room's last socket, the alarm is recomputed (and usually
-    /// dropped: an idle room holds none).
-    pub(super) async fn depart(&self, member: &Member) {
+    /// the room drops their rate window; when it was the room's last socket, the alarm is
+    /// recomputed (and usually dropped: an idle room holds none). The leaving socket is
+    /// excluded by identity: in its own close handler the runtime may still list it as open.
+    pub(super) async fn depart(&self, ws: &WebSocket, member: &Member) {
         let Some(channel) = self.channel() else { return };
-        let raw = self.state.as_raw();
         if channel.kind().policy().presence {
             let remaining: Vec<Member> = self.sockets().into_iter().map(|(_, m)| m).filter(|m| m.conn != member.conn).collect();
             if let Ok(Some(frame)) = self.with_room(&channel, |room| Ok(room.leave(member, &remaining))) {
@@ -196,18 +210,14 @@ impl RoomObject {
                 self.fan_out(&frame);
             }
         }
-        // Not while a join of the same user is being recorded: that record is newer than
-        // this departure's socket, and `/left` would drop it.
-        if js::count_open(raw, &room::member_tag(&member.sub)) == 0 && !self.joining.borrow().contains_key(&member.sub) {
+        // No call to the directory: the user's record there stays, and expires (revocation.rs).
+        let raw = self.state.as_raw();
+        let leaving: &wasm_bindgen::JsValue = ws.as_ref();
+        if js::count_open(raw, &room::member_tag(&member.sub), leaving) == 0 {
             self.memory.borrow_mut().forget_user(&member.sub);
-            let notice = Presence { sub: member.sub.clone(), channel: channel.clone(), at_ms: runtime::now_ms() };
-            if let Err(e) = js::call::<_, serde_json::Value>(&self.env, runtime::directory(&member.sub), "/left", &notice).await {
-                // Harmless: a later `/revoke` reaches this room for nothing.
-                worker::console_warn!("could not tell the directory a user left: {e}");
-            }
         }
-        if js::count_open(raw, "") == 0 {
-            if let Err(e) = self.schedule_alarm().await {
+        if js::count_open(raw, "", leaving) == 0 {
+            if let Err(e) = self.schedule_alarm(Some(&member.conn)).await {
                 worker::console_error!("alarm: {e}");
             }
         }
@@ -275,6 +285,7 @@ impl RoomObject {
                     }
                 }
                 Effect::Close(code, reason) => self.close_socket(&ws, code, reason).await,
+                Effect::RenewRecord => self.renew_record(&ws, &mut attachment, &channel, now_ms).await,
             }
         }
         if failed {
@@ -290,7 +301,7 @@ impl RoomObject {
         // Fails only if the socket is already closed, which is the goal anyway.
         let _ = ws.close(Some(close::NORMAL), Some("closed"));
         if let Some(member) = departing {
-            self.depart(&member).await;
+            self.depart(&ws, &member).await;
         }
         Ok(())
     }

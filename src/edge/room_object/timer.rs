@@ -23,14 +23,15 @@ impl RoomObject {
                 Err(e) => worker::console_error!("room timeout: {e}"),
             }
         }
-        self.schedule_alarm().await?;
+        self.schedule_alarm(None).await?;
         Response::ok("ok")
     }
 
-    /// Sets the alarm to the engine's next deadline, or drops it.
-    pub(super) async fn schedule_alarm(&self) -> Result<()> {
+    /// Sets the alarm to the engine's next deadline, or drops it. `leaving`: the connection
+    /// of a socket in its own close handler, where the runtime may still list it.
+    pub(super) async fn schedule_alarm(&self, leaving: Option<&str>) -> Result<()> {
         let now = runtime::now_ms();
-        let members: Vec<Member> = self.sockets().into_iter().map(|(_, m)| m).collect();
+        let members: Vec<Member> = self.sockets().into_iter().map(|(_, m)| m).filter(|m| Some(m.conn.as_str()) != leaving).collect();
         let deadline = match self.channel() {
             Some(channel) => self.with_room(&channel, |room| room.poll_timeout(members.iter()))?,
             None => room::poll_timeout(members.iter(), None),
