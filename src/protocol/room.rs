@@ -704,9 +704,9 @@ mod tests {
         Builds { server: "b", ..Builds::default() }
     }
     use crate::devkit::MemStore;
-    use crate::protocol::revocation::RECORD_RENEW_MS;
     use crate::protocol::channel::Grants;
     use crate::protocol::publish::{null, Delivery};
+    use crate::protocol::revocation::RECORD_RENEW_MS;
     use serde_json::value::RawValue as RawValueBox;
     use serde_json::Value;
 
