@@ -301,3 +301,45 @@ async fn a_socket_the_room_could_not_take_is_closed_1011_and_never_counted() {
     let state = http(gw.port, "GET", &target, &[("X-Foyer-Signature", &sig)], b"").await.unwrap().json();
     assert_eq!((state["sockets"].as_u64(), &state["users"]), (Some(0), &json!([])), "no ghost in the room");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_socket_cap_holds_in_rooms_without_presence_and_a_freed_place_can_be_taken() {
+    // Orders rooms count a user's sockets without reading them all on every connect (a bound
+    // that only grows, recounted at the cap): departures must still free places, no more.
+    let gw = shared();
+    let key = unique("cap");
+    let ch = format!("orders:{key}");
+    let path = format!("/ws/orders/{key}");
+    let t = token("staff-tabs", &[&ch]);
+    let open = |n: usize| {
+        let (path, t) = (path.clone(), t.clone());
+        async move {
+            let mut tabs = Vec::new();
+            for _ in 0..n {
+                let mut c = connect(gw, &path, &t).await;
+                assert_eq!(c.frame().await["type"], "welcome");
+                tabs.push(c);
+            }
+            tabs
+        }
+    };
+    let mut tabs = open(8).await;
+    assert_eq!(connect(gw, &path, &t).await.close_code().await, Some(4429), "the ninth socket");
+    for c in tabs.drain(..3) {
+        c.close().await;
+    }
+    // Until the room has seen the three go, they still count (as before the bound).
+    let target = format!("/channels/orders/{key}");
+    for _ in 0..50 {
+        let sig = signature::sign(PUBLISH_SECRET.as_bytes(), unix_now(), &target, b"");
+        let state = http(gw.port, "GET", &target, &[("X-Foyer-Signature", &sig)], b"").await.unwrap().json();
+        if state["sockets"] == 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tabs.extend(open(3).await);
+    assert_eq!(connect(gw, &path, &t).await.close_code().await, Some(4429), "full again at eight");
+    let mut other = connect(gw, &path, &token("staff-other", &[&ch])).await;
+    assert_eq!(other.frame().await["type"], "welcome", "another user is unaffected");
+}

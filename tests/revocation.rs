@@ -136,3 +136,37 @@ async fn a_refresh_in_a_room_that_forgot_its_users_renews_their_record_and_keeps
     assert_eq!(revoke(gw, json!({"sub": sub})).await, json!({"closed": 1}));
     assert_eq!(c.close_code().await, Some(4401));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_connects_of_a_user_the_room_does_not_know_share_one_directory_record() {
+    // The failpoint holds each record back 2 s: every connect below arrives while the first
+    // one's record is under way. The usage meter logs one line per object invocation.
+    let gw = Gateway::start("shared-record", &[("TEST_FAILPOINT", "slow_join_record"), ("METER", "log")]);
+    let key = unique("tabs");
+    let ch = format!("orders:{key}");
+    let path = format!("/ws/orders/{key}");
+    let t = token_issued("staff-tabs", &[&ch], 5);
+    let mut tabs = futures_util::future::join_all((0..6).map(|_| connect(&gw, &path, &t))).await;
+    for c in &mut tabs {
+        assert_eq!(c.frame().await["type"], "welcome");
+    }
+    // Invocations per object: the room took six connects, the directory one record.
+    let mut per_object = std::collections::HashMap::<String, usize>::new();
+    for line in gw.log().lines().filter_map(|l| l.split_once("foyer-meter ").map(|x| x.1)) {
+        let line: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+        if line["what"] == "object" {
+            *per_object.entry(line["object"].as_str().unwrap().to_owned()).or_default() += 1;
+        }
+    }
+    let mut counts: Vec<usize> = per_object.into_values().collect();
+    counts.sort();
+    assert_eq!(counts, vec![1, 6], "one directory record for six concurrent connects");
+
+    // And the shared record keeps revocation whole: all six close, the old token is refused.
+    assert_eq!(revoke(&gw, json!({"sub": "staff-tabs"})).await, json!({"closed": 6}));
+    for c in &mut tabs {
+        assert_eq!(c.close_code().await, Some(4401));
+    }
+    let mut again = connect(&gw, &path, &t).await;
+    assert_eq!(again.close_code().await, Some(4401));
+}

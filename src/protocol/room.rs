@@ -39,6 +39,8 @@ pub const MAX_READ_BYTES: usize = 4 * 1024 * 1024;
 pub const MAX_PRESENCE_LISTED: usize = 100;
 /// Users whose per-user rate window is tracked; beyond it, expired windows are dropped.
 const MAX_TRACKED_RATES: usize = 10_000;
+/// Users whose socket bound a room keeps; beyond it, a connect counts (correct, slower).
+const MAX_SOCKET_BOUNDS: usize = 10_000;
 /// After this many malformed or unexpected frames a connection is closed with 4400.
 pub const MAX_STRIKES: u32 = 10;
 pub const MAX_CHAT_TEXT_CHARS: usize = 2000;
@@ -77,6 +79,9 @@ pub struct Memory {
     appended_bytes: usize,
     /// Users' revocations as the directory told or pushed them.
     pub revocations: Revocations,
+    /// sub → a bound on the user's sockets here, never below the true count (see
+    /// [`Memory::under_socket_cap`]).
+    socket_bounds: HashMap<String, usize>,
 }
 
 impl Memory {
@@ -101,6 +106,23 @@ impl Memory {
     /// record of them here stays too, so a reconnect soon after costs no question.
     pub fn forget_user(&mut self, sub: &str) {
         self.rates.remove(sub);
+        self.socket_bounds.remove(sub);
+    }
+
+    /// Whether `sub` surely holds fewer than `cap` sockets here, counting one more for the
+    /// socket now joining. Counting a user's sockets in the runtime lists every one of them
+    /// (a connect of a user with n sockets would cost O(n)); so the room keeps a bound that
+    /// only grows (+1 per join, nothing per departure: it can only overcount) and recounts
+    /// (`count`) when it is unknown (a woken instance) or has reached the cap. False: the
+    /// caller reads the user's sockets and lets [`Room::join`] decide.
+    pub fn under_socket_cap(&mut self, sub: &str, cap: usize, count: impl FnOnce() -> usize) -> bool {
+        let known = self.socket_bounds.get(sub).copied().filter(|&n| n < cap);
+        let n = known.unwrap_or_else(count);
+        if self.socket_bounds.len() >= MAX_SOCKET_BOUNDS && !self.socket_bounds.contains_key(sub) {
+            return n < cap; // not remembered: the next connect of this user counts again
+        }
+        self.socket_bounds.insert(sub.to_owned(), n + 1);
+        n < cap
     }
 }
 
@@ -1076,6 +1098,30 @@ mod tests {
         room.memory.revocations.learn("u", None, T0);
         assert!(!renews(&mut room, &mut m, T0 + 1000));
         assert!(renews(&mut room, &mut m, T0 + RECORD_RENEW_MS));
+    }
+
+    #[test]
+    fn a_users_sockets_are_counted_only_when_unknown_or_when_the_bound_reaches_the_cap() {
+        let mut memory = Memory::default();
+        let counted = std::cell::Cell::new(0);
+        let join = |m: &mut Memory, present: usize| {
+            m.under_socket_cap("u", 3, || {
+                counted.set(counted.get() + 1);
+                present
+            })
+        };
+        assert!(join(&mut memory, 0), "unknown: counted (none)");
+        assert!(join(&mut memory, 99) && join(&mut memory, 99), "under the bound: the count is not read");
+        assert_eq!(counted.get(), 1);
+        // The bound (3) reached the cap: counted again; two left meanwhile, so there is room.
+        assert!(join(&mut memory, 1));
+        assert_eq!(counted.get(), 2);
+        assert!(join(&mut memory, 99), "under the new bound (2): not read");
+        assert!(!join(&mut memory, 3), "at the cap: counted, and the caller must look");
+        assert_eq!(counted.get(), 3);
+        memory.forget_user("u");
+        assert!(join(&mut memory, 0));
+        assert_eq!(counted.get(), 4, "a forgotten user is counted again");
     }
 
     #[test]

@@ -17,6 +17,7 @@ mod timer;
 mod webhook;
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 
 use worker::{
     durable_object, wasm_bindgen, DurableObject, Env, Error, Request, Response, Result, State, WebSocket, WebSocketIncomingMessage,
@@ -45,6 +46,8 @@ pub struct RoomObject {
     channel: RefCell<Option<Channel>>,
     /// The engine's in-memory state (rates, revocations learned, pruning bookkeeping).
     memory: RefCell<Memory>,
+    /// Directory records under way, by user: concurrent connects of one user share one.
+    recording: RefCell<HashMap<String, sockets::Recording>>,
 }
 
 impl RoomObject {
@@ -60,6 +63,7 @@ impl RoomObject {
             alarm_at: Default::default(),
             channel: Default::default(),
             memory: Default::default(),
+            recording: Default::default(),
         }
     }
 
@@ -108,15 +112,17 @@ impl RoomObject {
     }
 
     /// The members [`Room::join`] needs to see: everyone under presence; otherwise only the
-    /// user's own sockets, found by tag, and read only when their number reaches the cap
-    /// (below it, even counting sockets mid-close, they cannot change the answer). A
-    /// connect in a room of thousands reads no attachments.
+    /// user's own sockets, found by tag, and read only when their number may have reached
+    /// the cap (below it, even counting sockets mid-close, they cannot change the answer).
+    /// A connect in a room of thousands reads no attachments, and usually lists no sockets.
     fn others_for_join(&self, channel: &Channel, sub: &str) -> Vec<Member> {
         if channel.kind().policy().presence {
             return self.sockets().into_iter().map(|(_, m)| m).collect();
         }
         let tag = room::member_tag(sub);
-        if (js::count_tagged(self.state.as_raw(), &tag) as usize) < config(&self.env).limits.sockets_per_sub {
+        let cap = config(&self.env).limits.sockets_per_sub;
+        let raw = self.state.as_raw();
+        if self.memory.borrow_mut().under_socket_cap(sub, cap, || js::count_tagged(raw, &tag) as usize) {
             return Vec::new();
         }
         members(self.state.get_websockets_with_tag(&tag)).into_iter().map(|(_, m)| m).collect()

@@ -3,6 +3,7 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use futures::FutureExt;
 use serde::{Deserialize, Serialize};
 use worker::{Error, Request, Response, Result, WebSocket, WebSocketIncomingMessage, WebSocketPair};
 
@@ -14,6 +15,9 @@ use crate::protocol::channel::Channel;
 use crate::protocol::room::{self, Builds, Effect, Incoming, Member};
 use crate::protocol::token;
 use crate::protocol::wire::{close, SUBPROTOCOL};
+
+/// A directory record under way: its answer (the revocation as of the record) or why not.
+pub(super) type Recording = futures::future::Shared<futures::future::LocalBoxFuture<'static, std::result::Result<Option<i64>, String>>>;
 
 /// A socket's attachment: the member, plus whether the server already closed it.
 #[derive(Serialize, Deserialize)]
@@ -124,20 +128,46 @@ impl RoomObject {
         if let Some(known) = self.memory.borrow().revocations.lookup(sub, now_ms) {
             return Ok(known);
         }
-        // A test failpoint holds the record back, so a `/revoke` can race it.
-        if config(&self.env).failpoint.as_deref() == Some("slow_join_record") {
-            worker::Delay::from(std::time::Duration::from_millis(2_000)).await;
-        }
         self.record(sub, channel, now_ms).await
     }
 
     /// Records in the directory that `sub` is here (`/joined`, one call to a warm object),
     /// answered with the revocation as of the record: a `/revoke` before it is in the answer,
     /// one after it finds the record and reaches this room. See protocol/revocation.rs.
+    ///
+    /// Connects of one user arriving while their record is under way share it (a user's
+    /// tabs, or every socket of a room woken after a deploy): the record is the same, and a
+    /// `/revoke` after it reaches this room, which checks what it learned after the answer.
     async fn record(&self, sub: &str, channel: &Channel, now_ms: i64) -> Result<Option<i64>> {
-        let notice = Presence { sub: sub.to_owned(), channel: channel.clone(), at_ms: now_ms };
-        let answer = js::call::<_, RevokedAnswer>(&self.env, runtime::directory(sub), "/joined", &notice).await?;
-        Ok(self.memory.borrow_mut().revocations.learn(sub, answer.revoked_at, now_ms))
+        let call = self
+            .recording
+            .borrow_mut()
+            .entry(sub.to_owned())
+            .or_insert_with(|| {
+                let env = self.env.clone();
+                let notice = Presence { sub: sub.to_owned(), channel: channel.clone(), at_ms: now_ms };
+                async move {
+                    // A test failpoint holds the record back, so a `/revoke` can race it.
+                    if config(&env).failpoint.as_deref() == Some("slow_join_record") {
+                        worker::Delay::from(std::time::Duration::from_millis(2_000)).await;
+                    }
+                    let answer = js::call::<_, RevokedAnswer>(&env, runtime::directory(&notice.sub), "/joined", &notice).await;
+                    answer.map(|a| a.revoked_at).map_err(|e| e.to_string())
+                }
+                .boxed_local()
+                .shared()
+            })
+            .clone();
+        let answer = call.clone().await;
+        {
+            // The first to finish clears it: a connect after the answer asks afresh (or not
+            // at all: the room now knows the user).
+            let mut recording = self.recording.borrow_mut();
+            if recording.get(sub).is_some_and(|c| c.ptr_eq(&call)) {
+                recording.remove(sub);
+            }
+        }
+        Ok(self.memory.borrow_mut().revocations.learn(sub, answer.map_err(Error::from)?, now_ms))
     }
 
     /// A staying user's record renewed at refresh; a revocation in the answer that covers
