@@ -46,6 +46,16 @@ def record(port, seconds):
     time.sleep(seconds)
     profile = call("Profiler.stop")["result"]["profile"]
     profile["wallStartMs"] = started_ms  # the profile's own clock is monotonic, not wall
+    # The bundle's source as the runtime ran it (wrangler re-bundles it on each start), so a
+    # report can show the line behind an anonymous or minified function.
+    call("Debugger.enable")
+    sources = {}
+    for node in profile["nodes"]:
+        frame = node["callFrame"]
+        if frame["url"].endswith(".js") and frame["scriptId"] not in sources:
+            reply = call("Debugger.getScriptSource", scriptId=frame["scriptId"])
+            sources[frame["scriptId"]] = reply.get("result", {}).get("scriptSource", "")
+    profile["sources"] = sources
     return profile
 
 
@@ -62,9 +72,15 @@ def report(profile, top=30, span=(0, float("inf"))):
     nodes = {n["id"]: n for n in profile["nodes"]}
     parent = {c: n["id"] for n in profile["nodes"] for c in n.get("children", [])}
 
+    sources = {k: v.split("\n") for k, v in profile.get("sources", {}).items()}
+
     def name(i):
         frame = nodes[i]["callFrame"]
-        return f"{frame['functionName'] or '(anonymous)'} {frame['url'].split('/')[-1]}:{frame['lineNumber']}"[:140]
+        label = f"{frame['functionName'] or '(anonymous)'} {frame['url'].split('/')[-1]}:{frame['lineNumber']}"
+        lines = sources.get(frame["scriptId"], [])
+        if 0 <= frame["lineNumber"] < len(lines):  # what the line says, when the source was saved
+            label += "  | " + lines[frame["lineNumber"]].strip()[:60]
+        return label[:160]
 
     own, inclusive, total = collections.Counter(), collections.Counter(), 0
     for sample, at in zip(profile["samples"], sample_times(profile)):

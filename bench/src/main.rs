@@ -462,7 +462,13 @@ async fn run(g: &Gateway, quick: bool, only: Option<&str>, f: &mut Figures) {
                         (start.elapsed().as_secs_f64() * 1000.0, r)
                     }
                 });
-                for (ms, r) in futures_util::future::join_all(batch).await {
+                let done = futures_util::future::join_all(batch).await;
+                if std::env::var_os("BENCH_BATCHES").is_some() {
+                    let mut ms: Vec<f64> = done.iter().map(|(ms, _)| *ms).collect();
+                    ms.sort_by(|a, b| a.total_cmp(b));
+                    eprintln!("[batch] {label}: p50 {:.0} max {:.0} ms", pct(&ms, 0.5), pct(&ms, 1.0));
+                }
+                for (ms, r) in done {
                     times.push(ms);
                     if let Ok(ws) = r {
                         keep.push(ws);
