@@ -91,7 +91,7 @@ test("open_socket hands the ticket to the room's /connect as an upgrade", async 
   assert.deepEqual(seen[0].init.headers, { Upgrade: "websocket", "X-Foyer-Ticket": "abc" });
 });
 
-test("refuse accepts, closes with the code, and selects the subprotocol only when asked", () => {
+test("refuse accepts, closes with the code, and selects the subprotocol only when asked; upgraded hands a socket over", () => {
   const closed = [];
   globalThis.WebSocketPair = function () {
     return { 0: "client", 1: { accept() {}, close: (code, reason) => closed.push([code, reason]) } };
@@ -106,10 +106,19 @@ test("refuse accepts, closes with the code, and selects the subprotocol only whe
     assert.deepEqual(closed, [[4401, "token revoked"]]);
     assert.deepEqual(r, { body: null, status: 101, webSocket: "client", headers: { "Sec-WebSocket-Protocol": "foyer.v1" } });
     assert.deepEqual(hot.refuse(4403, "x", "").headers, {});
+    assert.deepEqual(hot.upgraded("room's client", ""), { body: null, status: 101, webSocket: "room's client", headers: {} });
   } finally {
     globalThis.Response = RealResponse;
     delete globalThis.WebSocketPair;
   }
+});
+
+test("json_text answers the text as is, as JSON, with the status", async () => {
+  const r = hot.json_text('{"closed":2}', 200);
+  assert.equal(r.status, 200);
+  assert.equal(r.headers.get("Content-Type"), "application/json");
+  assert.equal(await r.text(), '{"closed":2}');
+  assert.equal(hot.json_text("{}", 500).status, 500);
 });
 
 // Token signatures: the same checks the Worker makes through node:crypto (nodejs_compat).

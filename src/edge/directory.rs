@@ -23,7 +23,8 @@ use std::collections::HashMap;
 
 use futures::future::join_all;
 use serde::Deserialize;
-use worker::{durable_object, wasm_bindgen, DurableObject, Env, Request, Response, Result, SqlStorage, State};
+use wasm_bindgen::prelude::{wasm_bindgen, JsValue};
+use worker::{web_sys, Env, Result, SqlStorage, State};
 
 use super::js;
 use super::messages::{Presence, RevokeOrder, RevokeReply, RevokeRequest, RevokedAnswer};
@@ -31,6 +32,7 @@ use super::meter;
 use super::runtime::{self, json_error};
 use super::sql_store::{Num, Text};
 use crate::protocol::channel::Channel;
+use crate::protocol::handshake;
 use crate::protocol::revocation::{ALL_CHANNELS, KEPT_SECS, RECORD_KEPT_MS};
 
 const SCHEMA: &str = "
@@ -53,7 +55,9 @@ struct Pending {
     attempts: f64,
 }
 
-#[durable_object]
+/// Written out rather than through workers-rs' `#[durable_object]` (see the room classes in
+/// room_object/mod.rs): a record is a call per new user, in the runtime's own types.
+#[wasm_bindgen]
 pub struct RevocationDirectory {
     state: State,
     env: Env,
@@ -214,35 +218,39 @@ impl RevocationDirectory {
         meter::line(&self.env, what, || Some((self.state.id().to_string(), self.sql.database_size())));
     }
 
-    async fn answer(&self, mut req: Request) -> Result<Response> {
-        let body = req.text().await?;
-        match req.path().as_str() {
-            "/joined" => Response::from_json(&self.joined(serde_json::from_str(&body)?)?),
-            "/revoke" => Response::from_json(&self.revoke(serde_json::from_str(&body)?).await?),
-            _ => json_error(404, "not_found", "no such endpoint"),
+    async fn answer(&self, req: web_sys::Request) -> Result<web_sys::Response> {
+        let body = js::text(&req).await?;
+        let url = req.url();
+        match handshake::split_url(&url).1 {
+            "/joined" => js::json(&self.joined(serde_json::from_str(&body)?)?),
+            "/revoke" => js::json(&self.revoke(serde_json::from_str(&body)?).await?),
+            _ => Ok(json_error(404, "not_found", "no such endpoint")?.into()),
         }
     }
 }
 
-impl DurableObject for RevocationDirectory {
-    fn new(state: State, env: Env) -> Self {
+#[wasm_bindgen(wasm_bindgen_futures = ::worker::wasm_bindgen_futures, js_sys = ::worker::js_sys)]
+impl RevocationDirectory {
+    #[wasm_bindgen(constructor)]
+    pub fn new(state: worker::worker_sys::DurableObjectState, env: Env) -> Self {
+        let state = State::from(state);
         let sql = state.storage().sql();
         RevocationDirectory { state, env, sql, ready: Cell::new(false), revoked: RefCell::new(None), pruned_at: Cell::new(None) }
     }
 
-    async fn fetch(&self, req: Request) -> Result<Response> {
+    pub async fn fetch(&self, req: web_sys::Request) -> std::result::Result<JsValue, JsValue> {
         let response = self.answer(req).await;
         self.meter("object");
-        response
+        response.map(JsValue::from).map_err(JsValue::from)
     }
 
     /// Set only while rooms remain to be reached by a revocation.
-    async fn alarm(&self) -> Result<Response> {
-        let response = match self.ensure_schema() {
-            Ok(()) => self.reach(None, runtime::now_ms()).await.and_then(|_| Response::ok("ok")),
+    pub async fn alarm(&self) -> std::result::Result<JsValue, JsValue> {
+        let done = match self.ensure_schema() {
+            Ok(()) => self.reach(None, runtime::now_ms()).await.map(|_| JsValue::UNDEFINED),
             Err(e) => Err(e),
         };
         self.meter("alarm");
-        response
+        done.map_err(JsValue::from)
     }
 }

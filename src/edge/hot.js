@@ -87,8 +87,18 @@ export function refuse(code, reason, subprotocol) {
   const pair = new WebSocketPair();
   pair[1].accept();
   pair[1].close(code, reason);
+  return upgraded(pair[0], subprotocol);
+}
+
+/** The 101 answer that hands `client`, one end of a socket pair, to the caller. */
+export function upgraded(client, subprotocol) {
   const headers = subprotocol ? { "Sec-WebSocket-Protocol": subprotocol } : {};
-  return new Response(null, { status: 101, webSocket: pair[0], headers });
+  return new Response(null, { status: 101, webSocket: client, headers });
+}
+
+/** A JSON answer between objects: the text as is, status 200 or `status`. */
+export function json_text(text, status) {
+  return new Response(text, { status, headers: { "Content-Type": "application/json" } });
 }
 
 /** Hands a verified socket to its room; the room's 101 answer is returned as is. */

@@ -22,6 +22,10 @@ extern "C" {
     pub fn send_all(sockets: &JsValue, frame: &str) -> u32;
     /// A socket accepted and closed at once with `code` (subprotocol `""` selects none).
     pub fn refuse(code: u16, reason: &str, subprotocol: &str) -> worker::web_sys::Response;
+    /// The 101 answer handing `client` (one end of a socket pair) to the caller.
+    pub fn upgraded(client: &worker::web_sys::WebSocket, subprotocol: &str) -> worker::web_sys::Response;
+    /// A JSON answer between objects: `text` as is, with `status`.
+    pub fn json_text(text: &str, status: u16) -> worker::web_sys::Response;
     fn post(env: &JsValue, binding: &str, name: &str, path: &str, body: &str) -> Promise;
     fn open_socket(env: &JsValue, binding: &str, name: &str, ticket_header: &str, ticket: &str) -> Promise;
 }
@@ -49,6 +53,17 @@ pub async fn call<B: serde::Serialize, T: serde::de::DeserializeOwned>(env: &Env
     let text = text.as_string().ok_or_else(|| Error::from("object answered a non-text body"))?;
     // serde_json, not `.json()`: event data stays raw JSON text end to end.
     Ok(serde_json::from_str(&text)?)
+}
+
+/// The body of a request between objects (small JSON), as text.
+pub async fn text(request: &worker::web_sys::Request) -> Result<String> {
+    let text = JsFuture::from(request.text().map_err(js_error)?).await.map_err(js_error)?;
+    text.as_string().ok_or_else(|| Error::from("a body that is not text"))
+}
+
+/// A JSON answer (200) between objects, serialized once, with no conversion on the way out.
+pub fn json<T: serde::Serialize>(value: &T) -> Result<worker::web_sys::Response> {
+    Ok(json_text(&serde_json::to_string(value)?, 200))
 }
 
 /// Hands a verified socket to its room: the room's answer (101 with the socket) is returned

@@ -19,10 +19,8 @@ mod webhook;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
-use worker::{
-    durable_object, wasm_bindgen, DurableObject, Env, Error, Request, Response, Result, State, WebSocket, WebSocketIncomingMessage,
-    WebSocketRequestResponsePair,
-};
+use wasm_bindgen::prelude::{wasm_bindgen, JsValue};
+use worker::{web_sys, Env, Error, Response, Result, State, WebSocket, WebSocketIncomingMessage, WebSocketRequestResponsePair};
 
 use super::js;
 use super::messages::{PublishOutcome, PublishReply, PublishRequest, ReadQuery, RevokeReply, RevokeRequest};
@@ -30,6 +28,7 @@ use super::meter;
 use super::runtime::{self, config, json_error};
 use super::sql_store::SqlStore;
 use crate::protocol::channel::Channel;
+use crate::protocol::handshake;
 use crate::protocol::reading::MAX_USERS_LISTED;
 use crate::protocol::room::{self, Member, Memory, Room, Store};
 use crate::protocol::wire::{PING, PONG};
@@ -133,12 +132,20 @@ impl RoomObject {
         js::send_all(&js::sockets(self.state.as_raw()), frame)
     }
 
-    async fn fetch(&self, mut req: Request) -> Result<Response> {
-        match req.path().as_str() {
-            "/connect" => self.connect(&req).await,
+    /// Requests from the Worker (connects, publishes, reads) and the directory (revocations),
+    /// in the runtime's own types: workers-rs' `Request` and `Response` conversions cost more
+    /// than the work on these paths (README, Benchmark).
+    async fn fetch(&self, req: web_sys::Request) -> Result<web_sys::Response> {
+        let url = req.url();
+        let path = handshake::split_url(&url).1;
+        if path == "/connect" {
+            return self.connect(&req).await;
+        }
+        // serde_json, not `.json()`: event data stays raw JSON text end to end.
+        let body = js::text(&req).await?;
+        match path {
             "/publish" => {
-                // serde_json, not `req.json()`: event data stays raw JSON text end to end.
-                let request: PublishRequest = serde_json::from_str(&req.text().await?)?;
+                let request: PublishRequest = serde_json::from_str(&body)?;
                 let channel = request.channel;
                 self.remember_channel(&channel)?;
                 let published = self.with_room(&channel, |room| room.publish(&request.events, runtime::now_ms()))?;
@@ -152,21 +159,15 @@ impl RoomObject {
                         duplicate: p.duplicate,
                     })
                     .collect();
-                Response::from_json(&PublishReply { results })
+                js::json(&PublishReply { results })
             }
             "/revoke" => {
-                let request: RevokeRequest = serde_json::from_str(&req.text().await?)?;
-                Response::from_json(&RevokeReply { closed: self.revoke(&request).await })
+                let request: RevokeRequest = serde_json::from_str(&body)?;
+                js::json(&RevokeReply { closed: self.revoke(&request).await })
             }
-            "/state" => {
-                let query: ReadQuery = serde_json::from_str(&req.text().await?)?;
-                self.read_state(&query).await
-            }
-            "/history" => {
-                let query: ReadQuery = serde_json::from_str(&req.text().await?)?;
-                self.read_history(&query)
-            }
-            _ => json_error(404, "not_found", "no such room endpoint"),
+            "/state" => Ok(self.read_state(&serde_json::from_str(&body)?).await?.into()),
+            "/history" => Ok(self.read_history(&serde_json::from_str(&body)?)?.into()),
+            _ => Ok(json_error(404, "not_found", "no such room endpoint")?.into()),
         }
     }
 
@@ -207,47 +208,72 @@ impl RoomObject {
 
 /// Declares a Durable Object class for a kind. The classes differ only in name: the kind's
 /// policy comes from the channel, so all three run the same engine by construction.
+///
+/// Written out rather than through workers-rs' `#[durable_object]`, which converts every
+/// request and response to its own types and back: the runtime's own types go straight
+/// through here (README, Benchmark). Every handler the runtime can call is defined (a
+/// missing one would fail the call), and none can panic on what a client sends.
 macro_rules! room_class {
     ($class:ident) => {
-        #[durable_object]
+        #[wasm_bindgen]
         pub struct $class {
             room: RoomObject,
         }
 
-        impl DurableObject for $class {
-            fn new(state: State, env: Env) -> Self {
-                Self { room: RoomObject::new(state, env) }
+        #[wasm_bindgen(wasm_bindgen_futures = ::worker::wasm_bindgen_futures, js_sys = ::worker::js_sys)]
+        impl $class {
+            #[wasm_bindgen(constructor)]
+            pub fn new(state: worker::worker_sys::DurableObjectState, env: Env) -> Self {
+                Self { room: RoomObject::new(State::from(state), env) }
             }
-            async fn fetch(&self, req: Request) -> Result<Response> {
+
+            pub async fn fetch(&self, req: web_sys::Request) -> std::result::Result<JsValue, JsValue> {
                 let response = match self.room.fetch(req).await {
-                    Ok(response) => Ok(response),
+                    Ok(response) => response,
                     Err(e) => {
                         worker::console_error!("room request failed: {e}");
-                        json_error(500, "internal", "the room could not complete the request")
+                        js::json_text(r#"{"error":"internal","message":"the room could not complete the request"}"#, 500)
                     }
                 };
                 self.room.meter("object");
-                response
+                Ok(response.into())
             }
-            async fn alarm(&self) -> Result<Response> {
-                let response = self.room.alarm().await;
+
+            pub async fn alarm(&self) -> std::result::Result<JsValue, JsValue> {
+                let done = self.room.alarm().await;
                 self.room.meter("alarm");
-                response
+                done.map(|()| JsValue::UNDEFINED).map_err(JsValue::from)
             }
-            async fn websocket_message(&self, ws: WebSocket, message: WebSocketIncomingMessage) -> Result<()> {
-                let done = self.room.message(ws, message).await;
+
+            #[wasm_bindgen(js_name = webSocketMessage)]
+            pub async fn websocket_message(&self, ws: web_sys::WebSocket, message: JsValue) -> std::result::Result<JsValue, JsValue> {
+                let message = match message.as_string() {
+                    Some(text) => WebSocketIncomingMessage::String(text),
+                    None => WebSocketIncomingMessage::Binary(worker::js_sys::Uint8Array::new(&message).to_vec()),
+                };
+                let done = self.room.message(ws.into(), message).await;
                 self.room.meter("ws_message");
-                done
+                done.map(|()| JsValue::UNDEFINED).map_err(JsValue::from)
             }
-            async fn websocket_close(&self, ws: WebSocket, _code: usize, _reason: String, _clean: bool) -> Result<()> {
-                let done = self.room.closed(ws).await;
+
+            #[wasm_bindgen(js_name = webSocketClose)]
+            pub async fn websocket_close(
+                &self,
+                ws: web_sys::WebSocket,
+                _code: u16,
+                _reason: String,
+                _clean: bool,
+            ) -> std::result::Result<JsValue, JsValue> {
+                let done = self.room.closed(ws.into()).await;
                 self.room.meter("ws_close");
-                done
+                done.map(|()| JsValue::UNDEFINED).map_err(JsValue::from)
             }
-            async fn websocket_error(&self, ws: WebSocket, _error: Error) -> Result<()> {
-                let done = self.room.closed(ws).await;
+
+            #[wasm_bindgen(js_name = webSocketError)]
+            pub async fn websocket_error(&self, ws: web_sys::WebSocket, _error: JsValue) -> std::result::Result<JsValue, JsValue> {
+                let done = self.room.closed(ws.into()).await;
                 self.room.meter("ws_close");
-                done
+                done.map(|()| JsValue::UNDEFINED).map_err(JsValue::from)
             }
         }
     };

@@ -5,7 +5,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use futures::FutureExt;
 use serde::{Deserialize, Serialize};
-use worker::{Error, Request, Response, Result, WebSocket, WebSocketIncomingMessage, WebSocketPair};
+use worker::{web_sys, Error, Result, WebSocket, WebSocketIncomingMessage, WebSocketPair};
 
 use super::RoomObject;
 use crate::edge::js;
@@ -43,7 +43,7 @@ impl Attachment {
 }
 
 impl RoomObject {
-    pub(super) async fn connect(&self, req: &Request) -> Result<Response> {
+    pub(super) async fn connect(&self, req: &web_sys::Request) -> Result<web_sys::Response> {
         let raw = req.headers().get(TICKET_HEADER)?.ok_or_else(|| Error::from("no ticket"))?;
         let bytes = URL_SAFE_NO_PAD.decode(raw).map_err(|_| Error::from("bad ticket"))?;
         let ticket: Ticket = serde_json::from_slice(&bytes)?;
@@ -56,13 +56,13 @@ impl RoomObject {
             Err(e) => {
                 // Unknown is not "not revoked": no welcome. The client sees 1011 and retries.
                 worker::console_error!("the directory could not record a join: {e}");
-                return Ok(runtime::accept_and_close(close::INTERNAL, "internal error", ticket.subprotocol).into());
+                return Ok(runtime::accept_and_close(close::INTERNAL, "internal error", ticket.subprotocol));
             }
         };
         member.revoked_before = revoked_before;
         // A revoked token is refused before the room keeps anything of it.
         if self.memory.borrow().refuses(&member.sub, member.iat, member.revoked_before, now_ms) {
-            return Ok(runtime::accept_and_close(close::UNAUTHENTICATED, "token revoked", ticket.subprotocol).into());
+            return Ok(runtime::accept_and_close(close::UNAUTHENTICATED, "token revoked", ticket.subprotocol));
         }
 
         let others = self.others_for_join(channel, &member.sub);
@@ -82,11 +82,7 @@ impl RoomObject {
                 self.close_socket(&socket, close::INTERNAL, "internal error").await;
             }
         }
-        let mut response = Response::from_websocket(pair.client)?;
-        if ticket.subprotocol {
-            response.headers_mut().set("Sec-WebSocket-Protocol", SUBPROTOCOL)?;
-        }
-        Ok(response)
+        Ok(js::upgraded(pair.client.as_ref(), if ticket.subprotocol { SUBPROTOCOL } else { "" }))
     }
 
     /// Everything after the accept: attachment, welcome and replay, presence, alarm.

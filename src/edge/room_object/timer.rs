@@ -1,7 +1,7 @@
 //! The room's one timer: an alarm set to the engine's deadline ([`Room::poll_timeout`]) and
 //! nothing else. A room with no sockets and no pending webhook holds none.
 
-use worker::{Response, Result};
+use worker::Result;
 
 use super::RoomObject;
 use crate::edge::runtime;
@@ -11,7 +11,7 @@ use crate::protocol::wire::close;
 impl RoomObject {
     /// The deadline came: closes sockets whose token expired, lets the engine do its part
     /// (pruning, the webhook calls due), then waits for the engine's next deadline.
-    pub(super) async fn alarm(&self) -> Result<Response> {
+    pub(super) async fn alarm(&self) -> Result<()> {
         self.alarm_at.set(None);
         let now_ms = runtime::now_ms();
         for (ws, _) in self.sockets().iter().filter(|(_, m)| room::is_expired(m, now_ms / 1000)) {
@@ -23,8 +23,7 @@ impl RoomObject {
                 Err(e) => worker::console_error!("room timeout: {e}"),
             }
         }
-        self.schedule_alarm(None).await?;
-        Response::ok("ok")
+        self.schedule_alarm(None).await
     }
 
     /// Sets the alarm to the engine's next deadline, or drops it. `leaving`: the connection
