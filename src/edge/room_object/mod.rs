@@ -232,7 +232,7 @@ macro_rules! room_class {
                     Ok(response) => response,
                     Err(e) => {
                         worker::console_error!("room request failed: {e}");
-                        js::json_text(r#"{"error":"internal","message":"the room could not complete the request"}"#, 500)
+                        json_error(500, "internal", "the room could not complete the request").map(web_sys::Response::from)?
                     }
                 };
                 self.room.meter("object");
