@@ -170,3 +170,74 @@ async fn concurrent_connects_of_a_user_the_room_does_not_know_share_one_director
     let mut again = connect(&gw, &path, &t).await;
     assert_eq!(again.close_code().await, Some(4401));
 }
+
+/// `n` users of one directory shard (there are 16), unique to this run.
+fn users_of_one_shard(prefix: &str, n: usize) -> Vec<String> {
+    use foyer::protocol::revocation::directory_shard;
+    let base = unique(prefix);
+    let shard = directory_shard(&format!("{base}-0"));
+    (0..).map(|i| format!("{base}-{i}")).filter(|s| directory_shard(s) == shard).take(n).collect()
+}
+
+/// Invocations per object so far (the usage meter logs one line per object invocation).
+fn invocations(gw: &Gateway) -> Vec<usize> {
+    let mut per_object = std::collections::HashMap::<String, usize>::new();
+    for line in gw.log().lines().filter_map(|l| l.split_once("foyer-meter ").map(|x| x.1)) {
+        let line: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+        if line["what"] == "object" {
+            *per_object.entry(line["object"].as_str().unwrap().to_owned()).or_default() += 1;
+        }
+    }
+    let mut counts: Vec<usize> = per_object.into_values().collect();
+    counts.sort();
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_room_holding_a_lease_welcomes_new_users_before_recording_them_and_still_refuses_revoked_ones() {
+    // The failpoint holds every directory call back 2 s, so a record made before a welcome
+    // would be in the log by the welcome, and one made after it would not.
+    let gw = Gateway::start("lease", &[("TEST_FAILPOINT", "slow_join_record"), ("METER", "log")]);
+    let key = unique("venue");
+    let ch = format!("orders:{key}");
+    let path = format!("/ws/orders/{key}");
+    let users = users_of_one_shard("guest", 4);
+    let mut sockets = Vec::new();
+    for user in &users[..3] {
+        let mut c = connect(&gw, &path, &token_issued(user, &[&ch], 5)).await;
+        assert_eq!(c.frame().await["type"], "welcome");
+        sockets.push(c);
+    }
+    // The first user was recorded alone, the second with a lease on the shard; the third was
+    // welcomed under the lease, its record still held back.
+    assert_eq!(invocations(&gw), vec![2, 3], "no directory call before the third welcome");
+
+    // A revocation of a user of the shard the room has never seen reaches it at once: that
+    // user is refused under the lease, not welcomed.
+    let absent = &users[3];
+    assert_eq!(revoke(&gw, json!({"sub": absent})).await, json!({"closed": 0}));
+    let mut refused = connect(&gw, &path, &token_issued(absent, &[&ch], 5)).await;
+    assert_eq!(refused.next().await, Got::Closed(Some(4401)), "refused, and nothing (no welcome) before the close");
+    // And the user welcomed under the lease is reached, record or not.
+    assert_eq!(revoke(&gw, json!({"sub": users[2]})).await, json!({"closed": 1}));
+    assert_eq!(sockets[2].close_code().await, Some(4401));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_user_welcomed_under_a_lease_is_recorded_so_a_revoke_after_the_lease_still_reaches_them() {
+    // Leases last 2 s here: once this one has ended, only the record finds the room.
+    let gw = Gateway::start("lease-ends", &[("TEST_FAILPOINT", "short_lease")]);
+    let key = unique("venue");
+    let ch = format!("orders:{key}");
+    let path = format!("/ws/orders/{key}");
+    let users = users_of_one_shard("guest", 3);
+    let mut sockets = Vec::new();
+    for user in &users {
+        let mut c = connect(&gw, &path, &token_issued(user, &[&ch], 5)).await;
+        assert_eq!(c.frame().await["type"], "welcome");
+        sockets.push(c);
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(revoke(&gw, json!({"sub": users[2]})).await, json!({"closed": 1}));
+    assert_eq!(sockets[2].close_code().await, Some(4401));
+}

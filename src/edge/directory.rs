@@ -27,17 +27,18 @@ use wasm_bindgen::prelude::{wasm_bindgen, JsValue};
 use worker::{web_sys, Env, Result, SqlStorage, State};
 
 use super::js;
-use super::messages::{Presence, RevokeOrder, RevokeReply, RevokeRequest, RevokedAnswer};
+use super::messages::{Joined, JoinedAnswer, LeaseGrant, RevokeOrder, RevokeReply, RevokeRequest};
 use super::meter;
-use super::runtime::{self, json_error};
+use super::runtime::{self, config, json_error};
 use super::sql_store::{Num, Text};
 use crate::protocol::channel::Channel;
 use crate::protocol::handshake;
-use crate::protocol::revocation::{ALL_CHANNELS, KEPT_SECS, RECORD_KEPT_MS};
+use crate::protocol::revocation::{self, ALL_CHANNELS, KEPT_SECS, LEASE_MS, RECORD_KEPT_MS};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS joined (sub TEXT NOT NULL, channel TEXT NOT NULL, at INTEGER NOT NULL, PRIMARY KEY (sub, channel)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS revoked (sub TEXT NOT NULL, scope TEXT NOT NULL, at INTEGER NOT NULL, PRIMARY KEY (sub, scope)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS watchers (channel TEXT PRIMARY KEY, until INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS pending (sub TEXT NOT NULL, channel TEXT NOT NULL, at INTEGER NOT NULL, attempts INTEGER NOT NULL,
   next_at INTEGER NOT NULL, PRIMARY KEY (sub, channel)) WITHOUT ROWID;
 ";
@@ -46,6 +47,11 @@ pub const REACH_BATCH: usize = 32;
 /// Retry a room that failed after 1 s, doubling up to a minute.
 const RETRY_FIRST_MS: i64 = 1_000;
 const RETRY_MAX_MS: i64 = 60_000;
+/// Rooms holding a lease at once, at most: beyond, rooms record each new user instead (a
+/// `/revoke` reaches every leaseholder before it answers, so their number is bounded).
+const MAX_WATCHERS: usize = 500;
+/// A leaseholder that failed to take a push is retried this often until its lease ends.
+const WATCHER_RETRY_MS: u64 = 200;
 
 #[derive(Deserialize)]
 struct Pending {
@@ -68,6 +74,8 @@ pub struct RevocationDirectory {
     revoked: RefCell<Option<Revoked>>,
     /// When expired records were last dropped (ms) in this instance.
     pruned_at: Cell<Option<i64>>,
+    /// The `watchers` table (rooms holding a lease: channel → lease end, ms), loaded once.
+    watchers: RefCell<Option<HashMap<String, i64>>>,
 }
 
 /// Expired records are dropped on a `/joined` at most this often (and before every `/revoke`).
@@ -75,6 +83,12 @@ const PRUNE_EVERY_MS: i64 = 10 * 60 * 1000;
 
 /// sub → [(scope, revoked at)].
 type Revoked = HashMap<String, Vec<(String, i64)>>;
+
+#[derive(Deserialize)]
+struct WatcherRow {
+    channel: String,
+    until: f64,
+}
 
 #[derive(Deserialize)]
 struct RevokedRow {
@@ -92,8 +106,8 @@ impl RevocationDirectory {
         Ok(())
     }
 
-    /// The revocation that applies to `sub` in `channel`: its own or the all-channels one.
-    fn revoked_at(&self, sub: &str, channel: &Channel) -> Result<Option<i64>> {
+    /// The `revoked` table, loaded once per instance (and again after a `/revoke`).
+    fn revoked(&self) -> Result<std::cell::RefMut<'_, Revoked>> {
         let mut cache = self.revoked.borrow_mut();
         if cache.is_none() {
             let rows: Vec<RevokedRow> = meter::rows(&self.sql, "SELECT sub, scope, at FROM revoked", None)?;
@@ -103,27 +117,80 @@ impl RevocationDirectory {
             }
             *cache = Some(loaded);
         }
-        let channel = channel.to_string();
-        let scopes = cache.as_ref().and_then(|c| c.get(sub));
-        Ok(scopes.into_iter().flatten().filter(|(scope, _)| scope == ALL_CHANNELS || *scope == channel).map(|(_, at)| *at).max())
+        Ok(std::cell::RefMut::map(cache, |c| c.get_or_insert_with(Revoked::new)))
     }
 
-    fn joined(&self, q: Presence) -> Result<RevokedAnswer> {
+    /// The revocation that applies to `sub` in `channel`: its own or the all-channels one.
+    fn revoked_at(&self, sub: &str, channel: &str) -> Result<Option<i64>> {
+        let revoked = self.revoked()?;
+        let scopes = revoked.get(sub);
+        Ok(scopes.into_iter().flatten().filter(|(scope, _)| scope == ALL_CHANNELS || scope == channel).map(|(_, at)| *at).max())
+    }
+
+    /// The `watchers` table, loaded once per instance; the table is written on every change.
+    fn watchers(&self) -> Result<std::cell::RefMut<'_, HashMap<String, i64>>> {
+        let mut cache = self.watchers.borrow_mut();
+        if cache.is_none() {
+            let rows: Vec<WatcherRow> = meter::rows(&self.sql, "SELECT channel, until FROM watchers", None)?;
+            *cache = Some(rows.into_iter().map(|r| (r.channel, r.until as i64)).collect());
+        }
+        Ok(std::cell::RefMut::map(cache, |c| c.get_or_insert_with(HashMap::new)))
+    }
+
+    /// Records where the users joined, answered with the revocation of each as of the
+    /// record; and grants the room a lease when it asks and the shard can (see
+    /// protocol/revocation.rs): from now until the lease ends, every `/revoke` of this
+    /// shard's users that applies in the room is pushed to it before `/revoke` answers.
+    fn joined(&self, q: Joined) -> Result<JoinedAnswer> {
         self.ensure_schema()?;
         if self.pruned_at.get().is_none_or(|at| q.at_ms - at >= PRUNE_EVERY_MS) {
             self.prune_records(q.at_ms)?;
         }
+        let channel = q.channel.to_string();
+        let mut revoked = Vec::with_capacity(q.subs.len());
+        for sub in &q.subs {
+            meter::run(
+                &self.sql,
+                "INSERT INTO joined (sub, channel, at) VALUES (?, ?, ?) ON CONFLICT (sub, channel) DO UPDATE SET at = excluded.at",
+                vec![sub.as_str().into(), channel.as_str().into(), q.at_ms.into()],
+            )?;
+            revoked.push(self.revoked_at(sub, &channel)?);
+        }
+        let lease = if q.lease { self.lease(&channel)? } else { None };
+        Ok(JoinedAnswer { revoked, lease })
+    }
+
+    /// A lease for the room of `channel`, registered before it is answered; `None` when
+    /// the shard has too many live revocations or leaseholders.
+    fn lease(&self, channel: &str) -> Result<Option<LeaseGrant>> {
+        let now = runtime::now_ms();
+        let max_lifetime = config(&self.env).tokens.as_ref().map_or(KEPT_SECS, |(_, expect)| expect.max_lifetime);
+        let Some(live) = revocation::live_revocations(&*self.revoked()?, channel, revocation::oldest_live(now / 1000, max_lifetime)) else {
+            return Ok(None);
+        };
+        let ms = if config(&self.env).failpoint.as_deref() == Some("short_lease") { 2_000 } else { LEASE_MS };
+        let mut watchers = self.watchers()?;
+        if watchers.len() >= MAX_WATCHERS && !watchers.contains_key(channel) {
+            watchers.retain(|_, until| *until > now);
+            if watchers.len() >= MAX_WATCHERS {
+                return Ok(None);
+            }
+        }
         meter::run(
             &self.sql,
-            "INSERT INTO joined (sub, channel, at) VALUES (?, ?, ?) ON CONFLICT (sub, channel) DO UPDATE SET at = excluded.at",
-            vec![q.sub.as_str().into(), q.channel.to_string().into(), q.at_ms.into()],
+            "INSERT INTO watchers (channel, until) VALUES (?, ?) ON CONFLICT (channel) DO UPDATE SET until = MAX(until, excluded.until)",
+            vec![channel.into(), (now + ms).into()],
         )?;
-        Ok(RevokedAnswer { revoked_at: self.revoked_at(&q.sub, &q.channel)? })
+        let until = watchers.entry(channel.to_owned()).or_insert(now + ms);
+        *until = (*until).max(now + ms);
+        Ok(Some(LeaseGrant { ms, revoked: live }))
     }
 
     /// Drops records too old to belong to a socket still open (revocation.rs).
     fn prune_records(&self, now_ms: i64) -> Result<()> {
         meter::run(&self.sql, "DELETE FROM joined WHERE at < ?", vec![(now_ms - RECORD_KEPT_MS).into()])?;
+        meter::run(&self.sql, "DELETE FROM watchers WHERE until < ?", vec![now_ms.into()])?;
+        self.watchers()?.retain(|_, until| *until >= now_ms);
         self.pruned_at.set(Some(now_ms));
         Ok(())
     }
@@ -146,6 +213,9 @@ impl RevocationDirectory {
         *self.revoked.borrow_mut() = None;
         let now = runtime::now_ms();
         self.prune_records(now)?;
+        // Leaseholders first, all of them, before the answer: they admit this shard's users
+        // without asking. Those reached need no other push.
+        let (mut closed, reached) = self.tell_leaseholders(&order, named.as_deref()).await?;
         let targets: Vec<String> = match named {
             Some(channels) => channels,
             None => meter::rows::<Text>(&self.sql, "SELECT channel AS value FROM joined WHERE sub = ?", vec![order.sub.as_str().into()])?
@@ -153,7 +223,7 @@ impl RevocationDirectory {
                 .map(|t| t.value)
                 .collect(),
         };
-        for channel in &targets {
+        for channel in targets.iter().filter(|c| !reached.contains(c)) {
             meter::run(
                 &self.sql,
                 "INSERT INTO pending (sub, channel, at, attempts, next_at) VALUES (?, ?, ?, 0, ?)
@@ -161,8 +231,52 @@ impl RevocationDirectory {
                 vec![order.sub.as_str().into(), channel.as_str().into(), order.at.into(), now.into()],
             )?;
         }
-        let closed = self.reach(Some(&order.sub), now).await?;
+        closed += self.reach(Some(&order.sub), now).await?;
         Ok(RevokeReply { closed })
+    }
+
+    /// Pushes a revocation to every room holding a lease it applies to (all of them, or
+    /// those of the named channels); returns the sockets closed and the rooms reached. A
+    /// room that fails is retried until its lease ends: by then it has stopped trusting the
+    /// lease (protocol/revocation.rs), and asks this shard about the user's next connect.
+    async fn tell_leaseholders(&self, order: &RevokeOrder, named: Option<&[String]>) -> Result<(u32, Vec<String>)> {
+        let now = runtime::now_ms();
+        let mut waiting: Vec<(String, i64)> = self
+            .watchers()?
+            .iter()
+            .filter(|(channel, until)| **until > now && named.is_none_or(|n| n.contains(channel)))
+            .map(|(channel, until)| (channel.clone(), *until))
+            .collect();
+        let request = RevokeRequest { sub: order.sub.clone(), revoked_at: order.at };
+        let (mut closed, mut reached) = (0, Vec::new());
+        while !waiting.is_empty() {
+            let calls = waiting.iter().map(|(channel, _)| async {
+                let channel = Channel::parse(channel).map_err(|_| worker::Error::from("unparsable channel"))?;
+                js::call::<_, RevokeReply>(&self.env, runtime::room(&channel), "/revoke", &request).await
+            });
+            let replies = join_all(calls).await;
+            let mut again = Vec::new();
+            for ((channel, until), reply) in waiting.into_iter().zip(replies) {
+                match reply {
+                    Ok(reply) => {
+                        closed += reply.closed;
+                        reached.push(channel);
+                    }
+                    Err(e) if runtime::now_ms() < until => {
+                        worker::console_warn!("a leaseholder did not take a revocation yet ({e}); retrying");
+                        again.push((channel, until));
+                    }
+                    // The lease ended: the room asks before it welcomes the user again. Its
+                    // sockets, if any, are reached through the record, as any room's.
+                    Err(e) => worker::console_warn!("a leaseholder did not take a revocation before its lease ended ({e})"),
+                }
+            }
+            if !again.is_empty() {
+                worker::Delay::from(std::time::Duration::from_millis(WATCHER_RETRY_MS)).await;
+            }
+            waiting = again;
+        }
+        Ok((closed, reached))
     }
 
     /// Reaches one batch of due rooms (of `sub` first, when answering its `/revoke`);
@@ -235,7 +349,15 @@ impl RevocationDirectory {
     pub fn new(state: worker::worker_sys::DurableObjectState, env: Env) -> Self {
         let state = State::from(state);
         let sql = state.storage().sql();
-        RevocationDirectory { state, env, sql, ready: Cell::new(false), revoked: RefCell::new(None), pruned_at: Cell::new(None) }
+        RevocationDirectory {
+            state,
+            env,
+            sql,
+            ready: Cell::new(false),
+            revoked: RefCell::new(None),
+            pruned_at: Cell::new(None),
+            watchers: RefCell::new(None),
+        }
     }
 
     pub async fn fetch(&self, req: web_sys::Request) -> std::result::Result<JsValue, JsValue> {

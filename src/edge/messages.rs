@@ -78,19 +78,32 @@ pub struct RevokeOrder {
     pub at: i64,
 }
 
-/// A room's record in the directory of a user it does not know, before their `welcome`
-/// (`/joined`), and its notice that the user's last socket there closed (`/left`). `at_ms`
-/// is the room's clock at the event.
+/// A room's record in the directory of users it does not know (`/joined`): before their
+/// `welcome`, or just after it under a lease. `at_ms` is the room's clock at the record.
 #[derive(Serialize, Deserialize)]
-pub struct Presence {
-    pub sub: String,
+pub struct Joined {
     pub channel: Channel,
+    pub subs: Vec<String>,
     #[serde(default)]
     pub at_ms: i64,
+    /// Asks for a lease on the shard as well (protocol/revocation.rs).
+    #[serde(default)]
+    pub lease: bool,
 }
 
-/// The revocation that applies to a user in a channel (Unix seconds), if any.
-#[derive(Serialize, Deserialize)]
-pub struct RevokedAnswer {
-    pub revoked_at: Option<i64>,
+/// For each recorded sub in order, the revocation that applies in the channel (Unix
+/// seconds) as of the record; and the lease, when asked for and granted.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct JoinedAnswer {
+    pub revoked: Vec<Option<i64>>,
+    #[serde(default)]
+    pub lease: Option<LeaseGrant>,
+}
+
+/// A lease: for `ms` from its grant the shard pushes every revocation of its users to the
+/// room; `revoked` are the live ones already recorded, as (sub, Unix seconds).
+#[derive(Clone, Serialize, Deserialize)]
+pub struct LeaseGrant {
+    pub ms: i64,
+    pub revoked: Vec<(String, i64)>,
 }

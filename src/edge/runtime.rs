@@ -86,5 +86,10 @@ pub fn room(channel: &Channel) -> super::js::Object {
 
 /// The directory shard that holds `sub`'s revocations and where they are.
 pub fn directory(sub: &str) -> super::js::Object {
-    super::js::Object { binding: "DIRECTORY", name: crate::protocol::revocation::directory_shard(sub) }
+    shard(&crate::protocol::revocation::directory_shard(sub))
+}
+
+/// A directory shard by name.
+pub fn shard(name: &str) -> super::js::Object {
+    super::js::Object { binding: "DIRECTORY", name: name.to_owned() }
 }

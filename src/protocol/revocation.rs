@@ -56,12 +56,68 @@ pub const RECORD_RENEW_MS: i64 = 60 * 60 * 1000;
 /// Entries kept; beyond it, answers are not cached (pushes always are).
 pub const MAX_ENTRIES: usize = 10_000;
 
+/// How long a directory shard pushes every revocation of its users to a room it granted a
+/// lease (ms). See [`Revocations::verdict`].
+pub const LEASE_MS: i64 = 60 * 1000;
+/// A shard with more live revocations than this grants no lease: its rooms record each new
+/// user before the welcome instead (the answer stays small, and such a shard is rare).
+pub const MAX_LEASED: usize = 1_000;
+/// Slack between the backend's clock (a revocation's time) and the edge's (a token's age).
+pub const CLOCK_SLACK_SECS: i64 = 60;
+
+/// Until when a room trusts a lease (ms): 90% of it, counted from when the room *asked*. The
+/// shard counts the whole lease from when it *granted*, which is later, so the room stops
+/// trusting it before the shard stops pushing, with no two clocks compared.
+pub fn lease_trusted_until(asked_at_ms: i64, lease_ms: i64) -> i64 {
+    asked_at_ms.saturating_add(lease_ms / 10 * 9)
+}
+
+/// What a shard hands a room with a lease: the revocations (sub, Unix seconds) of its users
+/// that apply in `channel` and can still refuse a token (issued after `oldest`: a token
+/// issued earlier has expired); `None` when there are more than [`MAX_LEASED`].
+/// `revoked`: sub → [(scope, revoked at)].
+pub fn live_revocations(revoked: &HashMap<String, Vec<(String, i64)>>, channel: &str, oldest: i64) -> Option<Vec<(String, i64)>> {
+    let mut live = Vec::new();
+    for (sub, scopes) in revoked {
+        let applies = scopes.iter().filter(|(scope, at)| (scope == ALL_CHANNELS || scope == channel) && *at >= oldest);
+        if let Some(at) = applies.map(|(_, at)| *at).max() {
+            if live.len() == MAX_LEASED {
+                return None;
+            }
+            live.push((sub.clone(), at));
+        }
+    }
+    Some(live)
+}
+
+/// The oldest revocation that can refuse a token of `max_lifetime` seconds at `now` (a token
+/// without `iat` is never admitted under a lease: any revocation refuses it).
+pub fn oldest_live(now_secs: i64, max_lifetime: i64) -> i64 {
+    now_secs - max_lifetime - crate::protocol::token::LEEWAY_SECS - CLOCK_SLACK_SECS
+}
+
+/// How a room answers "is this user revoked?" at connect.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The room knows: the revocation that applies, if any.
+    Known(Option<i64>),
+    /// The room holds a lease on the user's shard: not revoked, and the record of the join
+    /// can follow the welcome.
+    Leased,
+    /// Ask the directory first.
+    Ask,
+}
+
 #[derive(Debug, Default)]
 pub struct Revocations {
     /// sub → (revoked at, Unix seconds; when learned, ms)
     entries: HashMap<String, (Option<i64>, i64)>,
     /// sub → when this room last recorded the user in the directory (ms).
     recorded: HashMap<String, i64>,
+    /// shard → until when its lease is trusted (ms). At most [`DIRECTORY_SHARDS`] entries.
+    leases: HashMap<String, i64>,
+    /// Shards this room has asked about a user (at most [`DIRECTORY_SHARDS`]).
+    asked: std::collections::HashSet<String>,
 }
 
 impl Revocations {
@@ -69,6 +125,35 @@ impl Revocations {
     /// not revoked"; `None` means "ask the directory".
     pub fn lookup(&self, sub: &str, now_ms: i64) -> Option<Option<i64>> {
         self.entries.get(sub).filter(|(_, at)| now_ms - at < TTL_MS).map(|(revoked, _)| *revoked)
+    }
+
+    /// Whether `sub` may be welcomed without asking the directory. Under a lease on the
+    /// user's shard the room knows every live revocation of the shard's users: those in the
+    /// lease, and every later one, pushed here by `/revoke` before it answers. A token
+    /// without `iat` is refused by any revocation, however old, so it is always asked about.
+    pub fn verdict(&self, sub: &str, has_iat: bool, now_ms: i64) -> Verdict {
+        if let Some(known) = self.lookup(sub, now_ms) {
+            return Verdict::Known(known);
+        }
+        if has_iat && self.leases.get(&directory_shard(sub)).is_some_and(|until| now_ms < *until) {
+            return Verdict::Leased;
+        }
+        Verdict::Ask
+    }
+
+    /// Notes that the room asks `shard` about a user; whether it had before. A lease pays
+    /// from a shard's second user on: a room with one user never needs one.
+    pub fn asked_before(&mut self, shard: &str) -> bool {
+        !self.asked.insert(shard.to_owned())
+    }
+
+    /// A lease on `shard` until `trusted_until`, with the shard's live revocations.
+    pub fn grant(&mut self, shard: &str, trusted_until: i64, revoked: &[(String, i64)], now_ms: i64) {
+        for (sub, at) in revoked {
+            self.revoke(sub, *at, now_ms);
+        }
+        let until = self.leases.entry(shard.to_owned()).or_insert(trusted_until);
+        *until = (*until).max(trusted_until);
     }
 
     /// Records the directory's answer; returns the revocation to apply (the later of the
@@ -152,6 +237,63 @@ mod tests {
         // A push is not a record.
         r.revoke("p", 5, T);
         assert!(r.needs_record("p", T));
+    }
+
+    /// A sub in `shard` (there are only 16) other than those in `not`.
+    fn sub_in(shard: &str, not: &[&str]) -> String {
+        (0..).map(|i| format!("user-{i}")).find(|s| directory_shard(s) == shard && !not.contains(&s.as_str())).unwrap_or_default()
+    }
+
+    #[test]
+    fn a_lease_admits_the_shards_other_users_until_the_room_stops_trusting_it() {
+        let mut r = Revocations::default();
+        let shard = directory_shard("u");
+        let other = sub_in(&shard, &["u"]);
+        let revoked = sub_in(&shard, &["u", &other]);
+        let outside = (0..).map(|i| format!("x-{i}")).find(|s| directory_shard(s) != shard).unwrap_or_default();
+        assert_eq!(r.verdict(&other, true, T), Verdict::Ask);
+        let until = lease_trusted_until(T, LEASE_MS);
+        assert_eq!(until, T + LEASE_MS * 9 / 10, "stops trusting before the shard stops pushing");
+        r.grant(&shard, until, &[(revoked.clone(), 42)], T);
+        assert_eq!(r.verdict(&other, true, T + 1), Verdict::Leased);
+        assert_eq!(r.verdict(&revoked, true, T + 1), Verdict::Known(Some(42)), "the lease's revocations refuse");
+        assert_eq!(r.verdict(&other, false, T + 1), Verdict::Ask, "a token without iat is always asked about");
+        assert_eq!(r.verdict(&outside, true, T + 1), Verdict::Ask, "another shard's user");
+        assert_eq!(r.verdict(&other, true, until), Verdict::Ask, "lapsed");
+        // A push under the lease is known from then on.
+        r.revoke(&other, 50, T + 2);
+        assert_eq!(r.verdict(&other, true, T + 3), Verdict::Known(Some(50)));
+        // An older grant answered late never shortens a newer one.
+        r.grant(&shard, T + 5, &[], T + 4);
+        assert_eq!(r.verdict(&sub_in(&shard, &["u", &other, &revoked]), true, until - 1), Verdict::Leased);
+    }
+
+    #[test]
+    fn a_room_asks_for_a_lease_from_a_shards_second_user_on() {
+        let mut r = Revocations::default();
+        assert!(!r.asked_before("shard-1"));
+        assert!(r.asked_before("shard-1"));
+        assert!(!r.asked_before("shard-2"));
+    }
+
+    #[test]
+    fn a_lease_carries_only_revocations_that_apply_and_can_still_refuse_and_none_when_too_many() {
+        let mut revoked: HashMap<String, Vec<(String, i64)>> = HashMap::new();
+        revoked.insert("all".into(), vec![(ALL_CHANNELS.into(), 100), ("orders:a".into(), 120)]);
+        revoked.insert("here".into(), vec![("orders:a".into(), 90)]);
+        revoked.insert("elsewhere".into(), vec![("orders:b".into(), 200)]);
+        revoked.insert("old".into(), vec![(ALL_CHANNELS.into(), 10)]);
+        let mut live = live_revocations(&revoked, "orders:a", 50).unwrap_or_default();
+        live.sort();
+        assert_eq!(live, vec![("all".into(), 120), ("here".into(), 90)]);
+        // A token lives at most its lifetime (plus leeway): older revocations refuse nothing.
+        assert_eq!(oldest_live(10_000, 900), 10_000 - 900 - crate::protocol::token::LEEWAY_SECS - CLOCK_SLACK_SECS);
+        let many: HashMap<String, Vec<(String, i64)>> =
+            (0..=MAX_LEASED).map(|i| (format!("u{i}"), vec![(ALL_CHANNELS.to_owned(), 100)])).collect();
+        assert_eq!(live_revocations(&many, "orders:a", 0), None, "too many: no lease");
+        let enough: HashMap<String, Vec<(String, i64)>> =
+            (0..MAX_LEASED).map(|i| (format!("u{i}"), vec![(ALL_CHANNELS.to_owned(), 100)])).collect();
+        assert_eq!(live_revocations(&enough, "orders:a", 0).map(|l| l.len()), Some(MAX_LEASED));
     }
 
     #[test]

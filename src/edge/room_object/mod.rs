@@ -18,6 +18,7 @@ mod webhook;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::rc::Rc;
 
 use wasm_bindgen::prelude::{wasm_bindgen, JsValue};
 use worker::{web_sys, Env, Error, Response, Result, State, WebSocket, WebSocketIncomingMessage, WebSocketRequestResponsePair};
@@ -47,6 +48,10 @@ pub struct RoomObject {
     memory: RefCell<Memory>,
     /// Directory records under way, by user: concurrent connects of one user share one.
     recording: RefCell<HashMap<String, sockets::Recording>>,
+    /// Leases under way, by shard: connects of the shard's users meanwhile share one.
+    leasing: RefCell<HashMap<String, sockets::Leasing>>,
+    /// Records of users welcomed under a lease, waiting to be sent, by shard.
+    unrecorded: RefCell<HashMap<String, sockets::Unrecorded>>,
 }
 
 impl RoomObject {
@@ -63,6 +68,8 @@ impl RoomObject {
             channel: Default::default(),
             memory: Default::default(),
             recording: Default::default(),
+            leasing: Default::default(),
+            unrecorded: Default::default(),
         }
     }
 
@@ -135,7 +142,7 @@ impl RoomObject {
     /// Requests from the Worker (connects, publishes, reads) and the directory (revocations),
     /// in the runtime's own types: workers-rs' `Request` and `Response` conversions cost more
     /// than the work on these paths (README, Benchmark).
-    async fn fetch(&self, req: web_sys::Request) -> Result<web_sys::Response> {
+    async fn fetch(self: &Rc<Self>, req: web_sys::Request) -> Result<web_sys::Response> {
         let url = req.url();
         let path = handshake::split_url(&url).1;
         if path == "/connect" {
@@ -217,14 +224,15 @@ macro_rules! room_class {
     ($class:ident) => {
         #[wasm_bindgen]
         pub struct $class {
-            room: RoomObject,
+            /// Shared with the records sent after a welcome (sockets.rs).
+            room: Rc<RoomObject>,
         }
 
         #[wasm_bindgen(wasm_bindgen_futures = ::worker::wasm_bindgen_futures, js_sys = ::worker::js_sys)]
         impl $class {
             #[wasm_bindgen(constructor)]
             pub fn new(state: worker::worker_sys::DurableObjectState, env: Env) -> Self {
-                Self { room: RoomObject::new(State::from(state), env) }
+                Self { room: Rc::new(RoomObject::new(State::from(state), env)) }
             }
 
             pub async fn fetch(&self, req: web_sys::Request) -> std::result::Result<JsValue, JsValue> {

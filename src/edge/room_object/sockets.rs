@@ -3,21 +3,34 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use std::rc::Rc;
+
 use futures::FutureExt;
 use serde::{Deserialize, Serialize};
 use worker::{web_sys, Error, Result, WebSocket, WebSocketIncomingMessage, WebSocketPair};
 
 use super::RoomObject;
 use crate::edge::js;
-use crate::edge::messages::{Presence, RevokeRequest, RevokedAnswer, Ticket, TICKET_HEADER};
+use crate::edge::messages::{Joined, JoinedAnswer, RevokeRequest, Ticket, TICKET_HEADER};
 use crate::edge::runtime::{self, config};
 use crate::protocol::channel::Channel;
+use crate::protocol::revocation::{directory_shard, lease_trusted_until, Verdict};
 use crate::protocol::room::{self, Builds, Effect, Incoming, Member};
 use crate::protocol::token;
 use crate::protocol::wire::{close, SUBPROTOCOL};
 
 /// A directory record under way: its answer (the revocation as of the record) or why not.
 pub(super) type Recording = futures::future::Shared<futures::future::LocalBoxFuture<'static, std::result::Result<Option<i64>, String>>>;
+/// A lease under way: when it was asked for, who it recorded, and the shard's answer.
+pub(super) type Leasing =
+    futures::future::Shared<futures::future::LocalBoxFuture<'static, std::result::Result<(i64, Vec<String>, JoinedAnswer), String>>>;
+
+/// Records after the welcome, by shard: the users waiting, and whether a call is under way.
+#[derive(Default)]
+pub(super) struct Unrecorded {
+    subs: Vec<String>,
+    sending: bool,
+}
 
 /// A socket's attachment: the member, plus whether the server already closed it.
 #[derive(Serialize, Deserialize)]
@@ -43,7 +56,7 @@ impl Attachment {
 }
 
 impl RoomObject {
-    pub(super) async fn connect(&self, req: &web_sys::Request) -> Result<web_sys::Response> {
+    pub(super) async fn connect(self: &Rc<Self>, req: &web_sys::Request) -> Result<web_sys::Response> {
         let raw = req.headers().get(TICKET_HEADER)?.ok_or_else(|| Error::from("no ticket"))?;
         let bytes = URL_SAFE_NO_PAD.decode(raw).map_err(|_| Error::from("bad ticket"))?;
         let ticket: Ticket = serde_json::from_slice(&bytes)?;
@@ -51,8 +64,8 @@ impl RoomObject {
         let mut member = Member::admit(runtime::random_id(), ticket.claims);
 
         let now_ms = runtime::now_ms();
-        let revoked_before = match self.revocation_of(&member.sub, channel, now_ms).await {
-            Ok(revoked_before) => revoked_before,
+        let (revoked_before, record_later) = match self.revocation_of(&member, channel, now_ms).await {
+            Ok(verdict) => verdict,
             Err(e) => {
                 // Unknown is not "not revoked": no welcome. The client sees 1011 and retries.
                 worker::console_error!("the directory could not record a join: {e}");
@@ -73,6 +86,7 @@ impl RoomObject {
         let builds =
             Builds { server: runtime::BUILD_ID, client: ticket.build.as_deref(), require_current: config(&self.env).require_current_build };
         match self.admit(&socket, &member, ticket.since, builds, channel, &others, now_ms).await {
+            Ok(()) if record_later => self.record_later(&member.sub, channel),
             Ok(()) => {}
             Err(e) => {
                 // A socket the room could not take must not linger: presence and the per-user
@@ -118,13 +132,126 @@ impl RoomObject {
         self.alarm_by(member.exp.saturating_mul(1000)).await
     }
 
-    /// The revocation that applies to `sub` here. A user the room remembers costs nothing;
-    /// any other is recorded in the directory first (see [`Self::record`]).
-    pub(super) async fn revocation_of(&self, sub: &str, channel: &Channel, now_ms: i64) -> Result<Option<i64>> {
-        if let Some(known) = self.memory.borrow().revocations.lookup(sub, now_ms) {
-            return Ok(known);
+    /// The revocation that applies to the member here, and whether the directory's record
+    /// of the join is still to be made (after the welcome). A user the room remembers costs
+    /// nothing, nor does a user of a shard the room holds a lease on; any other is recorded
+    /// in the directory first ([`Self::record`]). The second user of a shard the room asks
+    /// about takes a lease on it ([`Self::lease`]): a room with one user (a payment page) never
+    /// holds one, a room many users join (a venue's orders at an intermission) soon does.
+    pub(super) async fn revocation_of(&self, member: &Member, channel: &Channel, now_ms: i64) -> Result<(Option<i64>, bool)> {
+        let sub = &member.sub;
+        let verdict = || self.memory.borrow().revocations.verdict(sub, member.iat.is_some(), now_ms);
+        let shard = match verdict() {
+            Verdict::Known(revoked) => return Ok((revoked, false)),
+            Verdict::Leased => return Ok((None, true)),
+            Verdict::Ask => directory_shard(sub),
+        };
+        // A record of this user under way is shared rather than leased over (their tabs).
+        let recording = self.recording.borrow().contains_key(sub);
+        if !recording && member.iat.is_some() && self.memory.borrow_mut().revocations.asked_before(&shard) {
+            self.lease(&shard, sub, channel, now_ms).await?;
+            match verdict() {
+                Verdict::Known(revoked) => return Ok((revoked, false)),
+                Verdict::Leased => return Ok((None, true)),
+                // No lease (the shard has too many revocations or leaseholders): recorded alone.
+                Verdict::Ask => {}
+            }
         }
-        self.record(sub, channel, now_ms).await
+        Ok((self.record(sub, channel, now_ms).await?, false))
+    }
+
+    /// Asks `shard` for a lease, recording `sub` with it. Connects of the shard's users
+    /// arriving meanwhile share the call, and are welcomed under the lease when it comes.
+    async fn lease(&self, shard: &str, sub: &str, channel: &Channel, now_ms: i64) -> Result<()> {
+        let call = self
+            .leasing
+            .borrow_mut()
+            .entry(shard.to_owned())
+            .or_insert_with(|| {
+                let env = self.env.clone();
+                let joined = Joined { channel: channel.clone(), subs: vec![sub.to_owned()], at_ms: now_ms, lease: true };
+                let to = runtime::shard(shard);
+                async move {
+                    if config(&env).failpoint.as_deref() == Some("slow_join_record") {
+                        worker::Delay::from(std::time::Duration::from_millis(2_000)).await;
+                    }
+                    let answer = js::call::<_, JoinedAnswer>(&env, to, "/joined", &joined).await.map_err(|e| e.to_string())?;
+                    Ok((joined.at_ms, joined.subs, answer))
+                }
+                .boxed_local()
+                .shared()
+            })
+            .clone();
+        let answer = call.clone().await;
+        {
+            let mut leasing = self.leasing.borrow_mut();
+            if leasing.get(shard).is_some_and(|c| c.ptr_eq(&call)) {
+                leasing.remove(shard);
+            }
+        }
+        // Every sharer applies the answer: learning and granting are idempotent.
+        let (asked_at, subs, answer) = answer.map_err(Error::from)?;
+        let mut memory = self.memory.borrow_mut();
+        for (sub, revoked) in subs.iter().zip(&answer.revoked) {
+            memory.revocations.learn(sub, *revoked, now_ms);
+        }
+        if let Some(lease) = &answer.lease {
+            memory.revocations.grant(shard, lease_trusted_until(asked_at, lease.ms), &lease.revoked, now_ms);
+        }
+        Ok(())
+    }
+
+    /// Records a user welcomed under a lease. One call per shard at a time: users welcomed
+    /// while it is under way go together in the next. A revocation in the answer (one that
+    /// raced the record) closes the sockets it covers; a record that fails is made at the
+    /// user's next refresh (the room has no note of it: [`Revocations::needs_record`]).
+    ///
+    /// [`Revocations::needs_record`]: crate::protocol::revocation::Revocations::needs_record
+    fn record_later(self: &Rc<Self>, sub: &str, channel: &Channel) {
+        let shard = directory_shard(sub);
+        {
+            let mut queues = self.unrecorded.borrow_mut();
+            let queue = queues.entry(shard.clone()).or_default();
+            queue.subs.push(sub.to_owned());
+            if queue.sending {
+                return;
+            }
+            queue.sending = true;
+        }
+        let (room, channel) = (Rc::clone(self), channel.clone());
+        worker::wasm_bindgen_futures::spawn_local(async move { room.send_records(&shard, &channel).await });
+    }
+
+    async fn send_records(&self, shard: &str, channel: &Channel) {
+        loop {
+            let mut subs = {
+                let mut queues = self.unrecorded.borrow_mut();
+                let Some(queue) = queues.get_mut(shard) else { return };
+                if queue.subs.is_empty() {
+                    queues.remove(shard);
+                    return;
+                }
+                std::mem::take(&mut queue.subs)
+            };
+            subs.sort_unstable();
+            subs.dedup();
+            if config(&self.env).failpoint.as_deref() == Some("slow_join_record") {
+                worker::Delay::from(std::time::Duration::from_millis(2_000)).await;
+            }
+            let now_ms = runtime::now_ms();
+            let joined = Joined { channel: channel.clone(), subs, at_ms: now_ms, lease: false };
+            match js::call::<_, JoinedAnswer>(&self.env, runtime::shard(shard), "/joined", &joined).await {
+                Ok(answer) => {
+                    for (sub, revoked) in joined.subs.iter().zip(answer.revoked) {
+                        let revoked = self.memory.borrow_mut().revocations.learn(sub, revoked, now_ms);
+                        if let Some(revoked_at) = revoked {
+                            self.revoke(&RevokeRequest { sub: sub.clone(), revoked_at }).await;
+                        }
+                    }
+                }
+                Err(e) => worker::console_warn!("could not record users in the directory ({e}); recorded at their next refresh"),
+            }
+        }
     }
 
     /// Records in the directory that `sub` is here (`/joined`, one call to a warm object),
@@ -141,14 +268,15 @@ impl RoomObject {
             .entry(sub.to_owned())
             .or_insert_with(|| {
                 let env = self.env.clone();
-                let notice = Presence { sub: sub.to_owned(), channel: channel.clone(), at_ms: now_ms };
+                let joined = Joined { channel: channel.clone(), subs: vec![sub.to_owned()], at_ms: now_ms, lease: false };
+                let to = runtime::directory(sub);
                 async move {
                     // A test failpoint holds the record back, so a `/revoke` can race it.
                     if config(&env).failpoint.as_deref() == Some("slow_join_record") {
                         worker::Delay::from(std::time::Duration::from_millis(2_000)).await;
                     }
-                    let answer = js::call::<_, RevokedAnswer>(&env, runtime::directory(&notice.sub), "/joined", &notice).await;
-                    answer.map(|a| a.revoked_at).map_err(|e| e.to_string())
+                    let answer = js::call::<_, JoinedAnswer>(&env, to, "/joined", &joined).await.map_err(|e| e.to_string())?;
+                    Ok(answer.revoked.first().copied().flatten())
                 }
                 .boxed_local()
                 .shared()
