@@ -114,10 +114,9 @@ pub struct Revocations {
     entries: HashMap<String, (Option<i64>, i64)>,
     /// sub → when this room last recorded the user in the directory (ms).
     recorded: HashMap<String, i64>,
-    /// shard → until when its lease is trusted (ms). At most [`DIRECTORY_SHARDS`] entries.
+    /// shard → until when its lease is trusted (ms; 0: asked, never leased). At most
+    /// [`DIRECTORY_SHARDS`] entries.
     leases: HashMap<String, i64>,
-    /// Shards this room has asked about a user (at most [`DIRECTORY_SHARDS`]).
-    asked: std::collections::HashSet<String>,
 }
 
 impl Revocations {
@@ -144,7 +143,12 @@ impl Revocations {
     /// Notes that the room asks `shard` about a user; whether it had before. A lease pays
     /// from a shard's second user on: a room with one user never needs one.
     pub fn asked_before(&mut self, shard: &str) -> bool {
-        !self.asked.insert(shard.to_owned())
+        if self.leases.contains_key(shard) {
+            return true;
+        }
+        // Noted as a lease that has ended (at 0): no second map.
+        self.leases.insert(shard.to_owned(), 0);
+        false
     }
 
     /// A lease on `shard` until `trusted_until`, with the shard's live revocations.

@@ -47,9 +47,9 @@ pub struct RoomObject {
     /// The engine's in-memory state (rates, revocations learned, pruning bookkeeping).
     memory: RefCell<Memory>,
     /// Directory records under way, by user: concurrent connects of one user share one.
-    recording: RefCell<HashMap<String, sockets::Recording>>,
+    recording: RefCell<HashMap<String, sockets::Asking>>,
     /// Leases under way, by shard: connects of the shard's users meanwhile share one.
-    leasing: RefCell<HashMap<String, sockets::Leasing>>,
+    leasing: RefCell<HashMap<String, sockets::Asking>>,
     /// Records of users welcomed under a lease, waiting to be sent, by shard.
     unrecorded: RefCell<HashMap<String, sockets::Unrecorded>>,
 }

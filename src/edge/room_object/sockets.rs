@@ -3,6 +3,8 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use futures::FutureExt;
@@ -19,11 +21,14 @@ use crate::protocol::room::{self, Builds, Effect, Incoming, Member};
 use crate::protocol::token;
 use crate::protocol::wire::{close, SUBPROTOCOL};
 
-/// A directory record under way: its answer (the revocation as of the record) or why not.
-pub(super) type Recording = futures::future::Shared<futures::future::LocalBoxFuture<'static, std::result::Result<Option<i64>, String>>>;
-/// A lease under way: when it was asked for, who it recorded, and the shard's answer.
-pub(super) type Leasing =
+/// A `/joined` call under way: when it was made, who it recorded, and the shard's answer.
+pub(super) type Asking =
     futures::future::Shared<futures::future::LocalBoxFuture<'static, std::result::Result<(i64, Vec<String>, JoinedAnswer), String>>>;
+
+/// How long records after the welcome wait to be sent together (ms).
+const RECORD_WAIT_MS: u64 = 250;
+/// Users recorded in one call at most.
+const RECORDS_PER_CALL: usize = 200;
 
 /// Records after the welcome, by shard: the users waiting, and whether a call is under way.
 #[derive(Default)]
@@ -163,15 +168,39 @@ impl RoomObject {
     /// Asks `shard` for a lease, recording `sub` with it. Connects of the shard's users
     /// arriving meanwhile share the call, and are welcomed under the lease when it comes.
     async fn lease(&self, shard: &str, sub: &str, channel: &Channel, now_ms: i64) -> Result<()> {
-        let call = self
-            .leasing
+        let (asked_at, subs, answer) = self.ask(&self.leasing, shard, sub, channel, now_ms, true).await?;
+        // Every sharer applies the answer: learning and granting are idempotent.
+        let mut memory = self.memory.borrow_mut();
+        for (sub, revoked) in subs.iter().zip(&answer.revoked) {
+            memory.revocations.learn(sub, *revoked, now_ms);
+        }
+        if let Some(lease) = &answer.lease {
+            memory.revocations.grant(shard, lease_trusted_until(asked_at, lease.ms), &lease.revoked, now_ms);
+        }
+        Ok(())
+    }
+
+    /// A `/joined` call for `sub` (and a lease), shared under `key` in `under_way` by the
+    /// connects that need the same answer while it is under way.
+    #[allow(clippy::too_many_arguments)]
+    async fn ask(
+        &self,
+        under_way: &RefCell<HashMap<String, Asking>>,
+        key: &str,
+        sub: &str,
+        channel: &Channel,
+        now_ms: i64,
+        lease: bool,
+    ) -> Result<(i64, Vec<String>, JoinedAnswer)> {
+        let call = under_way
             .borrow_mut()
-            .entry(shard.to_owned())
+            .entry(key.to_owned())
             .or_insert_with(|| {
                 let env = self.env.clone();
-                let joined = Joined { channel: channel.clone(), subs: vec![sub.to_owned()], at_ms: now_ms, lease: true };
-                let to = runtime::shard(shard);
+                let joined = Joined { channel: channel.clone(), subs: vec![sub.to_owned()], at_ms: now_ms, lease };
+                let to = runtime::directory(sub);
                 async move {
+                    // A test failpoint holds the call back, so a `/revoke` can race it.
                     if config(&env).failpoint.as_deref() == Some("slow_join_record") {
                         worker::Delay::from(std::time::Duration::from_millis(2_000)).await;
                     }
@@ -184,21 +213,14 @@ impl RoomObject {
             .clone();
         let answer = call.clone().await;
         {
-            let mut leasing = self.leasing.borrow_mut();
-            if leasing.get(shard).is_some_and(|c| c.ptr_eq(&call)) {
-                leasing.remove(shard);
+            // The first to finish clears it: a connect after the answer asks afresh (or not
+            // at all: the room now knows the user).
+            let mut under_way = under_way.borrow_mut();
+            if under_way.get(key).is_some_and(|c| c.ptr_eq(&call)) {
+                under_way.remove(key);
             }
         }
-        // Every sharer applies the answer: learning and granting are idempotent.
-        let (asked_at, subs, answer) = answer.map_err(Error::from)?;
-        let mut memory = self.memory.borrow_mut();
-        for (sub, revoked) in subs.iter().zip(&answer.revoked) {
-            memory.revocations.learn(sub, *revoked, now_ms);
-        }
-        if let Some(lease) = &answer.lease {
-            memory.revocations.grant(shard, lease_trusted_until(asked_at, lease.ms), &lease.revoked, now_ms);
-        }
-        Ok(())
+        answer.map_err(Error::from)
     }
 
     /// Records a user welcomed under a lease. One call per shard at a time: users welcomed
@@ -212,7 +234,10 @@ impl RoomObject {
         {
             let mut queues = self.unrecorded.borrow_mut();
             let queue = queues.entry(shard.clone()).or_default();
-            queue.subs.push(sub.to_owned());
+            // A user's tabs are recorded once.
+            if !queue.subs.iter().any(|s| s == sub) {
+                queue.subs.push(sub.to_owned());
+            }
             if queue.sending {
                 return;
             }
@@ -224,17 +249,19 @@ impl RoomObject {
 
     async fn send_records(&self, shard: &str, channel: &Channel) {
         loop {
-            let mut subs = {
+            // A short wait gathers the users of a storm into few calls; the lease covers them
+            // meanwhile, and a revocation after it ends is in the record's answer.
+            worker::Delay::from(std::time::Duration::from_millis(RECORD_WAIT_MS)).await;
+            let subs = {
                 let mut queues = self.unrecorded.borrow_mut();
                 let Some(queue) = queues.get_mut(shard) else { return };
                 if queue.subs.is_empty() {
                     queues.remove(shard);
                     return;
                 }
-                std::mem::take(&mut queue.subs)
+                let rest = queue.subs.split_off(queue.subs.len().min(RECORDS_PER_CALL));
+                std::mem::replace(&mut queue.subs, rest)
             };
-            subs.sort_unstable();
-            subs.dedup();
             if config(&self.env).failpoint.as_deref() == Some("slow_join_record") {
                 worker::Delay::from(std::time::Duration::from_millis(2_000)).await;
             }
@@ -262,36 +289,8 @@ impl RoomObject {
     /// tabs, or every socket of a room woken after a deploy): the record is the same, and a
     /// `/revoke` after it reaches this room, which checks what it learned after the answer.
     async fn record(&self, sub: &str, channel: &Channel, now_ms: i64) -> Result<Option<i64>> {
-        let call = self
-            .recording
-            .borrow_mut()
-            .entry(sub.to_owned())
-            .or_insert_with(|| {
-                let env = self.env.clone();
-                let joined = Joined { channel: channel.clone(), subs: vec![sub.to_owned()], at_ms: now_ms, lease: false };
-                let to = runtime::directory(sub);
-                async move {
-                    // A test failpoint holds the record back, so a `/revoke` can race it.
-                    if config(&env).failpoint.as_deref() == Some("slow_join_record") {
-                        worker::Delay::from(std::time::Duration::from_millis(2_000)).await;
-                    }
-                    let answer = js::call::<_, JoinedAnswer>(&env, to, "/joined", &joined).await.map_err(|e| e.to_string())?;
-                    Ok(answer.revoked.first().copied().flatten())
-                }
-                .boxed_local()
-                .shared()
-            })
-            .clone();
-        let answer = call.clone().await;
-        {
-            // The first to finish clears it: a connect after the answer asks afresh (or not
-            // at all: the room now knows the user).
-            let mut recording = self.recording.borrow_mut();
-            if recording.get(sub).is_some_and(|c| c.ptr_eq(&call)) {
-                recording.remove(sub);
-            }
-        }
-        Ok(self.memory.borrow_mut().revocations.learn(sub, answer.map_err(Error::from)?, now_ms))
+        let (_, _, answer) = self.ask(&self.recording, sub, sub, channel, now_ms, false).await?;
+        Ok(self.memory.borrow_mut().revocations.learn(sub, answer.revoked.first().copied().flatten(), now_ms))
     }
 
     /// A staying user's record renewed at refresh; a revocation in the answer that covers
