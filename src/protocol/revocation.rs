@@ -114,9 +114,10 @@ pub struct Revocations {
     entries: HashMap<String, (Option<i64>, i64)>,
     /// sub → when this room last recorded the user in the directory (ms).
     recorded: HashMap<String, i64>,
-    /// shard → until when its lease is trusted (ms; 0: asked, never leased). At most
-    /// [`DIRECTORY_SHARDS`] entries.
+    /// shard → until when its lease is trusted (ms). At most [`DIRECTORY_SHARDS`] entries.
     leases: HashMap<String, i64>,
+    /// The room has asked the directory about a user.
+    asked: bool,
 }
 
 impl Revocations {
@@ -140,15 +141,10 @@ impl Revocations {
         Verdict::Ask
     }
 
-    /// Notes that the room asks `shard` about a user; whether it had before. A lease pays
-    /// from a shard's second user on: a room with one user never needs one.
-    pub fn asked_before(&mut self, shard: &str) -> bool {
-        if self.leases.contains_key(shard) {
-            return true;
-        }
-        // Noted as a lease that has ended (at 0): no second map.
-        self.leases.insert(shard.to_owned(), 0);
-        false
+    /// Notes that the room asks the directory about a user; whether it had before. A lease
+    /// pays from the room's second new user on: a room with one user never needs one.
+    pub fn asked_before(&mut self) -> bool {
+        std::mem::replace(&mut self.asked, true)
     }
 
     /// A lease on `shard` until `trusted_until`, with the shard's live revocations.
@@ -273,11 +269,10 @@ mod tests {
     }
 
     #[test]
-    fn a_room_asks_for_a_lease_from_a_shards_second_user_on() {
+    fn a_room_asks_for_leases_from_its_second_new_user_on() {
         let mut r = Revocations::default();
-        assert!(!r.asked_before("shard-1"));
-        assert!(r.asked_before("shard-1"));
-        assert!(!r.asked_before("shard-2"));
+        assert!(!r.asked_before());
+        assert!(r.asked_before());
     }
 
     #[test]

@@ -140,9 +140,10 @@ impl RoomObject {
     /// The revocation that applies to the member here, and whether the directory's record
     /// of the join is still to be made (after the welcome). A user the room remembers costs
     /// nothing, nor does a user of a shard the room holds a lease on; any other is recorded
-    /// in the directory first ([`Self::record`]). The second user of a shard the room asks
-    /// about takes a lease on it ([`Self::lease`]): a room with one user (a payment page) never
-    /// holds one, a room many users join (a venue's orders at an intermission) soon does.
+    /// in the directory first ([`Self::record`]). From the room's second new user on, a
+    /// user of a shard the room holds no lease on takes one ([`Self::lease`]): a room with one
+    /// user (a payment page) never holds one, a room many users join (a venue's orders at an
+    /// intermission) soon holds one on every shard.
     pub(super) async fn revocation_of(&self, member: &Member, channel: &Channel, now_ms: i64) -> Result<(Option<i64>, bool)> {
         let sub = &member.sub;
         let verdict = || self.memory.borrow().revocations.verdict(sub, member.iat.is_some(), now_ms);
@@ -153,7 +154,7 @@ impl RoomObject {
         };
         // A record of this user under way is shared rather than leased over (their tabs).
         let recording = self.recording.borrow().contains_key(sub);
-        if !recording && member.iat.is_some() && self.memory.borrow_mut().revocations.asked_before(&shard) {
+        if !recording && member.iat.is_some() && self.memory.borrow_mut().revocations.asked_before() {
             self.lease(&shard, sub, channel, now_ms).await?;
             match verdict() {
                 Verdict::Known(revoked) => return Ok((revoked, false)),
