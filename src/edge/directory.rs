@@ -9,7 +9,12 @@
 //! revocation as of the record: a `/revoke` before the record is in the answer (no
 //! `welcome`), one after it finds the record and reaches the room (protocol/revocation.rs).
 //! The revocations are held in memory as well as in SQLite (they are few: rare, and pruned),
-//! so the answer costs no query. A departure costs no call: records expire after
+//! so the answer costs no query. A room that many new users join takes a *lease* instead
+//! (`/joined` with `lease`): it is answered with the shard's live revocations that apply to
+//! it and registered as a leaseholder (`watchers`, durable, so a restarted shard still knows
+//! it), and every `/revoke` of this shard's users pushes to the leaseholders it applies to
+//! before it answers; for the lease's length the room welcomes the shard's users from
+//! memory and records them after the welcome, many in one call. A departure costs no call: records expire after
 //! [`RECORD_KEPT_MS`] (pruned on write), and a room renews a staying user's record at
 //! refresh long before that (protocol/revocation.rs).
 //!

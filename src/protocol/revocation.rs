@@ -8,6 +8,14 @@
 //! record (and is in the answer: no `welcome`) or after it (and finds the record, and pushes
 //! to the room).
 //!
+//! A room that many new users join takes a *lease* on a shard instead of recording each
+//! user first ([`Revocations::verdict`]): the shard answers with its live revocations that
+//! apply in the room ([`live_revocations`]) and, until the lease ends ([`LEASE_MS`]), pushes
+//! every later one to the room before `/revoke` answers. So the room knows every revocation
+//! that can refuse one of the shard's users, welcomes them from memory, and records where
+//! they joined after the welcome (a revocation racing that record is in its answer, and
+//! closes the socket).
+//!
 //! A departure costs no call: a record outlives the user's sockets, and a `/revoke` that
 //! reaches a room the user has left closes nothing there. Records expire instead
 //! ([`RECORD_KEPT_MS`]), and a room renews a user's record while the user stays
