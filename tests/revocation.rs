@@ -151,16 +151,7 @@ async fn concurrent_connects_of_a_user_the_room_does_not_know_share_one_director
         assert_eq!(c.frame().await["type"], "welcome");
     }
     // Invocations per object: the room took six connects, the directory one record.
-    let mut per_object = std::collections::HashMap::<String, usize>::new();
-    for line in gw.log().lines().filter_map(|l| l.split_once("foyer-meter ").map(|x| x.1)) {
-        let line: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
-        if line["what"] == "object" {
-            *per_object.entry(line["object"].as_str().unwrap().to_owned()).or_default() += 1;
-        }
-    }
-    let mut counts: Vec<usize> = per_object.into_values().collect();
-    counts.sort();
-    assert_eq!(counts, vec![1, 6], "one directory record for six concurrent connects");
+    assert_eq!(invocations(&gw), vec![1, 6], "one directory record for six concurrent connects");
 
     // And the shared record keeps revocation whole: all six close, the old token is refused.
     assert_eq!(revoke(&gw, json!({"sub": "staff-tabs"})).await, json!({"closed": 6}));
