@@ -14,9 +14,9 @@
 //! it and registered as a leaseholder (`watchers`, durable, so a restarted shard still knows
 //! it), and every `/revoke` of this shard's users pushes to the leaseholders it applies to
 //! before it answers; for the lease's length the room welcomes the shard's users from
-//! memory and records them after the welcome, many in one call. A departure costs no call: records expire after
-//! [`RECORD_KEPT_MS`] (pruned on write), and a room renews a staying user's record at
-//! refresh long before that (protocol/revocation.rs).
+//! memory and records them after the welcome, many in one call. A departure costs no
+//! call: records expire after [`RECORD_KEPT_MS`] (pruned on write), and a room renews a
+//! staying user's record at refresh long before that (protocol/revocation.rs).
 //!
 //! Reaching rooms is bounded: `/revoke` queues every target and reaches a first batch at
 //! once (its `closed` is exact for those); the rest, and any room that failed, are reached
