@@ -169,11 +169,12 @@ impl RevocationDirectory {
     /// the shard has too many live revocations or leaseholders.
     fn lease(&self, channel: &str) -> Result<Option<LeaseGrant>> {
         let now = runtime::now_ms();
-        let max_lifetime = config(&self.env).tokens.as_ref().map_or(KEPT_SECS, |(_, expect)| expect.max_lifetime);
+        let config = config(&self.env);
+        let max_lifetime = config.tokens.as_ref().map_or(KEPT_SECS, |(_, expect)| expect.max_lifetime);
         let Some(live) = revocation::live_revocations(&*self.revoked()?, channel, revocation::oldest_live(now / 1000, max_lifetime)) else {
             return Ok(None);
         };
-        let ms = if config(&self.env).failpoint.as_deref() == Some("short_lease") { 2_000 } else { LEASE_MS };
+        let ms = if config.failpoint.as_deref() == Some("short_lease") { 2_000 } else { LEASE_MS };
         let mut watchers = self.watchers()?;
         if watchers.len() >= MAX_WATCHERS && !watchers.contains_key(channel) {
             watchers.retain(|_, until| *until > now);
@@ -255,11 +256,7 @@ impl RevocationDirectory {
         let request = RevokeRequest { sub: order.sub.clone(), revoked_at: order.at };
         let (mut closed, mut reached) = (0, Vec::new());
         while !waiting.is_empty() {
-            let calls = waiting.iter().map(|(channel, _)| async {
-                let channel = Channel::parse(channel).map_err(|_| worker::Error::from("unparsable channel"))?;
-                js::call::<_, RevokeReply>(&self.env, runtime::room(&channel), "/revoke", &request).await
-            });
-            let replies = join_all(calls).await;
+            let replies = join_all(waiting.iter().map(|(channel, _)| self.push(channel, &request))).await;
             let mut again = Vec::new();
             for ((channel, until), reply) in waiting.into_iter().zip(replies) {
                 match reply {
@@ -293,9 +290,8 @@ impl RevocationDirectory {
             vec![now.into(), sub.unwrap_or("").into(), (REACH_BATCH as i64).into()],
         )?;
         let calls = due.iter().map(|p| async move {
-            let channel = Channel::parse(&p.channel).map_err(|_| worker::Error::from("unparsable channel"))?;
             let request = RevokeRequest { sub: p.sub.clone(), revoked_at: p.at as i64 };
-            js::call::<_, RevokeReply>(&self.env, runtime::room(&channel), "/revoke", &request).await
+            self.push(&p.channel, &request).await
         });
         let mut closed = 0;
         for (p, reply) in due.iter().zip(join_all(calls).await) {
@@ -331,6 +327,12 @@ impl RevocationDirectory {
             None => storage.delete_alarm().await?,
         }
         Ok(closed)
+    }
+
+    /// A revocation pushed to the room of `channel` (a name as stored).
+    async fn push(&self, channel: &str, request: &RevokeRequest) -> Result<RevokeReply> {
+        let channel = Channel::parse(channel).map_err(|_| worker::Error::from("unparsable channel"))?;
+        js::call(&self.env, runtime::room(&channel), "/revoke", request).await
     }
 
     fn meter(&self, what: &str) {

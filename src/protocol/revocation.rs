@@ -109,11 +109,11 @@ pub fn oldest_live(now_secs: i64, max_lifetime: i64) -> i64 {
 pub enum Verdict {
     /// The room knows: the revocation that applies, if any.
     Known(Option<i64>),
-    /// The room holds a lease on the user's shard: not revoked, and the record of the join
-    /// can follow the welcome.
-    Leased,
-    /// Ask the directory first.
-    Ask,
+    /// The room holds a lease on the user's shard (named): not revoked, and the record of
+    /// the join can follow the welcome.
+    Leased(String),
+    /// Ask the user's shard (named) first.
+    Ask(String),
 }
 
 #[derive(Debug, Default)]
@@ -143,10 +143,11 @@ impl Revocations {
         if let Some(known) = self.lookup(sub, now_ms) {
             return Verdict::Known(known);
         }
-        if has_iat && self.leases.get(&directory_shard(sub)).is_some_and(|until| now_ms < *until) {
-            return Verdict::Leased;
+        let shard = directory_shard(sub);
+        if has_iat && self.leases.get(&shard).is_some_and(|until| now_ms < *until) {
+            return Verdict::Leased(shard);
         }
-        Verdict::Ask
+        Verdict::Ask(shard)
     }
 
     /// Notes that the room asks the directory about a user; whether it had before. A lease
@@ -259,21 +260,22 @@ mod tests {
         let other = sub_in(&shard, &["u"]);
         let revoked = sub_in(&shard, &["u", &other]);
         let outside = (0..).map(|i| format!("x-{i}")).find(|s| directory_shard(s) != shard).unwrap_or_default();
-        assert_eq!(r.verdict(&other, true, T), Verdict::Ask);
+        let ask = Verdict::Ask(shard.clone());
+        assert_eq!(r.verdict(&other, true, T), ask);
         let until = lease_trusted_until(T, LEASE_MS);
         assert_eq!(until, T + LEASE_MS * 9 / 10, "stops trusting before the shard stops pushing");
         r.grant(&shard, until, &[(revoked.clone(), 42)], T);
-        assert_eq!(r.verdict(&other, true, T + 1), Verdict::Leased);
+        assert_eq!(r.verdict(&other, true, T + 1), Verdict::Leased(shard.clone()));
         assert_eq!(r.verdict(&revoked, true, T + 1), Verdict::Known(Some(42)), "the lease's revocations refuse");
-        assert_eq!(r.verdict(&other, false, T + 1), Verdict::Ask, "a token without iat is always asked about");
-        assert_eq!(r.verdict(&outside, true, T + 1), Verdict::Ask, "another shard's user");
-        assert_eq!(r.verdict(&other, true, until), Verdict::Ask, "lapsed");
+        assert_eq!(r.verdict(&other, false, T + 1), ask, "a token without iat is always asked about");
+        assert_eq!(r.verdict(&outside, true, T + 1), Verdict::Ask(directory_shard(&outside)), "another shard's user");
+        assert_eq!(r.verdict(&other, true, until), ask, "lapsed");
         // A push under the lease is known from then on.
         r.revoke(&other, 50, T + 2);
         assert_eq!(r.verdict(&other, true, T + 3), Verdict::Known(Some(50)));
         // An older grant answered late never shortens a newer one.
         r.grant(&shard, T + 5, &[], T + 4);
-        assert_eq!(r.verdict(&sub_in(&shard, &["u", &other, &revoked]), true, until - 1), Verdict::Leased);
+        assert_eq!(r.verdict(&sub_in(&shard, &["u", &other, &revoked]), true, until - 1), Verdict::Leased(shard.clone()));
     }
 
     #[test]

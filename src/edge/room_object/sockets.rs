@@ -9,7 +9,7 @@ use std::rc::Rc;
 
 use futures::FutureExt;
 use serde::{Deserialize, Serialize};
-use worker::{web_sys, Error, Result, WebSocket, WebSocketIncomingMessage, WebSocketPair};
+use worker::{web_sys, Env, Error, Result, WebSocket, WebSocketIncomingMessage, WebSocketPair};
 
 use super::RoomObject;
 use crate::edge::js;
@@ -30,11 +30,17 @@ const RECORD_WAIT_MS: u64 = 250;
 /// Users recorded in one call at most.
 const RECORDS_PER_CALL: usize = 200;
 
-/// Records after the welcome, by shard: the users waiting, and whether a call is under way.
-#[derive(Default)]
-pub(super) struct Unrecorded {
-    subs: Vec<String>,
-    sending: bool,
+/// Records after the welcome, by shard: the users waiting. A shard is listed exactly while
+/// a task sends its records ([`RoomObject::send_records`]).
+pub(super) type Unrecorded = Vec<String>;
+
+/// `/joined` to a directory shard. A test failpoint holds the call back, so a `/revoke`
+/// can race it.
+async fn joined(env: &Env, shard: &str, joined: &Joined) -> Result<JoinedAnswer> {
+    if config(env).failpoint.as_deref() == Some("slow_join_record") {
+        worker::Delay::from(std::time::Duration::from_millis(2_000)).await;
+    }
+    js::call(env, runtime::shard(shard), "/joined", joined).await
 }
 
 /// A socket's attachment: the member, plus whether the server already closed it.
@@ -91,8 +97,11 @@ impl RoomObject {
         let builds =
             Builds { server: runtime::BUILD_ID, client: ticket.build.as_deref(), require_current: config(&self.env).require_current_build };
         match self.admit(&socket, &member, ticket.since, builds, channel, &others, now_ms).await {
-            Ok(()) if record_later => self.record_later(&member.sub, channel),
-            Ok(()) => {}
+            Ok(()) => {
+                if let Some(shard) = record_later {
+                    self.record_later(shard, &member.sub, channel);
+                }
+            }
             Err(e) => {
                 // A socket the room could not take must not linger: presence and the per-user
                 // cap would count it. The client sees 1011 and reconnects.
@@ -137,39 +146,39 @@ impl RoomObject {
         self.alarm_by(member.exp.saturating_mul(1000)).await
     }
 
-    /// The revocation that applies to the member here, and whether the directory's record
-    /// of the join is still to be made (after the welcome). A user the room remembers costs
+    /// The revocation that applies to the member here, and the shard whose record of the
+    /// join is still to be made (after the welcome), if any. A user the room remembers costs
     /// nothing, nor does a user of a shard the room holds a lease on; any other is recorded
     /// in the directory first ([`Self::record`]). From the room's second new user on, a
     /// user of a shard the room holds no lease on takes one ([`Self::lease`]): a room with one
     /// user (a payment page) never holds one, a room many users join (a venue's orders at an
     /// intermission) soon holds one on every shard.
-    pub(super) async fn revocation_of(&self, member: &Member, channel: &Channel, now_ms: i64) -> Result<(Option<i64>, bool)> {
+    pub(super) async fn revocation_of(&self, member: &Member, channel: &Channel, now_ms: i64) -> Result<(Option<i64>, Option<String>)> {
         let sub = &member.sub;
         let verdict = || self.memory.borrow().revocations.verdict(sub, member.iat.is_some(), now_ms);
         let shard = match verdict() {
-            Verdict::Known(revoked) => return Ok((revoked, false)),
-            Verdict::Leased => return Ok((None, true)),
-            Verdict::Ask => directory_shard(sub),
+            Verdict::Known(revoked) => return Ok((revoked, None)),
+            Verdict::Leased(shard) => return Ok((None, Some(shard))),
+            Verdict::Ask(shard) => shard,
         };
         // A record of this user under way is shared rather than leased over (their tabs).
         let recording = self.recording.borrow().contains_key(sub);
         if !recording && member.iat.is_some() && self.memory.borrow_mut().revocations.asked_before() {
             self.lease(&shard, sub, channel, now_ms).await?;
             match verdict() {
-                Verdict::Known(revoked) => return Ok((revoked, false)),
-                Verdict::Leased => return Ok((None, true)),
+                Verdict::Known(revoked) => return Ok((revoked, None)),
+                Verdict::Leased(shard) => return Ok((None, Some(shard))),
                 // No lease (the shard has too many revocations or leaseholders): recorded alone.
-                Verdict::Ask => {}
+                Verdict::Ask(_) => {}
             }
         }
-        Ok((self.record(sub, channel, now_ms).await?, false))
+        Ok((self.record(&shard, sub, channel, now_ms).await?, None))
     }
 
     /// Asks `shard` for a lease, recording `sub` with it. Connects of the shard's users
     /// arriving meanwhile share the call, and are welcomed under the lease when it comes.
     async fn lease(&self, shard: &str, sub: &str, channel: &Channel, now_ms: i64) -> Result<()> {
-        let (asked_at, subs, answer) = self.ask(&self.leasing, shard, sub, channel, now_ms, true).await?;
+        let (asked_at, subs, answer) = self.ask(&self.leasing, shard, shard, sub, channel, now_ms, true).await?;
         // Every sharer applies the answer: learning and granting are idempotent.
         let mut memory = self.memory.borrow_mut();
         for (sub, revoked) in subs.iter().zip(&answer.revoked) {
@@ -181,13 +190,14 @@ impl RoomObject {
         Ok(())
     }
 
-    /// A `/joined` call for `sub` (and a lease), shared under `key` in `under_way` by the
-    /// connects that need the same answer while it is under way.
+    /// A `/joined` call to `shard` for `sub` (and a lease), shared under `key` in `under_way`
+    /// by the connects that need the same answer while it is under way.
     #[allow(clippy::too_many_arguments)]
     async fn ask(
         &self,
         under_way: &RefCell<HashMap<String, Asking>>,
         key: &str,
+        shard: &str,
         sub: &str,
         channel: &Channel,
         now_ms: i64,
@@ -198,15 +208,11 @@ impl RoomObject {
             .entry(key.to_owned())
             .or_insert_with(|| {
                 let env = self.env.clone();
-                let joined = Joined { channel: channel.clone(), subs: vec![sub.to_owned()], at_ms: now_ms, lease };
-                let to = runtime::directory(sub);
+                let request = Joined { channel: channel.clone(), subs: vec![sub.to_owned()], at_ms: now_ms, lease };
+                let shard = shard.to_owned();
                 async move {
-                    // A test failpoint holds the call back, so a `/revoke` can race it.
-                    if config(&env).failpoint.as_deref() == Some("slow_join_record") {
-                        worker::Delay::from(std::time::Duration::from_millis(2_000)).await;
-                    }
-                    let answer = js::call::<_, JoinedAnswer>(&env, to, "/joined", &joined).await.map_err(|e| e.to_string())?;
-                    Ok((joined.at_ms, joined.subs, answer))
+                    let answer = joined(&env, &shard, &request).await.map_err(|e| e.to_string())?;
+                    Ok((request.at_ms, request.subs, answer))
                 }
                 .boxed_local()
                 .shared()
@@ -230,19 +236,17 @@ impl RoomObject {
     /// user's next refresh (the room has no note of it: [`Revocations::needs_record`]).
     ///
     /// [`Revocations::needs_record`]: crate::protocol::revocation::Revocations::needs_record
-    fn record_later(self: &Rc<Self>, sub: &str, channel: &Channel) {
-        let shard = directory_shard(sub);
+    fn record_later(self: &Rc<Self>, shard: String, sub: &str, channel: &Channel) {
         {
             let mut queues = self.unrecorded.borrow_mut();
-            let queue = queues.entry(shard.clone()).or_default();
-            // A user's tabs are recorded once.
-            if !queue.subs.iter().any(|s| s == sub) {
-                queue.subs.push(sub.to_owned());
-            }
-            if queue.sending {
+            if let Some(queue) = queues.get_mut(&shard) {
+                // Its task is under way and takes this user too (a user's tabs: once).
+                if !queue.iter().any(|s| s == sub) {
+                    queue.push(sub.to_owned());
+                }
                 return;
             }
-            queue.sending = true;
+            queues.insert(shard.clone(), vec![sub.to_owned()]);
         }
         let (room, channel) = (Rc::clone(self), channel.clone());
         worker::wasm_bindgen_futures::spawn_local(async move { room.send_records(&shard, &channel).await });
@@ -256,21 +260,18 @@ impl RoomObject {
             let subs = {
                 let mut queues = self.unrecorded.borrow_mut();
                 let Some(queue) = queues.get_mut(shard) else { return };
-                if queue.subs.is_empty() {
+                if queue.is_empty() {
                     queues.remove(shard);
                     return;
                 }
-                let rest = queue.subs.split_off(queue.subs.len().min(RECORDS_PER_CALL));
-                std::mem::replace(&mut queue.subs, rest)
+                let rest = queue.split_off(queue.len().min(RECORDS_PER_CALL));
+                std::mem::replace(queue, rest)
             };
-            if config(&self.env).failpoint.as_deref() == Some("slow_join_record") {
-                worker::Delay::from(std::time::Duration::from_millis(2_000)).await;
-            }
             let now_ms = runtime::now_ms();
-            let joined = Joined { channel: channel.clone(), subs, at_ms: now_ms, lease: false };
-            match js::call::<_, JoinedAnswer>(&self.env, runtime::shard(shard), "/joined", &joined).await {
+            let request = Joined { channel: channel.clone(), subs, at_ms: now_ms, lease: false };
+            match joined(&self.env, shard, &request).await {
                 Ok(answer) => {
-                    for (sub, revoked) in joined.subs.iter().zip(answer.revoked) {
+                    for (sub, revoked) in request.subs.iter().zip(answer.revoked) {
                         let revoked = self.memory.borrow_mut().revocations.learn(sub, revoked, now_ms);
                         if let Some(revoked_at) = revoked {
                             self.revoke(&RevokeRequest { sub: sub.clone(), revoked_at }).await;
@@ -289,8 +290,8 @@ impl RoomObject {
     /// Connects of one user arriving while their record is under way share it (a user's
     /// tabs, or every socket of a room woken after a deploy): the record is the same, and a
     /// `/revoke` after it reaches this room, which checks what it learned after the answer.
-    async fn record(&self, sub: &str, channel: &Channel, now_ms: i64) -> Result<Option<i64>> {
-        let (_, _, answer) = self.ask(&self.recording, sub, sub, channel, now_ms, false).await?;
+    async fn record(&self, shard: &str, sub: &str, channel: &Channel, now_ms: i64) -> Result<Option<i64>> {
+        let (_, _, answer) = self.ask(&self.recording, sub, shard, sub, channel, now_ms, false).await?;
         Ok(self.memory.borrow_mut().revocations.learn(sub, answer.revoked.first().copied().flatten(), now_ms))
     }
 
@@ -298,7 +299,7 @@ impl RoomObject {
     /// the refreshed token closes the socket. A failed renewal is retried at the next refresh.
     async fn renew_record(&self, ws: &WebSocket, attachment: &mut Attachment, channel: &Channel, now_ms: i64) {
         let member = &mut attachment.member;
-        match self.record(&member.sub, channel, now_ms).await {
+        match self.record(&directory_shard(&member.sub), &member.sub, channel, now_ms).await {
             Ok(revoked_at) => {
                 member.revoked_before = member.revoked_before.max(revoked_at);
                 if self.memory.borrow().refuses(&member.sub, member.iat, member.revoked_before, now_ms) {
