@@ -232,3 +232,24 @@ async fn a_user_welcomed_under_a_lease_is_recorded_so_a_revoke_after_the_lease_s
     assert_eq!(revoke(&gw, json!({"sub": users[2]})).await, json!({"closed": 1}));
     assert_eq!(sockets[2].close_code().await, Some(4401));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_after_the_welcome_that_fails_is_retried_so_a_revoke_after_the_lease_still_reaches_the_user() {
+    // Leases last 2 s, and the room's first record after a welcome fails: its retry (1 s
+    // later) is what lets the `/revoke` below, after the lease, find the room.
+    let gw = Gateway::start("late-record-fails", &[("TEST_FAILPOINT", "short_lease,late_record_fails_once")]);
+    let key = unique("venue");
+    let ch = format!("orders:{key}");
+    let path = format!("/ws/orders/{key}");
+    let users = users_of_one_shard("guest", 3);
+    let mut sockets = Vec::new();
+    for user in &users {
+        let mut c = connect(&gw, &path, &token_issued(user, &[&ch], 5)).await;
+        assert_eq!(c.frame().await["type"], "welcome");
+        sockets.push(c);
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert!(gw.log().contains("failpoint late_record_fails_once"), "the first record after a welcome did not fail");
+    assert_eq!(revoke(&gw, json!({"sub": users[2]})).await, json!({"closed": 1}));
+    assert_eq!(sockets[2].close_code().await, Some(4401));
+}

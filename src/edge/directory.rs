@@ -174,7 +174,7 @@ impl RevocationDirectory {
         let Some(live) = revocation::live_revocations(&*self.revoked()?, channel, revocation::oldest_live(now / 1000, max_lifetime)) else {
             return Ok(None);
         };
-        let ms = if config.failpoint.as_deref() == Some("short_lease") { 2_000 } else { LEASE_MS };
+        let ms = if config.failpoint("short_lease") { 2_000 } else { LEASE_MS };
         let mut watchers = self.watchers()?;
         if watchers.len() >= MAX_WATCHERS && !watchers.contains_key(channel) {
             watchers.retain(|_, until| *until > now);

@@ -23,9 +23,9 @@ pub struct Config {
     pub webhook: Option<(String, Vec<u8>)>,
     /// `METER=log`: one usage line per invocation (the benchmark's cost scenario).
     pub meter: bool,
-    /// `TEST_FAILPOINT`: a named step made to fail, so tests can reach error paths the real
-    /// runtime only takes on a storage failure. Never set in a deployment.
-    pub failpoint: Option<String>,
+    /// `TEST_FAILPOINT`: named steps (comma-separated) made to fail or slow down, so tests
+    /// can reach paths the real runtime only takes on a failure. Never set in a deployment.
+    pub failpoints: Vec<String>,
     /// Settings that were present but invalid (logged; they refuse their endpoint).
     pub problems: Vec<String>,
 }
@@ -35,6 +35,11 @@ fn list(value: Option<String>) -> Vec<String> {
 }
 
 impl Config {
+    /// Whether the test failpoint `name` is set.
+    pub fn failpoint(&self, name: &str) -> bool {
+        self.failpoints.iter().any(|f| f == name)
+    }
+
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Config {
         let mut problems = Vec::new();
         let get = |name: &str| get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
@@ -104,7 +109,7 @@ impl Config {
             auth_failures_per_minute,
             webhook,
             meter: get("METER").as_deref() == Some("log"),
-            failpoint: get("TEST_FAILPOINT"),
+            failpoints: list(get("TEST_FAILPOINT")),
             problems,
         }
     }
@@ -138,6 +143,13 @@ mod tests {
         assert_eq!(c.allowed_origins.len(), 2);
         assert!(c.allow_query_token && !c.require_current_build);
         assert!(c.problems.is_empty());
+    }
+
+    #[test]
+    fn test_failpoints_are_a_list_and_none_is_set_by_default() {
+        let c = config(&[("TEST_FAILPOINT", "short_lease, late_record_fails_once")]);
+        assert!(c.failpoint("short_lease") && c.failpoint("late_record_fails_once"));
+        assert!(!c.failpoint("short") && !config(&[]).failpoint("short_lease"));
     }
 
     #[test]

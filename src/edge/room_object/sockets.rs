@@ -29,6 +29,10 @@ pub(super) type Asking =
 const RECORD_WAIT_MS: u64 = 250;
 /// Users recorded in one call at most.
 const RECORDS_PER_CALL: usize = 200;
+/// A record after the welcome that fails is retried this many times, 1 s after the first
+/// failure and doubling (31 s in all), then left to the user's next refresh: a room does
+/// not stay awake for a directory that keeps failing.
+const RECORD_RETRIES: u32 = 5;
 
 /// Records after the welcome, by shard: the users waiting. A shard is listed exactly while
 /// a task sends its records ([`RoomObject::send_records`]).
@@ -37,7 +41,7 @@ pub(super) type Unrecorded = Vec<String>;
 /// `/joined` to a directory shard. A test failpoint holds the call back, so a `/revoke`
 /// can race it.
 async fn joined(env: &Env, shard: &str, joined: &Joined) -> Result<JoinedAnswer> {
-    if config(env).failpoint.as_deref() == Some("slow_join_record") {
+    if config(env).failpoint("slow_join_record") {
         worker::Delay::from(std::time::Duration::from_millis(2_000)).await;
     }
     js::call(env, runtime::shard(shard), "/joined", joined).await
@@ -127,7 +131,7 @@ impl RoomObject {
     ) -> Result<()> {
         self.remember_channel(channel)?;
         Attachment { member: member.clone(), closing: false }.save(socket)?;
-        if config(&self.env).failpoint.as_deref() == Some("after_accept") {
+        if config(&self.env).failpoint("after_accept") {
             return Err(Error::from("failpoint after_accept"));
         }
         // No await between here and the last replayed frame: nothing can interleave, so a
@@ -232,8 +236,10 @@ impl RoomObject {
 
     /// Records a user welcomed under a lease. One call per shard at a time: users welcomed
     /// while it is under way go together in the next. A revocation in the answer (one that
-    /// raced the record) closes the sockets it covers; a record that fails is made at the
-    /// user's next refresh (the room has no note of it: [`Revocations::needs_record`]).
+    /// raced the record) closes the sockets it covers. A record that fails is retried
+    /// ([`RECORD_RETRIES`]): once the lease ends, only the record lets a `/revoke` without
+    /// channels find this room. After the last retry it is made at the user's next refresh
+    /// (the room has no note of it: [`Revocations::needs_record`]).
     ///
     /// [`Revocations::needs_record`]: crate::protocol::revocation::Revocations::needs_record
     fn record_later(self: &Rc<Self>, shard: String, sub: &str, channel: &Channel) {
@@ -253,10 +259,14 @@ impl RoomObject {
     }
 
     async fn send_records(&self, shard: &str, channel: &Channel) {
+        let mut failures = 0;
+        let mut fail_next = config(&self.env).failpoint("late_record_fails_once");
         loop {
             // A short wait gathers the users of a storm into few calls; the lease covers them
-            // meanwhile, and a revocation after it ends is in the record's answer.
-            worker::Delay::from(std::time::Duration::from_millis(RECORD_WAIT_MS)).await;
+            // meanwhile, and a revocation after it ends is in the record's answer. After a
+            // failure, the wait is the retry's backoff.
+            let wait = if failures == 0 { RECORD_WAIT_MS } else { 1_000 << (failures - 1) };
+            worker::Delay::from(std::time::Duration::from_millis(wait)).await;
             let subs = {
                 let mut queues = self.unrecorded.borrow_mut();
                 let Some(queue) = queues.get_mut(shard) else { return };
@@ -269,8 +279,13 @@ impl RoomObject {
             };
             let now_ms = runtime::now_ms();
             let request = Joined { channel: channel.clone(), subs, at_ms: now_ms, lease: false };
-            match joined(&self.env, shard, &request).await {
+            let answer = match std::mem::take(&mut fail_next) {
+                true => Err(Error::from("failpoint late_record_fails_once")),
+                false => joined(&self.env, shard, &request).await,
+            };
+            match answer {
                 Ok(answer) => {
+                    failures = 0;
                     for (sub, revoked) in request.subs.iter().zip(answer.revoked) {
                         let revoked = self.memory.borrow_mut().revocations.learn(sub, revoked, now_ms);
                         if let Some(revoked_at) = revoked {
@@ -278,7 +293,20 @@ impl RoomObject {
                         }
                     }
                 }
-                Err(e) => worker::console_warn!("could not record users in the directory ({e}); recorded at their next refresh"),
+                Err(e) if failures < RECORD_RETRIES => {
+                    failures += 1;
+                    worker::console_warn!("could not record users in the directory ({e}); retrying");
+                    // Back in the queue, ahead of those who came since (a user's tabs: once).
+                    let mut queues = self.unrecorded.borrow_mut();
+                    let queue = queues.entry(shard.to_owned()).or_default();
+                    let since: Vec<String> = queue.drain(..).filter(|s| !request.subs.contains(s)).collect();
+                    *queue = request.subs;
+                    queue.extend(since);
+                }
+                Err(e) => {
+                    failures = 0;
+                    worker::console_warn!("could not record users in the directory ({e}); recorded at their next refresh");
+                }
             }
         }
     }
