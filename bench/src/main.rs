@@ -833,5 +833,9 @@ async fn main() {
     println!("\nbudgets");
     for (name, ok) in verdicts.into_iter().chain(cost_verdicts) {
         println!("  {} {name}", if ok { "PASS" } else { "MISS" });
+        if name.starts_with("EdDSA") && native.iter().any(|(_, _, floor)| *floor > 50.0) {
+            let floors: Vec<String> = native.iter().map(|(alg, _, floor)| format!("{alg} {floor:.1} µs")).collect();
+            println!("       the runtime's own verify alone, on this machine: {}", floors.join(", "));
+        }
     }
 }
