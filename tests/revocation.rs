@@ -216,28 +216,22 @@ async fn a_room_holding_a_lease_welcomes_new_users_before_recording_them_and_sti
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_user_welcomed_under_a_lease_is_recorded_so_a_revoke_after_the_lease_still_reaches_them() {
-    // Leases last 2 s here: once this one has ended, only the record finds the room.
-    let gw = Gateway::start("lease-ends", &[("TEST_FAILPOINT", "short_lease")]);
-    let key = unique("venue");
-    let ch = format!("orders:{key}");
-    let path = format!("/ws/orders/{key}");
-    let users = users_of_one_shard("guest", 3);
-    let mut sockets = Vec::new();
-    for user in &users {
-        let mut c = connect(&gw, &path, &token_issued(user, &[&ch], 5)).await;
-        assert_eq!(c.frame().await["type"], "welcome");
-        sockets.push(c);
-    }
-    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-    assert_eq!(revoke(&gw, json!({"sub": users[2]})).await, json!({"closed": 1}));
-    assert_eq!(sockets[2].close_code().await, Some(4401));
+    revoke_after_a_short_lease_reaches_the_user_welcomed_under_it("lease-ends", "short_lease").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_record_after_the_welcome_that_fails_is_retried_so_a_revoke_after_the_lease_still_reaches_the_user() {
-    // Leases last 2 s, and the room's first record after a welcome fails: its retry (1 s
-    // later) is what lets the `/revoke` below, after the lease, find the room.
-    let gw = Gateway::start("late-record-fails", &[("TEST_FAILPOINT", "short_lease,late_record_fails_once")]);
+    // The room's first record after a welcome fails: its retry (1 s later) is what lets the
+    // `/revoke` after the lease find the room.
+    let gw = revoke_after_a_short_lease_reaches_the_user_welcomed_under_it("late-record-fails", "short_lease,late_record_fails_once").await;
+    assert!(gw.log().contains("failpoint late_record_fails_once"), "the first record after a welcome did not fail");
+}
+
+/// Leases last 2 s (`short_lease`): three users of one shard join (the third under the
+/// lease), and once the lease has ended, only the record made after the third's welcome
+/// lets a `/revoke` without channels find the room and close their socket.
+async fn revoke_after_a_short_lease_reaches_the_user_welcomed_under_it(name: &str, failpoints: &str) -> Gateway {
+    let gw = Gateway::start(name, &[("TEST_FAILPOINT", failpoints)]);
     let key = unique("venue");
     let ch = format!("orders:{key}");
     let path = format!("/ws/orders/{key}");
@@ -249,7 +243,7 @@ async fn a_record_after_the_welcome_that_fails_is_retried_so_a_revoke_after_the_
         sockets.push(c);
     }
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-    assert!(gw.log().contains("failpoint late_record_fails_once"), "the first record after a welcome did not fail");
     assert_eq!(revoke(&gw, json!({"sub": users[2]})).await, json!({"closed": 1}));
     assert_eq!(sockets[2].close_code().await, Some(4401));
+    gw
 }

@@ -260,6 +260,7 @@ impl RoomObject {
 
     async fn send_records(&self, shard: &str, channel: &Channel) {
         let mut failures = 0;
+        // A test failpoint fails this task's first call.
         let mut fail_next = config(&self.env).failpoint("late_record_fails_once");
         loop {
             // A short wait gathers the users of a storm into few calls; the lease covers them
