@@ -281,9 +281,7 @@ async fn rooms_left_idle_hold_no_alarm() {
     assert_eq!(during, 0, "alarm invocations while 40 used rooms sat idle");
     // And none is pending: the rooms wait for nothing (each read asks the runtime's storage).
     for key in &keys {
-        let target = format!("/channels/payment/{key}");
-        let sig = signature::sign(PUBLISH_SECRET.as_bytes(), unix_now(), &target, b"");
-        let state = http(gw.port, "GET", &target, &[("X-Foyer-Signature", &sig)], b"").await.unwrap().json();
+        let state = gw.read(&format!("/channels/payment/{key}")).await.json();
         assert_eq!((state["seq"].as_u64(), &state["next_alarm"]), (Some(2), &Value::Null), "{key}");
     }
 }
@@ -296,9 +294,7 @@ async fn a_socket_the_room_could_not_take_is_closed_1011_and_never_counted() {
     let ch = format!("chat:{key}");
     let mut c = connect(&gw, &format!("/ws/chat/{key}"), &token("cust-ghost", &[&ch])).await;
     assert_eq!(c.close_code().await, Some(1011));
-    let target = format!("/channels/chat/{key}");
-    let sig = signature::sign(PUBLISH_SECRET.as_bytes(), unix_now(), &target, b"");
-    let state = http(gw.port, "GET", &target, &[("X-Foyer-Signature", &sig)], b"").await.unwrap().json();
+    let state = gw.read(&format!("/channels/chat/{key}")).await.json();
     assert_eq!((state["sockets"].as_u64(), &state["users"]), (Some(0), &json!([])), "no ghost in the room");
 }
 
@@ -331,8 +327,7 @@ async fn the_socket_cap_holds_in_rooms_without_presence_and_a_freed_place_can_be
     // Until the room has seen the three go, they still count (as before the bound).
     let target = format!("/channels/orders/{key}");
     for _ in 0..50 {
-        let sig = signature::sign(PUBLISH_SECRET.as_bytes(), unix_now(), &target, b"");
-        let state = http(gw.port, "GET", &target, &[("X-Foyer-Signature", &sig)], b"").await.unwrap().json();
+        let state = gw.read(&target).await.json();
         if state["sockets"] == 5 {
             break;
         }

@@ -9,11 +9,6 @@ use serde_json::{json, Value};
 use support::*;
 
 /// `GET target` signed over the target (path and query) with an empty body.
-async fn read(gw: &Gateway, target: &str) -> HttpResponse {
-    let sig = signature::sign(PUBLISH_SECRET.as_bytes(), unix_now(), target, b"");
-    gw_get(gw, target, &[("X-Foyer-Signature", &sig)]).await
-}
-
 async fn gw_get(gw: &Gateway, target: &str, headers: &[(&str, &str)]) -> HttpResponse {
     http(gw.port, "GET", target, headers, b"").await.expect("http")
 }
@@ -22,13 +17,13 @@ async fn gw_get(gw: &Gateway, target: &str, headers: &[(&str, &str)]) -> HttpRes
 async fn an_unused_channel_reads_as_empty() {
     let gw = shared();
     let key = unique("unused");
-    let r = read(gw, &format!("/channels/chat/{key}")).await;
+    let r = gw.read(&format!("/channels/chat/{key}")).await;
     assert_eq!(r.status, 200);
     assert_eq!(
         r.json(),
         json!({"channel": format!("chat:{key}"), "seq": 0, "sockets": 0, "users": [], "truncated": false, "next_alarm": null})
     );
-    let r = read(gw, &format!("/channels/orders/{key}/history")).await;
+    let r = gw.read(&format!("/channels/orders/{key}/history")).await;
     assert_eq!(r.json(), json!({"channel": format!("orders:{key}"), "seq": 0, "reset": false, "events": []}));
 }
 
@@ -44,7 +39,7 @@ async fn state_lists_seq_sockets_and_distinct_users() {
         c.until("welcome").await;
         sockets.push(c);
     }
-    let v = read(gw, &format!("/channels/chat/{key}")).await.json();
+    let v = gw.read(&format!("/channels/chat/{key}")).await.json();
     assert_eq!((v["seq"].as_u64(), v["sockets"].as_u64(), v["truncated"].as_bool()), (Some(1), Some(3), Some(false)));
     assert_eq!(
         v["users"],
@@ -60,7 +55,7 @@ async fn history_pages_with_since_and_limit() {
     let messages: Vec<Value> =
         (0..5).map(|i| json!({"id": format!("{key}-{i}"), "channels": [&ch], "event": "order.created", "data": {"i": i}})).collect();
     assert_eq!(gw.publish(&json!({ "messages": messages })).await.status, 200);
-    let v = read(gw, &format!("/channels/orders/{key}/history?since=1&limit=2")).await.json();
+    let v = gw.read(&format!("/channels/orders/{key}/history?since=1&limit=2")).await.json();
     assert_eq!((v["seq"].as_u64(), v["reset"].as_bool()), (Some(5), Some(false)));
     let events = v["events"].as_array().unwrap();
     assert_eq!(events.iter().map(|e| e["seq"].as_u64().unwrap()).collect::<Vec<_>>(), [2, 3]);
@@ -69,8 +64,8 @@ async fn history_pages_with_since_and_limit() {
         (Some(&*format!("{key}-1")), Some("order.created"), &json!({"i": 1}))
     );
     assert!(events[0]["ts"].as_i64().unwrap() > 0);
-    assert_eq!(read(gw, &format!("/channels/orders/{key}/history?since=9")).await.json()["events"], json!([]));
-    assert_eq!(read(gw, &format!("/channels/orders/{key}/history")).await.json()["events"].as_array().unwrap().len(), 5);
+    assert_eq!(gw.read(&format!("/channels/orders/{key}/history?since=9")).await.json()["events"], json!([]));
+    assert_eq!(gw.read(&format!("/channels/orders/{key}/history")).await.json()["events"].as_array().unwrap().len(), 5);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -94,7 +89,7 @@ async fn reads_are_refused_in_the_protocols_order() {
         ("/channels/chat/k/history?since=-1", 400),
         ("/channels/chat/k/else", 404),
     ] {
-        let r = read(gw, target).await;
+        let r = gw.read(target).await;
         assert_eq!(r.status, status, "{target}");
         assert!(r.json()["error"].is_string(), "{target}");
     }

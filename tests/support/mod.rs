@@ -160,6 +160,12 @@ impl Gateway {
         self.signed_post("/publish", body.to_string().as_bytes(), PUBLISH_SECRET).await
     }
 
+    /// A channel read (`GET /channels/...`), signed over its target like `/publish`.
+    pub async fn read(&self, target: &str) -> HttpResponse {
+        let sig = signature::sign(PUBLISH_SECRET.as_bytes(), unix_now(), target, b"");
+        http(self.port, "GET", target, &[("X-Foyer-Signature", &sig)], b"").await.expect("http")
+    }
+
     pub async fn signed_post(&self, path: &str, body: &[u8], secret: &str) -> HttpResponse {
         let sig = signature::sign(secret.as_bytes(), unix_now(), path, body);
         self.post(path, body, &[("Content-Type", "application/json"), ("X-Foyer-Signature", &sig)]).await
