@@ -159,21 +159,24 @@ impl RoomObject {
     /// intermission) soon holds one on every shard.
     pub(super) async fn revocation_of(&self, member: &Member, channel: &Channel, now_ms: i64) -> Result<(Option<i64>, Option<String>)> {
         let sub = &member.sub;
-        let verdict = || self.memory.borrow().revocations.verdict(sub, member.iat.is_some(), now_ms);
-        let shard = match verdict() {
-            Verdict::Known(revoked) => return Ok((revoked, None)),
-            Verdict::Leased(shard) => return Ok((None, Some(shard))),
-            Verdict::Ask(shard) => shard,
+        // What the room's memory settles: the revocation and the shard to record in later;
+        // `Err(shard)`: ask that shard.
+        let settled = || match self.memory.borrow().revocations.verdict(sub, member.iat.is_some(), now_ms) {
+            Verdict::Known(revoked) => Ok((revoked, None)),
+            Verdict::Leased(shard) => Ok((None, Some(shard))),
+            Verdict::Ask(shard) => Err(shard),
+        };
+        let shard = match settled() {
+            Ok(settled) => return Ok(settled),
+            Err(shard) => shard,
         };
         // A record of this user under way is shared rather than leased over (their tabs).
         let recording = self.recording.borrow().contains_key(sub);
         if !recording && member.iat.is_some() && self.memory.borrow_mut().revocations.asked_before() {
             self.lease(&shard, sub, channel, now_ms).await?;
-            match verdict() {
-                Verdict::Known(revoked) => return Ok((revoked, None)),
-                Verdict::Leased(shard) => return Ok((None, Some(shard))),
-                // No lease (the shard has too many revocations or leaseholders): recorded alone.
-                Verdict::Ask(_) => {}
+            // Without a lease (the shard has too many revocations or leaseholders): recorded alone.
+            if let Ok(settled) = settled() {
+                return Ok(settled);
             }
         }
         Ok((self.record(&shard, sub, channel, now_ms).await?, None))
