@@ -1,13 +1,15 @@
-//! Channel names (`KIND:KEY`), the three kinds and their room policies, and grants.
+//! Channel names (`KIND:KEY`), the four kinds and their room policies, and grants.
 
 use std::fmt;
 
-/// The three kinds of channel. They share one room engine and differ only by [`Policy`].
+/// The four kinds of channel. They share one room engine and differ only by [`Policy`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
     Orders,
     Payment,
     Chat,
+    /// A venue's staff follow the channels linked into it over one socket (PROTOCOL v1.2).
+    Inbox,
 }
 
 /// What to replay to a socket that connects without `since`.
@@ -27,6 +29,21 @@ pub struct Policy {
     pub replay_without_since: Replay,
     /// Broadcast `presence` joined/left frames.
     pub presence: bool,
+    /// Client `send` frames name the chat they post to (an inbox answers its linked chats).
+    pub sends_to_named_chat: bool,
+    /// May be linked into an inbox (every kind but the inbox itself: no chains, no loops).
+    pub linkable: bool,
+}
+
+impl Policy {
+    /// What the kinds share: clients only listen, nobody is listed, linkable.
+    const QUIET: Policy = Policy {
+        clients_may_send: false,
+        replay_without_since: Replay::Nothing,
+        presence: false,
+        sends_to_named_chat: false,
+        linkable: true,
+    };
 }
 
 impl Kind {
@@ -35,6 +52,7 @@ impl Kind {
             "orders" => Some(Kind::Orders),
             "payment" => Some(Kind::Payment),
             "chat" => Some(Kind::Chat),
+            "inbox" => Some(Kind::Inbox),
             _ => None,
         }
     }
@@ -44,16 +62,19 @@ impl Kind {
             Kind::Orders => "orders",
             Kind::Payment => "payment",
             Kind::Chat => "chat",
+            Kind::Inbox => "inbox",
         }
     }
 
     pub fn policy(self) -> Policy {
         match self {
             // Staff dashboards load the current state from the backend, then follow live.
-            Kind::Orders => Policy { clients_may_send: false, replay_without_since: Replay::Nothing, presence: false },
+            Kind::Orders => Policy { replay_without_since: Replay::Nothing, ..Policy::QUIET },
             // A late customer page must see "paid" at once: replay everything retained.
-            Kind::Payment => Policy { clients_may_send: false, replay_without_since: Replay::Everything, presence: false },
-            Kind::Chat => Policy { clients_may_send: true, replay_without_since: Replay::Last(50), presence: true },
+            Kind::Payment => Policy { replay_without_since: Replay::Everything, ..Policy::QUIET },
+            Kind::Chat => Policy { clients_may_send: true, replay_without_since: Replay::Last(50), presence: true, ..Policy::QUIET },
+            // Copies of the linked channels' events; staff answer a chat by naming it.
+            Kind::Inbox => Policy { replay_without_since: Replay::Last(50), sends_to_named_chat: true, linkable: false, ..Policy::QUIET },
         }
     }
 }
@@ -150,6 +171,18 @@ impl Grants {
         )
     }
 
+    /// The entries that grant channels of `kind`, written as in a claim (`chat:*`, `chat:o-1`).
+    pub fn entries_of(&self, kind: Kind) -> Vec<String> {
+        self.0
+            .iter()
+            .filter_map(|grant| match grant {
+                Grant::One(channel) if channel.kind() == kind => Some(channel.to_string()),
+                Grant::AllOf(k) if *k == kind => Some(format!("{k}:*")),
+                _ => None,
+            })
+            .collect()
+    }
+
     pub fn allows(&self, channel: &Channel) -> bool {
         self.0.iter().any(|grant| match grant {
             Grant::One(granted) => granted == channel,
@@ -167,6 +200,7 @@ mod tests {
         let c = Channel::parse("orders:venue-1").unwrap();
         assert_eq!(c.kind(), Kind::Orders);
         assert_eq!(c.to_string(), "orders:venue-1");
+        assert_eq!(Channel::parse("inbox:venue-1").unwrap().kind(), Kind::Inbox);
         assert!(Channel::parse(&format!("chat:{}", "a".repeat(64))).is_ok());
     }
 
@@ -199,6 +233,7 @@ mod tests {
         assert!(g.allows(&Channel::parse("orders:any").unwrap()));
         assert!(!g.allows(&Channel::parse("chat:x").unwrap()));
         assert!(!Grants::default().allows(&Channel::parse("chat:x").unwrap()));
+        assert_eq!(Grants::from_entries(["chat:a", "orders:*", "chat:*", "bogus"]).entries_of(Kind::Chat), ["chat:a", "chat:*"]);
     }
 
     #[test]
@@ -208,5 +243,9 @@ mod tests {
         assert_eq!(Kind::Payment.policy().replay_without_since, Replay::Everything);
         assert_eq!(Kind::Chat.policy().replay_without_since, Replay::Last(50));
         assert_eq!(Kind::Orders.policy().replay_without_since, Replay::Nothing);
+        let inbox = Kind::Inbox.policy();
+        assert_eq!(inbox.replay_without_since, Replay::Last(50));
+        assert!(inbox.sends_to_named_chat && !inbox.clients_may_send && !inbox.presence && !inbox.linkable);
+        assert!([Kind::Orders, Kind::Payment, Kind::Chat].iter().all(|k| k.policy().linkable && !k.policy().sends_to_named_chat));
     }
 }

@@ -22,6 +22,15 @@ pub struct StoredEvent {
     pub data: String,
     /// Milliseconds since the epoch, stamped when the channel's object accepted the event.
     pub ts: i64,
+    /// In an inbox: the channel and `seq` the event was copied from.
+    pub source: Option<Source>,
+}
+
+/// Where an inbox's copy comes from (`source` in its `event` frames and history).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Source {
+    pub channel: String,
+    pub seq: u64,
 }
 
 #[derive(Serialize)]
@@ -45,6 +54,8 @@ enum ServerFrame<'a> {
         event: &'a str,
         data: &'a RawValue,
         ts: i64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        source: Option<&'a Source>,
     },
     Reset {
         channel: &'a str,
@@ -95,7 +106,7 @@ pub fn welcome(channel: &str, conn: &str, seq: u64, build: &str, expires_at: i64
 pub fn event(channel: &str, e: &StoredEvent) -> String {
     let null = super::publish::null();
     let data: Box<RawValue> = RawValue::from_string(e.data.clone()).unwrap_or(null);
-    encode(&ServerFrame::Event { channel, seq: e.seq, id: &e.id, event: &e.event, data: &data, ts: e.ts })
+    encode(&ServerFrame::Event { channel, seq: e.seq, id: &e.id, event: &e.event, data: &data, ts: e.ts, source: e.source.as_ref() })
 }
 
 pub fn reset(channel: &str, seq: u64) -> String {
@@ -118,8 +129,15 @@ pub fn presence(channel: &str, action: &str, sub: &str, name: Option<&str>, role
 #[derive(Debug, PartialEq, Eq)]
 pub enum ClientFrame {
     Ping,
-    Refresh { token: String },
-    Send { id: String, text: String },
+    Refresh {
+        token: String,
+    },
+    /// `channel`: the chat an inbox socket posts to (absent on a chat's own socket).
+    Send {
+        id: String,
+        text: String,
+        channel: Option<String>,
+    },
 }
 
 /// A frame that is not one of the above; answered with an `error` frame (and counted).
@@ -152,7 +170,7 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
         Some("send") => {
             let id = string("id").filter(|id| !id.is_empty() && id.chars().count() <= MAX_CLIENT_ID_CHARS);
             match (id, string("text")) {
-                (Some(id), Some(text)) => Ok(ClientFrame::Send { id, text }),
+                (Some(id), Some(text)) => Ok(ClientFrame::Send { id, text, channel: string("channel") }),
                 (None, _) => Err(bad(ErrorCode::BadField, "send needs an \"id\" string of 1 to 128 characters")),
                 (_, None) => Err(bad(ErrorCode::BadField, "send needs a \"text\" string")),
             }
@@ -177,11 +195,18 @@ mod tests {
         let w: Value = serde_json::from_str(&welcome("chat:r", "c1", 0, "b1", 99, Some(Roster { present: &present, count: 3 }))).unwrap();
         assert_eq!(w["presence"], serde_json::json!([{"sub": "a", "name": "Ann", "role": null}]));
         assert_eq!(w["count"], 3);
-        let e = StoredEvent { seq: 3, id: "e".into(), event: "order.paid".into(), data: r#"{"a":[1]}"#.into(), ts: 5 };
+        let e = StoredEvent { seq: 3, id: "e".into(), event: "order.paid".into(), data: r#"{"a":[1]}"#.into(), ts: 5, source: None };
         let v: Value = serde_json::from_str(&event("orders:v", &e)).unwrap();
         assert_eq!(
             v,
             serde_json::json!({"type": "event", "channel": "orders:v", "seq": 3, "id": "e", "event": "order.paid", "data": {"a": [1]}, "ts": 5})
+        );
+        let copy = StoredEvent { seq: 9, source: Some(Source { channel: "orders:v".into(), seq: 3 }), ..e };
+        let v: Value = serde_json::from_str(&event("inbox:v", &copy)).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"type": "event", "channel": "inbox:v", "seq": 9, "id": "e", "event": "order.paid", "data": {"a": [1]}, "ts": 5,
+                               "source": {"channel": "orders:v", "seq": 3}})
         );
         let p: Value = serde_json::from_str(&presence("chat:r", "joined", "u", Some("Ann"), None, 2)).unwrap();
         assert_eq!(
@@ -198,7 +223,11 @@ mod tests {
         assert_eq!(parse_client_frame(r#"{"type":"refresh","token":"t"}"#), Ok(ClientFrame::Refresh { token: "t".into() }));
         assert_eq!(
             parse_client_frame(r#"{"type":"send","id":"1","text":"hi","author":{"sub":"admin"}}"#),
-            Ok(ClientFrame::Send { id: "1".into(), text: "hi".into() })
+            Ok(ClientFrame::Send { id: "1".into(), text: "hi".into(), channel: None })
+        );
+        assert_eq!(
+            parse_client_frame(r#"{"type":"send","channel":"chat:o-1","id":"1","text":"hi"}"#),
+            Ok(ClientFrame::Send { id: "1".into(), text: "hi".into(), channel: Some("chat:o-1".into()) })
         );
     }
 

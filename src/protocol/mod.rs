@@ -5,13 +5,17 @@
 //! (the channel's engine) → [`frame`] (what goes on the wire). Publishing: [`signature`] →
 //! [`publish`] → [`room`]; client chat messages go back out through [`webhook`]. [`wire`] names the protocol's words and codes; [`config`]
 //! reads the deployment's settings; [`reading`] is the backend's read of a channel; [`revocation`] is what a room remembers of revoked users.
+//! [`links`] links channels into inboxes and forwards their events; [`retry`] is the one
+//! retry rule of every call a room keeps trying (webhook, forwards).
 
 pub mod channel;
 pub mod config;
 pub mod frame;
 pub mod handshake;
+pub mod links;
 pub mod publish;
 pub mod reading;
+pub mod retry;
 pub mod revocation;
 pub mod room;
 pub mod signature;

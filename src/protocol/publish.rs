@@ -114,7 +114,8 @@ pub fn parse_revoke(body: &[u8]) -> Result<Revoke, BodyError> {
     };
     let channels = match root.get("channels") {
         None | Some(Value::Null) => None,
-        Some(Value::Array(list)) if list.len() <= MAX_CHANNELS => Some(
+        // An empty list names no scope: a 400 that revokes nothing (PROTOCOL v1.2).
+        Some(Value::Array(list)) if (1..=MAX_CHANNELS).contains(&list.len()) => Some(
             list.iter()
                 .map(|c| match c.as_str().map(Channel::parse) {
                     Some(Ok(channel)) => Ok(channel),
@@ -122,7 +123,7 @@ pub fn parse_revoke(body: &[u8]) -> Result<Revoke, BodyError> {
                 })
                 .collect::<Result<Vec<_>, _>>()?,
         ),
-        Some(_) => return invalid(format!("\"channels\" must be an array of at most {MAX_CHANNELS} channels")),
+        Some(_) => return invalid(format!("\"channels\" must list 1 to {MAX_CHANNELS} channels (omit it for all)")),
     };
     Ok(Revoke { sub, channels })
 }
@@ -241,9 +242,14 @@ mod tests {
         assert_eq!(parse_revoke(br#"{"sub":"u"}"#).unwrap(), Revoke { sub: "u".into(), channels: None });
         let r = parse_revoke(br#"{"sub":"u","channels":["chat:r"]}"#).unwrap();
         assert_eq!(r.channels.unwrap()[0].to_string(), "chat:r");
-        for bad in
-            [&br#"{"sub":""}"#[..], br#"{"channels":[]}"#, br#"{"sub":"u","channels":["x"]}"#, br#"{"sub":"u","channels":"chat:r"}"#, b"[]"]
-        {
+        for bad in [
+            &br#"{"sub":""}"#[..],
+            br#"{"channels":[]}"#,
+            br#"{"sub":"u","channels":["x"]}"#,
+            br#"{"sub":"u","channels":"chat:r"}"#,
+            b"[]",
+            br#"{"sub":"u","channels":[]}"#,
+        ] {
             assert!(parse_revoke(bad).is_err());
         }
     }

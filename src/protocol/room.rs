@@ -10,13 +10,16 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::channel::{Channel, Policy, Replay};
+use super::channel::{Channel, Grants, Kind, Policy, Replay};
 use super::frame::{self, ClientFrame, Present, Roster, StoredEvent, MAX_CLIENT_FRAME_BYTES};
+use super::links::{self, Batch, InFlight, LinkOrder, LinkResult, LinkStore};
 use super::publish::Delivery;
+use super::retry;
 use super::revocation::Revocations;
 use super::token::{Claims, TokenError};
-use super::webhook::{self, Outbox, Queued, Settled};
+use super::webhook::{self, Outbox, Queued};
 use super::wire::{close, ErrorCode};
+use retry::Settled;
 
 /// Events kept at least: the last `MIN_EVENTS`, and everything of the last `MIN_AGE_MS`.
 pub const HISTORY_MIN_EVENTS: u64 = 100;
@@ -31,8 +34,10 @@ pub const PRUNE_INTERVAL_MS: i64 = 60 * 1000;
 /// request can make an object load an unbounded history.
 pub const MAX_REPLAY_EVENTS: u64 = 1000;
 pub const MAX_REPLAY_BYTES: usize = 1024 * 1024;
-/// What an `event` frame adds around an event's data, id and name (type, channel, seq, ts).
+/// What an `event` frame adds around an event's data, id and name (type, channel, seq, ts),
+/// and what an inbox's copy adds besides (its `source`).
 const FRAME_OVERHEAD_BYTES: usize = 96;
+const SOURCE_OVERHEAD_BYTES: usize = 112;
 /// A history read answers at most this many bytes of events (the reader pages on).
 pub const MAX_READ_BYTES: usize = 4 * 1024 * 1024;
 /// A chat `welcome` lists at most this many users (PROTOCOL.md; `count` tells the rest).
@@ -49,8 +54,8 @@ pub const MAX_DISPLAY_CHARS: usize = 64;
 
 /// Storage port. Every method is synchronous, as Durable Object SQLite is: the engine never
 /// yields between reading `latest_seq` and appending, so events cannot interleave. It
-/// includes the webhook [`Outbox`].
-pub trait Store: Outbox {
+/// includes the webhook [`Outbox`] and the links and forwarding queue ([`LinkStore`]).
+pub trait Store: Outbox + LinkStore {
     fn latest_seq(&self) -> Result<u64, String>;
     /// Appends an event under its dedupe `key` and makes its `seq` the latest, in one
     /// statement; unless `key` is held by a retained event: then returns that event's `seq`
@@ -82,9 +87,18 @@ pub struct Memory {
     /// sub → a bound on the user's sockets here, never below the true count (see
     /// [`Memory::under_socket_cap`]).
     socket_bounds: HashMap<String, usize>,
+    /// Forwarding calls under way, by inbox.
+    forwarding: InFlight,
+    /// Copies dropped by the forwarding queue's bound since the shell last asked (logged).
+    forwards_dropped: u64,
 }
 
 impl Memory {
+    /// Copies the forwarding queue dropped since the last call (for the log).
+    pub fn take_forwards_dropped(&mut self) -> u64 {
+        std::mem::take(&mut self.forwards_dropped)
+    }
+
     /// The one revocation rule, used at connect, on a `/revoke` push and at refresh: a token
     /// of `sub` issued at `iat` is refused when a revocation at or after it is known, whether
     /// the socket carried it (`carried`) or the room learned it since.
@@ -101,11 +115,12 @@ impl Memory {
         is_revoked(member.iat, member.revoked_before)
     }
 
-    /// A user left the room for good (their last socket closed): their rate window goes.
+    /// A user left the room for good (their last socket closed): their socket bound goes.
+    /// Their rate window stays for as long as it can matter (it expires with its period,
+    /// [`MAX_TRACKED_RATES`] bounds the map): closing and reconnecting does not reset it.
     /// What the room knows of their revocation stays (until it expires): the directory's
     /// record of them here stays too, so a reconnect soon after costs no question.
     pub fn forget_user(&mut self, sub: &str) {
-        self.rates.remove(sub);
         self.socket_bounds.remove(sub);
     }
 
@@ -193,6 +208,9 @@ pub struct Verified {
     pub iat: Option<i64>,
     /// The token's `publish` grant covers the channel.
     pub can_publish: bool,
+    /// On an inbox: the chats the token may post to through it (see [`Room::keep_answers`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub answers: Vec<String>,
 }
 
 impl Verified {
@@ -204,14 +222,25 @@ impl Verified {
             exp: claims.exp,
             iat: claims.iat,
             can_publish: claims.publish.allows(channel),
+            answers: answerable(claims, channel),
         }
+    }
+}
+
+/// On an inbox, the chats the token may answer through it (its `publish` entries for
+/// chats, as written); elsewhere nothing.
+fn answerable(claims: &Claims, channel: &Channel) -> Vec<String> {
+    if channel.kind().policy().sends_to_named_chat {
+        claims.publish.entries_of(Kind::Chat)
+    } else {
+        Vec::new()
     }
 }
 
 impl Member {
     /// The member a verified socket becomes, under connection id `conn`.
     pub fn admit(conn: String, verified: Verified) -> Member {
-        let Verified { sub, name, role, exp, iat, can_publish } = verified;
+        let Verified { sub, name, role, exp, iat, can_publish, answers: _ } = verified;
         Member { conn, sub, name, role, exp, iat, can_publish, window_start: 0, window_count: 0, strikes: 0, revoked_before: None }
     }
 }
@@ -262,6 +291,51 @@ pub struct Published {
     pub duplicate: bool,
     /// The `event` frame to send to every socket; `None` for a duplicate.
     pub frame: Option<String>,
+    /// Copies were queued for inboxes: the room's deadline is now.
+    pub forwarded: bool,
+}
+
+/// A chat message posted through an inbox, as the inbox sends it to the chat: the author
+/// from the inbox socket's token, the frame's id and text.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Post {
+    pub sub: String,
+    pub name: Option<String>,
+    pub role: Option<String>,
+    pub id: String,
+    pub text: String,
+}
+
+/// The chat's answer to a [`Post`]: the inbox tells its socket.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Posted {
+    /// Accepted, or a repeated id already delivered once.
+    Accepted,
+    Refused {
+        code: ErrorCode,
+        message: String,
+    },
+    /// The user is at twice the chat's rate: the inbox socket is closed with 4429.
+    TooFast,
+}
+
+/// What a chat accepted from a client (its own socket or an inbox): for the shell to fan out,
+/// queue for the webhook and forward.
+struct Accepted {
+    frame: String,
+    stored: StoredEvent,
+    forwarded: bool,
+}
+
+impl Accepted {
+    fn effects(self) -> Vec<Effect> {
+        let mut effects = vec![Effect::Broadcast(self.frame), Effect::ChatAccepted(self.stored)];
+        if self.forwarded {
+            effects.push(Effect::Forward);
+        }
+        effects
+    }
 }
 
 /// What to do after a client frame.
@@ -280,6 +354,19 @@ pub enum Effect {
     /// Renew the directory's record that the speaker's user is here (and apply the
     /// revocation it answers with): see [`Revocations::needs_record`].
     RenewRecord,
+    /// Copies were queued for inboxes: the room's deadline is now.
+    Forward,
+    /// Post to a chat on the speaker's behalf (an inbox answering a linked chat); the chat's
+    /// [`Posted`] answer goes back to the speaker ([`Room::relayed`]).
+    Relay(Channel, Post),
+}
+
+/// What the room's deadline found due: webhook calls and forwarding calls, sent by the shell
+/// in parallel and reported back one by one.
+#[derive(Debug, Default, PartialEq)]
+pub struct Due {
+    pub webhooks: Vec<Queued>,
+    pub forwards: Vec<Batch>,
 }
 
 pub struct Room<'a, S: Store> {
@@ -379,7 +466,8 @@ impl<'a, S: Store> Room<'a, S> {
 
     /// How many of `sizes` (newest first) fit into one replay's byte bound as frames.
     fn fitting(&self, sizes: &[(u64, usize)]) -> usize {
-        let per_frame = FRAME_OVERHEAD_BYTES + self.name().len();
+        let copies = if self.policy.linkable { 0 } else { SOURCE_OVERHEAD_BYTES };
+        let per_frame = FRAME_OVERHEAD_BYTES + self.name().len() + copies;
         let mut total = 0;
         sizes
             .iter()
@@ -392,7 +480,20 @@ impl<'a, S: Store> Room<'a, S> {
 
     /// Backend events, in request order. A repeated `id` is not delivered again.
     pub fn publish(&mut self, deliveries: &[Delivery], now_ms: i64) -> Result<Vec<Published>, String> {
-        let published = deliveries.iter().map(|d| self.accept(&format!("p:{}", d.id), &d.id, &d.event, d.data.get(), now_ms)).collect();
+        let published = deliveries
+            .iter()
+            .map(|d| {
+                let event = StoredEvent {
+                    seq: 0,
+                    id: d.id.clone(),
+                    event: d.event.clone(),
+                    data: d.data.get().to_owned(),
+                    ts: now_ms,
+                    source: None,
+                };
+                self.accept(&format!("p:{}", d.id), event, now_ms)
+            })
+            .collect();
         self.housekeeping(now_ms)?;
         published
     }
@@ -408,15 +509,27 @@ impl<'a, S: Store> Room<'a, S> {
         Ok(())
     }
 
-    /// Stores an event under a dedupe key, or reports the earlier copy.
-    fn accept(&mut self, key: &str, id: &str, event: &str, data: &str, now_ms: i64) -> Result<Published, String> {
-        let seq = self.store.latest_seq()? + 1;
-        let stored = StoredEvent { seq, id: id.to_owned(), event: event.to_owned(), data: data.to_owned(), ts: now_ms };
-        if let Some(earlier) = self.store.append_unique(key, &stored)? {
-            return Ok(Published { seq: earlier, duplicate: true, frame: None });
+    /// Stores an event (its `seq` is the room's next) under a dedupe key, or reports the
+    /// earlier copy; a linked channel queues a copy for each of its inboxes in the same write.
+    fn accept(&mut self, key: &str, mut event: StoredEvent, now_ms: i64) -> Result<Published, String> {
+        event.seq = self.store.latest_seq()? + 1;
+        if let Some(earlier) = self.store.append_unique(key, &event)? {
+            return Ok(Published { seq: earlier, duplicate: true, frame: None, forwarded: false });
         }
-        self.memory.appended_bytes += stored.data.len() + stored.id.len() + stored.event.len();
-        Ok(Published { seq: stored.seq, duplicate: false, frame: Some(frame::event(&self.name(), &stored)) })
+        self.memory.appended_bytes += event.data.len() + event.id.len() + event.event.len();
+        let mut forwarded = false;
+        if self.policy.linkable {
+            let inboxes = self.store.links()?;
+            if !inboxes.is_empty() {
+                let dropped = self.store.forward_put(&inboxes, &event, now_ms)?;
+                if dropped > 0 {
+                    // Logged by the shell from the queue's bound; nothing else to do here.
+                    self.memory.forwards_dropped += dropped;
+                }
+                forwarded = true;
+            }
+        }
+        Ok(Published { seq: event.seq, duplicate: false, frame: Some(frame::event(&self.name(), &event)), forwarded })
     }
 
     /// A binary frame: the protocol has none, so it is unexpected (or too big).
@@ -457,7 +570,7 @@ impl<'a, S: Store> Room<'a, S> {
             Err(e) => self.strike(member, frame::error(e.code, e.message)),
             Ok(ClientFrame::Ping) => Vec::new(),
             Ok(ClientFrame::Refresh { token }) => self.refresh(member, &token, incoming),
-            Ok(ClientFrame::Send { id, text }) => self.send(member, &id, &text, now_ms)?,
+            Ok(ClientFrame::Send { id, text, channel }) => self.send(member, &id, &text, channel.as_deref(), now_ms)?,
         };
         effects.insert(0, Effect::Save);
         Ok(effects)
@@ -497,6 +610,10 @@ impl<'a, S: Store> Room<'a, S> {
                 member.exp = claims.exp;
                 member.iat = claims.iat;
                 member.can_publish = claims.publish.allows(self.channel);
+                if self.keep_answers(&member.conn, &answerable(&claims, self.channel)).is_err() {
+                    // The old grant must not outlive the token it came with: close instead.
+                    return vec![Effect::Close(close::INTERNAL, "internal error")];
+                }
                 let mut effects = vec![Effect::Reply(frame::refreshed(claims.exp))];
                 if self.memory.revocations.needs_record(&member.sub, incoming.now_ms) {
                     effects.push(Effect::RenewRecord);
@@ -507,35 +624,196 @@ impl<'a, S: Store> Room<'a, S> {
         }
     }
 
-    fn send(&mut self, member: &mut Member, id: &str, text: &str, now_ms: i64) -> Result<Vec<Effect>, String> {
+    fn send(&mut self, member: &mut Member, id: &str, text: &str, chat: Option<&str>, now_ms: i64) -> Result<Vec<Effect>, String> {
+        if self.policy.sends_to_named_chat {
+            return self.send_to_named_chat(member, id, text, chat);
+        }
         if !self.policy.clients_may_send {
             return Ok(self.strike(member, frame::error(ErrorCode::Forbidden, "this channel takes no client messages")));
         }
         if !member.can_publish {
             return Ok(vec![Effect::Reply(frame::error(ErrorCode::Forbidden, "your token does not grant posting here"))]);
         }
-        let chars = text.chars().count();
+        let author = Post {
+            sub: member.sub.clone(),
+            name: member.name.clone(),
+            role: member.role.clone(),
+            id: id.to_owned(),
+            text: text.to_owned(),
+        };
+        Ok(match self.post_checked(&author, now_ms)? {
+            Ok(Some(accepted)) => accepted.effects(),
+            Ok(None) => Vec::new(), // A repeated id: already delivered once.
+            Err((code, message)) => vec![Effect::Reply(frame::error(code, message))],
+        })
+    }
+
+    /// An inbox socket's `send`: names a chat its token may post to; the chat decides the rest
+    /// ([`Room::post`]). The inbox's own rate (per socket) was counted with the frame.
+    fn send_to_named_chat(&mut self, member: &mut Member, id: &str, text: &str, chat: Option<&str>) -> Result<Vec<Effect>, String> {
+        let Some(chat) = chat.and_then(|c| Channel::parse(c).ok()).filter(|c| c.kind() == Kind::Chat) else {
+            return Ok(self.strike(member, frame::error(ErrorCode::BadChannel, "send on an inbox names a chat: \"channel\": \"chat:KEY\"")));
+        };
+        let grants = Grants::from_entries(self.store.grants_of(&member.conn)?.iter().map(String::as_str));
+        if !grants.allows(&chat) {
+            return Ok(vec![Effect::Reply(frame::error(ErrorCode::Forbidden, "your token does not grant posting to that chat"))]);
+        }
+        let post = Post {
+            sub: member.sub.clone(),
+            name: member.name.clone(),
+            role: member.role.clone(),
+            id: id.to_owned(),
+            text: text.to_owned(),
+        };
+        Ok(vec![Effect::Relay(chat, post)])
+    }
+
+    /// On a chat: a message posted through an inbox, under the chat's own rules: its text,
+    /// its id's dedupe, and the user's rate here, counted with their own sockets' frames.
+    pub fn post(&mut self, post: &Post, now_ms: i64) -> Result<(Posted, Vec<Effect>), String> {
+        if !self.policy.clients_may_send {
+            return Ok((
+                Posted::Refused { code: ErrorCode::Forbidden, message: "this channel takes no client messages".into() },
+                Vec::new(),
+            ));
+        }
+        let count = self.count_for_user(&post.sub, now_ms);
+        if count >= 2 * self.limits.rate_count {
+            return Ok((Posted::TooFast, Vec::new()));
+        }
+        if count > self.limits.rate_count {
+            return Ok((Posted::Refused { code: ErrorCode::RateLimited, message: "too many messages, slow down".into() }, Vec::new()));
+        }
+        Ok(match self.post_checked(post, now_ms)? {
+            Ok(accepted) => (Posted::Accepted, accepted.map_or_else(Vec::new, Accepted::effects)),
+            Err((code, message)) => (Posted::Refused { code, message: message.into() }, Vec::new()),
+        })
+    }
+
+    /// A chat message whose author may post here: its text rules, then stored under the
+    /// author's id (a repeated id is `Ok(None)`).
+    fn post_checked(&mut self, post: &Post, now_ms: i64) -> Result<Result<Option<Accepted>, (ErrorCode, &'static str)>, String> {
+        let chars = post.text.chars().count();
         if chars == 0 {
-            return Ok(vec![Effect::Reply(frame::error(ErrorCode::Empty, "text must not be empty"))]);
+            return Ok(Err((ErrorCode::Empty, "text must not be empty")));
         }
         if chars > MAX_CHAT_TEXT_CHARS {
-            return Ok(vec![Effect::Reply(frame::error(ErrorCode::TooLong, "text is limited to 2000 characters"))]);
+            return Ok(Err((ErrorCode::TooLong, "text is limited to 2000 characters")));
         }
         let data = serde_json::json!({
-            "text": text,
-            "author": {"sub": member.sub, "name": member.name, "role": member.role},
-            "client_id": id,
+            "text": post.text,
+            "author": {"sub": post.sub, "name": post.name, "role": post.role},
+            "client_id": post.id,
         })
         .to_string();
         // The event id is stable for a (sub, client id) pair, so retries share it end to end.
-        let event_id = format!("{}/{}", member.sub, id);
-        let published = self.accept(&format!("c:{}\u{0}{}", member.sub, id), &event_id, "chat.message", &data, now_ms)?;
+        let event_id = format!("{}/{}", post.sub, post.id);
+        let event = StoredEvent { seq: 0, id: event_id, event: "chat.message".into(), data, ts: now_ms, source: None };
+        let published = self.accept(&format!("c:{}\u{0}{}", post.sub, post.id), event.clone(), now_ms)?;
         let Some(frame) = published.frame else {
-            return Ok(Vec::new()); // A repeated id: already delivered once.
+            return Ok(Ok(None));
         };
-        let stored = StoredEvent { seq: published.seq, id: event_id, event: "chat.message".into(), data, ts: now_ms };
         self.housekeeping(now_ms)?;
-        Ok(vec![Effect::Broadcast(frame), Effect::ChatAccepted(stored)])
+        Ok(Ok(Some(Accepted { frame, stored: StoredEvent { seq: published.seq, ..event }, forwarded: published.forwarded })))
+    }
+
+    /// On an inbox: the chat's answer to a post relayed for `member` (`None`: the chat could
+    /// not be reached).
+    pub fn relayed(&self, posted: Option<Posted>) -> Vec<Effect> {
+        match posted {
+            Some(Posted::Accepted) => Vec::new(),
+            Some(Posted::Refused { code, message }) => vec![Effect::Reply(frame::error(code, &message))],
+            Some(Posted::TooFast) => vec![Effect::Close(close::RATE_LIMITED, "rate limited")],
+            None => vec![Effect::Reply(frame::error(
+                ErrorCode::Unavailable,
+                "the chat could not be reached; sending the same id again is safe",
+            ))],
+        }
+    }
+
+    /// On an inbox: keeps the chats a socket may answer (at connect and refresh); a socket
+    /// that may answer none keeps nothing.
+    pub fn keep_answers(&mut self, conn: &str, entries: &[String]) -> Result<(), String> {
+        if !self.policy.sends_to_named_chat {
+            return Ok(());
+        }
+        if entries.is_empty() {
+            return self.store.grants_drop(conn);
+        }
+        self.store.grants_put(conn, entries)
+    }
+
+    /// On an inbox: a socket left; what it could answer goes with it.
+    pub fn forget_answers(&mut self, conn: &str) -> Result<(), String> {
+        if self.policy.sends_to_named_chat {
+            self.store.grants_drop(conn)?;
+        }
+        Ok(())
+    }
+
+    /// `/links` on the source channel: applies its orders in request order (the link rule:
+    /// [`links::apply`]) and stores the result once.
+    pub fn link(&mut self, orders: &[LinkOrder]) -> Result<Vec<LinkResult>, String> {
+        if !self.policy.linkable {
+            return Err("an inbox is never linked".into());
+        }
+        let mut held = self.store.links()?;
+        let before = held.clone();
+        let results = orders.iter().map(|o| links::apply(&mut held, &o.inbox, o.remove)).collect();
+        if held != before {
+            self.store.set_links(&held)?;
+        }
+        Ok(results)
+    }
+
+    /// On an inbox: copies forwarded by `source`, in its `seq` order. Each is stored once
+    /// under its source's key (a copy sent twice is a duplicate) with the inbox's own `seq`
+    /// and the source's id, name, data and time; returns the frames for the inbox's sockets.
+    pub fn accept_copies(&mut self, source: &Channel, copies: &[StoredEvent], now_ms: i64) -> Result<Vec<String>, String> {
+        let mut frames = Vec::new();
+        for copy in copies {
+            let origin = frame::Source { channel: source.to_string(), seq: copy.seq };
+            let event = StoredEvent { source: Some(origin), ..copy.clone() };
+            if let Some(frame) = self.accept(&links::copy_key(source, copy.seq), event, now_ms)?.frame {
+                frames.push(frame);
+            }
+        }
+        self.housekeeping(now_ms)?;
+        Ok(frames)
+    }
+
+    /// The forwarding calls to make now: one per inbox with copies due and no call under way,
+    /// carrying its oldest copies.
+    pub fn forwards_due(&mut self, now_ms: i64) -> Result<Vec<Batch>, String> {
+        if !self.policy.linkable {
+            return Ok(Vec::new());
+        }
+        let mut due = Vec::new();
+        for pending in self.store.forward_pending()? {
+            if pending.next_at > now_ms || !self.memory.forwarding.may_send(&pending.inbox, now_ms) {
+                continue;
+            }
+            let (mut events, queued_at) = self.store.forward_batch(&pending.inbox)?;
+            links::fit(&mut events);
+            if events.is_empty() {
+                continue;
+            }
+            self.memory.forwarding.start(&pending.inbox, now_ms);
+            due.push(Batch { inbox: pending.inbox, events, attempts: pending.attempts, queued_at });
+        }
+        Ok(due)
+    }
+
+    /// Records how a forwarding call went ([`retry::settle`]): delivered copies (or copies
+    /// given up after a day) leave the queue; otherwise the inbox's copies wait for the retry.
+    pub fn forward_attempted(&mut self, batch: &Batch, delivered: bool, now_ms: i64) -> Result<Settled, String> {
+        self.memory.forwarding.finish(&batch.inbox);
+        let settled = retry::settle(batch.attempts, batch.queued_at, delivered, now_ms);
+        match settled {
+            Settled::Delivered | Settled::GaveUp => self.store.forward_drop(&batch.inbox, batch.upto())?,
+            Settled::RetryAt(at) => self.store.forward_retry(&batch.inbox, batch.attempts + 1, at)?,
+        }
+        Ok(settled)
     }
 
     /// A socket left (closed, errored or dropped). `remaining` excludes it.
@@ -624,10 +902,10 @@ impl<'a, S: Store> Room<'a, S> {
     }
 
     /// What the room does when its deadline comes, besides closing expired sockets (which
-    /// needs no storage: [`is_expired`]): prunes history, and returns the webhook calls due.
-    pub fn handle_timeout(&mut self, now_ms: i64) -> Result<Vec<Queued>, String> {
+    /// needs no storage: [`is_expired`]): prunes history, and returns the calls due.
+    pub fn handle_timeout(&mut self, now_ms: i64) -> Result<Due, String> {
         self.prune(now_ms)?;
-        self.webhooks_due(now_ms)
+        Ok(Due { webhooks: self.webhooks_due(now_ms)?, forwards: self.forwards_due(now_ms)? })
     }
 
     /// The room's one deadline, for the shell's one alarm: see [`poll_timeout`].
@@ -635,7 +913,9 @@ impl<'a, S: Store> Room<'a, S> {
         // Only client messages queue webhook calls: other kinds never hold an outbox, and
         // asking the store whether one exists costs a schema query per instance.
         let webhook_due = if self.policy.clients_may_send { self.store.outbox_next_due()? } else { None };
-        Ok(poll_timeout(members, webhook_due))
+        // A channel never linked answers from what its store read anyway: no query.
+        let forward_due = if self.policy.linkable { self.memory.forwarding.next_due(&self.store.forward_pending()?) } else { None };
+        Ok(poll_timeout(members, [webhook_due, forward_due].into_iter().flatten().min()))
     }
 }
 
@@ -652,11 +932,11 @@ pub fn is_expired(member: &Member, now: i64) -> bool {
 }
 
 /// The one instant the room next needs to run (ms): the first token expiry or the next
-/// webhook attempt. `None`: nothing to time, so the room holds no alarm and an idle room
+/// call due (webhook or forward). `None`: nothing to time, so the room holds no alarm and an idle room
 /// costs nothing (history is pruned when the room is next written, not by a timer).
-pub fn poll_timeout<'m>(members: impl Iterator<Item = &'m Member>, webhook_due: Option<i64>) -> Option<i64> {
+pub fn poll_timeout<'m>(members: impl Iterator<Item = &'m Member>, call_due: Option<i64>) -> Option<i64> {
     let expiry = members.map(|m| m.exp.saturating_mul(1000)).min();
-    [expiry, webhook_due].into_iter().flatten().min()
+    [expiry, call_due].into_iter().flatten().min()
 }
 
 /// The users of a room for a `welcome`: one entry per distinct `sub`, sorted by `sub`.
@@ -787,7 +1067,7 @@ mod tests {
         fresh_room!(ch = "orders:v1", room);
         room.publish(&[delivery("a"), delivery("b")], T0).unwrap();
         let again = room.publish(&[delivery("a"), delivery("c")], T0 + 1).unwrap();
-        assert_eq!(again[0], Published { seq: 1, duplicate: true, frame: None });
+        assert_eq!(again[0], Published { seq: 1, duplicate: true, frame: None, forwarded: false });
         assert_eq!((again[1].seq, again[1].duplicate), (3, false));
     }
 
@@ -905,10 +1185,11 @@ mod tests {
     #[test]
     fn webhook_calls_go_through_the_store_and_the_room_times_their_retries() {
         fresh_room!(ch = "chat:r", room);
-        let event = StoredEvent { seq: 1, id: "u1/m1".into(), event: "chat.message".into(), data: r#"{"text":"hi"}"#.into(), ts: T0 };
+        let event =
+            StoredEvent { seq: 1, id: "u1/m1".into(), event: "chat.message".into(), data: r#"{"text":"hi"}"#.into(), ts: T0, source: None };
         room.queue_webhook(&event, T0).unwrap();
         room.queue_webhook(&event, T0).unwrap();
-        let due = room.handle_timeout(T0).unwrap();
+        let due = room.handle_timeout(T0).unwrap().webhooks;
         assert_eq!(due.len(), 1, "queued once per id");
         assert_eq!(json(&due[0].body)["channel"], "chat:r");
         assert_eq!(room.poll_timeout([].iter()).unwrap(), Some(T0));
@@ -1281,6 +1562,17 @@ mod tests {
         assert!(outcomes[..20].iter().all(|c| c == "ok"), "{outcomes:?}");
         assert!(outcomes[20..39].iter().all(|c| c == "rate_limited"), "{outcomes:?}");
         assert_eq!(outcomes[39], "4429", "the socket that reaches twice the limit");
+        // Closing every socket and reconnecting does not reset the user's window.
+        for tab in &tabs {
+            room.memory.forget_user(&tab.sub);
+        }
+        let mut again = member("c9", "u", &ch);
+        let effects =
+            room.on_text(&mut again, r#"{"type":"send","id":"y","text":"x"}"#, &Incoming { now_ms: T0 + 41, verify: &no_refresh });
+        assert!(matches!(effects.unwrap()[..], [Effect::Close(4429, _)]), "a reconnect keeps the user's count");
+        let effects =
+            room.on_text(&mut again, r#"{"type":"send","id":"w","text":"x"}"#, &Incoming { now_ms: T0 + 10_001, verify: &no_refresh });
+        assert!(effects.unwrap().iter().any(|e| matches!(e, Effect::Broadcast(_))), "the window ends with its period");
         // Another user is unaffected.
         let mut other = member("d", "v", &ch);
         let effects = room.on_text(&mut other, r#"{"type":"send","id":"z","text":"x"}"#, &Incoming { now_ms: T0, verify: &no_refresh });
@@ -1377,5 +1669,238 @@ mod tests {
         (m.exp, m.iat, m.window_start, m.revoked_before) = (i64::MAX, Some(i64::MAX), i64::MAX, Some(i64::MAX));
         (m.window_count, m.strikes) = (u32::MAX, u32::MAX);
         assert!(serde_json::to_string(&m).unwrap().len() + 32 <= 2048);
+    }
+
+    fn link(room: &mut Room<MemStore>, inbox: &str, remove: bool) -> LinkResult {
+        let order = LinkOrder { channel: room.channel.clone(), inbox: Channel::parse(inbox).unwrap(), remove };
+        room.link(&[order]).unwrap().remove(0)
+    }
+
+    #[test]
+    fn a_linked_channel_queues_one_copy_per_inbox_of_what_it_accepts_after_the_link() {
+        fresh_room!(ch = "chat:o-1", room);
+        publish_n(&mut room, 1, T0);
+        assert!(room.forwards_due(T0).unwrap().is_empty(), "nothing linked: nothing queued");
+        assert_eq!(link(&mut room, "inbox:v1", false), LinkResult { linked: true, error: None });
+        assert_eq!(link(&mut room, "inbox:v2", false).linked, true);
+        let out = room.publish(&[delivery("a"), delivery("a")], T0).unwrap();
+        assert!(out[0].forwarded && !out[1].forwarded, "a duplicate is not copied again");
+        let mut m = member("c", "u", &ch);
+        let effects =
+            room.on_text(&mut m, r#"{"type":"send","id":"m1","text":"hi"}"#, &Incoming { now_ms: T0, verify: &no_refresh }).unwrap();
+        assert!(effects.contains(&Effect::Forward), "a chat message from a socket is copied too");
+        let due = room.forwards_due(T0).unwrap();
+        assert_eq!(due.len(), 2, "one call per inbox");
+        for batch in &due {
+            assert_eq!(batch.events.iter().map(|e| e.seq).collect::<Vec<_>>(), [2, 3], "after the link only, in seq order");
+        }
+        assert_eq!(due[0].events[1].event, "chat.message");
+        // Removed: later events are not copied; what was queued while it held still goes.
+        link(&mut room, "inbox:v2", true);
+        publish_n(&mut room, 1, T0 + 1);
+        for batch in &due {
+            room.forward_attempted(batch, true, T0 + 2).unwrap();
+        }
+        let due = room.forwards_due(T0 + 2).unwrap();
+        assert_eq!(due.iter().map(|b| (b.inbox.to_string(), b.upto())).collect::<Vec<_>>(), [("inbox:v1".to_owned(), 4)]);
+    }
+
+    #[test]
+    fn one_forwarding_call_per_inbox_at_a_time_retried_by_the_shared_rule_until_it_lands() {
+        fresh_room!(ch = "orders:v1", room);
+        link(&mut room, "inbox:v1", false);
+        publish_n(&mut room, 2, T0);
+        assert_eq!(room.poll_timeout([].iter()).unwrap(), Some(T0), "copies are due at once");
+        let first = room.forwards_due(T0).unwrap();
+        assert_eq!(first[0].events.len(), 2);
+        publish_n(&mut room, 1, T0 + 1);
+        assert!(room.forwards_due(T0 + 1).unwrap().is_empty(), "a second call could overtake the first");
+        // The call fails: the inbox's copies (the new one too) wait for the backoff.
+        assert_eq!(room.forward_attempted(&first[0], false, T0 + 5).unwrap(), Settled::RetryAt(T0 + 1_005));
+        assert!(room.forwards_due(T0 + 1_004).unwrap().is_empty());
+        assert_eq!(room.poll_timeout([].iter()).unwrap(), Some(T0 + 1_005));
+        publish_n(&mut room, 1, T0 + 6);
+        assert_eq!(room.poll_timeout([].iter()).unwrap(), Some(T0 + 1_005), "a new copy waits with the others");
+        let again = room.forwards_due(T0 + 1_005).unwrap();
+        assert_eq!(again[0].events.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3, 4], "the same copies again, oldest first");
+        assert_eq!(again[0].attempts, 1);
+        assert_eq!(room.forward_attempted(&again[0], true, T0 + 1_010).unwrap(), Settled::Delivered);
+        assert_eq!(room.poll_timeout([].iter()).unwrap(), None, "nothing left: no alarm");
+        assert!(room.store.forwards.is_empty());
+    }
+
+    #[test]
+    fn a_forwarding_call_lost_with_no_answer_is_sent_again_after_its_deadline() {
+        fresh_room!(ch = "orders:v1", room);
+        link(&mut room, "inbox:v1", false);
+        publish_n(&mut room, 1, T0);
+        assert_eq!(room.forwards_due(T0).unwrap().len(), 1);
+        assert_eq!(room.poll_timeout([].iter()).unwrap(), Some(T0 + links::FORWARD_CALL_MS));
+        assert_eq!(room.forwards_due(T0 + links::FORWARD_CALL_MS).unwrap().len(), 1, "the inbox dedupes a second copy");
+        // An evicted instance forgets its calls: a fresh memory sends at once.
+        room.memory.forwarding = InFlight::default();
+        assert_eq!(room.forwards_due(T0 + links::FORWARD_CALL_MS + 1).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn copies_past_the_queues_bound_drop_the_oldest_and_say_how_many() {
+        fresh_room!(ch = "orders:v1", room);
+        link(&mut room, "inbox:v1", false);
+        let ds: Vec<Delivery> = (0..100).map(|i| delivery(&format!("d{i}"))).collect();
+        for round in 0..(links::FORWARD_QUEUE_MAX / 100) {
+            room.publish(&ds.iter().map(|d| Delivery { id: format!("{}-{round}", d.id), ..d.clone() }).collect::<Vec<_>>(), T0).unwrap();
+        }
+        assert_eq!(room.memory.take_forwards_dropped(), 0);
+        publish_n(&mut room, 3, T0);
+        assert_eq!(room.memory.take_forwards_dropped(), 3);
+        assert_eq!(room.store.forwards.len() as u64, links::FORWARD_QUEUE_MAX);
+        assert_eq!(room.forwards_due(T0).unwrap()[0].events[0].seq, 4, "the oldest went");
+    }
+
+    #[test]
+    fn an_inbox_stores_each_copy_once_with_its_own_seq_and_its_source() {
+        fresh_room!(ch = "inbox:v1", room);
+        let source = Channel::parse("chat:o-1").unwrap();
+        let copy = |seq: u64, id: &str| StoredEvent {
+            seq,
+            id: id.into(),
+            event: "chat.message".into(),
+            data: "{}".into(),
+            ts: T0 - 5,
+            source: None,
+        };
+        let frames = room.accept_copies(&source, &[copy(7, "a"), copy(8, "b")], T0).unwrap();
+        let first = json(&frames[0]);
+        assert_eq!(
+            first,
+            serde_json::json!({"type": "event", "channel": "inbox:v1", "seq": 1, "id": "a", "event": "chat.message", "data": {}, "ts": T0 - 5,
+                               "source": {"channel": "chat:o-1", "seq": 7}})
+        );
+        // Sent twice (a retry after a lost answer): stored once.
+        let again = room.accept_copies(&source, &[copy(7, "a"), copy(8, "b"), copy(9, "c")], T0).unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(json(&again[0])["seq"], 3);
+        // Another source with the same seq and id is another event.
+        let other = Channel::parse("orders:v1").unwrap();
+        assert_eq!(room.accept_copies(&other, &[copy(7, "a")], T0).unwrap().len(), 1);
+        let history = room.history(0, 100).unwrap();
+        assert_eq!(history.events.iter().map(|e| e.source.as_ref().unwrap().seq).collect::<Vec<_>>(), [7, 8, 9, 7]);
+        // A socket joining without since gets the last 50, with their source.
+        let join = room.join(&member("c", "u", &ch), None, b(), &[], T0).unwrap();
+        assert_eq!(seqs(&join.frames), [1, 2, 3, 4]);
+        assert_eq!(json(&join.frames[4])["source"]["channel"], "orders:v1");
+    }
+
+    #[test]
+    fn an_inbox_is_never_linked_and_never_forwards() {
+        fresh_room!(ch = "inbox:v1", room);
+        let order = LinkOrder { channel: ch.clone(), inbox: Channel::parse("inbox:v2").unwrap(), remove: false };
+        assert!(room.link(&[order]).is_err());
+        assert!(room.forwards_due(T0).unwrap().is_empty());
+    }
+
+    fn inbox_member(room: &mut Room<MemStore>, conn: &str, publish: &[&str]) -> Member {
+        let claims = claims("staff", &["inbox:v1"], publish);
+        let verified = Verified::new(&claims, room.channel);
+        room.keep_answers(conn, &verified.answers).unwrap();
+        Member::admit(conn.into(), verified)
+    }
+
+    #[test]
+    fn an_inbox_send_names_a_chat_the_token_may_post_to() {
+        fresh_room!(ch = "inbox:v1", room);
+        let mut staff = inbox_member(&mut room, "c1", &["chat:o-1", "orders:v1"]);
+        let incoming = Incoming { now_ms: T0, verify: &no_refresh };
+        let send = |channel: &str| format!(r#"{{"type":"send","channel":{channel},"id":"r1","text":"on its way"}}"#);
+        let effects = room.on_text(&mut staff, &send(r#""chat:o-1""#), &incoming).unwrap();
+        let post = Post {
+            sub: "staff".into(),
+            name: Some("staff-name".into()),
+            role: Some("customer".into()),
+            id: "r1".into(),
+            text: "on its way".into(),
+        };
+        assert!(effects.contains(&Effect::Relay(Channel::parse("chat:o-1").unwrap(), post)), "{effects:?}");
+        assert_eq!(reply_code(&room.on_text(&mut staff, &send(r#""chat:o-2""#), &incoming).unwrap()).as_deref(), Some("forbidden"));
+        for bad in [r#""orders:v1""#, r#""chat:o 1""#, r#""inbox:v1""#, "7", "null"] {
+            assert_eq!(reply_code(&room.on_text(&mut staff, &send(bad), &incoming).unwrap()).as_deref(), Some("bad_channel"), "{bad}");
+        }
+        let unnamed = r#"{"type":"send","id":"r1","text":"x"}"#;
+        assert_eq!(reply_code(&room.on_text(&mut staff, unnamed, &incoming).unwrap()).as_deref(), Some("bad_channel"));
+        assert_eq!(room.store.latest, 0, "the inbox stores nothing of a send");
+        // A token without a publish grant for chats keeps nothing, and may answer nowhere.
+        let mut reader = inbox_member(&mut room, "c2", &[]);
+        assert!(room.store.grants_of("c2").unwrap().is_empty());
+        assert_eq!(reply_code(&room.on_text(&mut reader, &send(r#""chat:o-1""#), &incoming).unwrap()).as_deref(), Some("forbidden"));
+        // A wildcard grant answers every chat; leaving forgets it.
+        let mut admin = inbox_member(&mut room, "c3", &["chat:*"]);
+        assert!(room.on_text(&mut admin, &send(r#""chat:any""#), &incoming).unwrap().iter().any(|e| matches!(e, Effect::Relay(..))));
+        room.forget_answers("c3").unwrap();
+        assert_eq!(reply_code(&room.on_text(&mut admin, &send(r#""chat:any""#), &incoming).unwrap()).as_deref(), Some("forbidden"));
+    }
+
+    #[test]
+    fn a_refresh_on_an_inbox_replaces_what_the_socket_may_answer() {
+        fresh_room!(ch = "inbox:v1", room);
+        let mut staff = inbox_member(&mut room, "c1", &["chat:o-1"]);
+        let renewed = |_: &str| Ok(claims("staff", &["inbox:v1"], &["chat:o-2"]));
+        let effects = room.on_text(&mut staff, r#"{"type":"refresh","token":"t"}"#, &Incoming { now_ms: T0, verify: &renewed }).unwrap();
+        assert!(effects.iter().any(|e| matches!(e, Effect::Reply(r) if r.contains("refreshed"))));
+        assert_eq!(room.store.grants_of("c1").unwrap(), ["chat:o-2"]);
+    }
+
+    #[test]
+    fn a_post_through_an_inbox_follows_the_chats_rules_and_its_users_rate() {
+        fresh_room!(ch = "chat:o-1", room);
+        link(&mut room, "inbox:v1", false);
+        let post = |id: &str, text: &str| Post {
+            sub: "staff".into(),
+            name: Some("Sam".into()),
+            role: Some("staff".into()),
+            id: id.into(),
+            text: text.into(),
+        };
+        let (posted, effects) = room.post(&post("r1", "on its way"), T0).unwrap();
+        assert_eq!(posted, Posted::Accepted);
+        let Some(Effect::Broadcast(frame)) = effects.first() else { panic!("{effects:?}") };
+        assert_eq!(json(frame)["data"]["author"], serde_json::json!({"sub": "staff", "name": "Sam", "role": "staff"}));
+        assert_eq!(json(frame)["id"], "staff/r1");
+        assert!(effects.iter().any(|e| matches!(e, Effect::ChatAccepted(_))) && effects.contains(&Effect::Forward));
+        let (posted, effects) = room.post(&post("r1", "on its way"), T0).unwrap();
+        assert_eq!((posted, effects), (Posted::Accepted, Vec::new()), "a repeated id is delivered once");
+        for (text, code) in [("", ErrorCode::Empty), (&*"x".repeat(2001), ErrorCode::TooLong)] {
+            assert!(matches!(room.post(&post("r2", text), T0).unwrap().0, Posted::Refused { code: c, .. } if c == code));
+        }
+        // The user's rate counts their own sockets' frames and their posts alike.
+        let mut own = member("c", "staff", &ch);
+        for i in 0..10 {
+            room.on_text(&mut own, &format!(r#"{{"type":"send","id":"s{i}","text":"x"}}"#), &Incoming { now_ms: T0, verify: &no_refresh })
+                .unwrap();
+        }
+        let outcomes: Vec<Posted> = (0..30).map(|i| room.post(&post(&format!("p{i}"), "x"), T0 + 1).unwrap().0).collect();
+        assert_eq!(outcomes.iter().filter(|p| **p == Posted::Accepted).count(), 6, "20 a window: 4 + 10 spent already");
+        assert!(matches!(outcomes[6], Posted::Refused { code: ErrorCode::RateLimited, .. }));
+        assert_eq!(outcomes[25], Posted::TooFast, "at twice the limit the inbox socket is closed");
+    }
+
+    #[test]
+    fn the_chats_answer_reaches_the_inbox_socket() {
+        fresh_room!(ch = "inbox:v1", room);
+        room.keep_answers("c", &["chat:o-1".into()]).unwrap();
+        assert!(room.relayed(Some(Posted::Accepted)).is_empty(), "the message comes back as an event, through the link");
+        let refused = room.relayed(Some(Posted::Refused { code: ErrorCode::TooLong, message: "long".into() }));
+        assert_eq!(reply_code(&refused).as_deref(), Some("too_long"));
+        assert_eq!(room.relayed(Some(Posted::TooFast)), vec![Effect::Close(close::RATE_LIMITED, "rate limited")]);
+        assert_eq!(reply_code(&room.relayed(None)).as_deref(), Some("unavailable"));
+        let _ = ch;
+    }
+
+    #[test]
+    fn a_post_to_a_channel_that_takes_no_messages_is_refused() {
+        fresh_room!(ch = "orders:v1", room);
+        let post = Post { sub: "s".into(), name: None, role: None, id: "1".into(), text: "x".into() };
+        assert!(matches!(room.post(&post, T0).unwrap().0, Posted::Refused { code: ErrorCode::Forbidden, .. }));
+        assert_eq!(room.store.latest, 0);
+        let _ = ch;
     }
 }

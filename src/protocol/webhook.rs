@@ -8,16 +8,13 @@ use serde_json::{json, Value};
 
 use super::frame::StoredEvent;
 
-/// First retry after 1 s, doubling up to 5 minutes.
-const FIRST_RETRY_MS: i64 = 1_000;
-const MAX_RETRY_MS: i64 = 5 * 60 * 1_000;
 /// Calls sent in parallel per alarm; a full batch sets the next alarm at once.
 pub const BATCH: u64 = 25;
 /// Messages the outbox holds at most; beyond it the oldest are dropped (and logged): a
 /// backend that is down for long cannot make a room's storage grow without end.
 pub const OUTBOX_MAX: u64 = 10_000;
-/// A message the backend has refused for a whole day is dropped (and logged).
-pub const GIVE_UP_AFTER_MS: i64 = 24 * 60 * 60 * 1_000;
+
+pub use super::retry::Settled;
 
 /// A queued webhook call, as the outbox returns it.
 #[derive(Clone, Debug, PartialEq)]
@@ -43,26 +40,10 @@ pub trait Outbox {
     fn outbox_next_due(&self) -> Result<Option<i64>, String>;
 }
 
-/// What becomes of a queued call after an attempt.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Settled {
-    Delivered,
-    /// Refused or unreachable for [`GIVE_UP_AFTER_MS`]: dropped.
-    GaveUp,
-    /// Tried again at this time (ms).
-    RetryAt(i64),
-}
-
-/// The retry rule: a 2xx answer delivers; anything else retries with backoff, until the
-/// call is a day old.
+/// The retry rule ([`super::retry::settle`]): a 2xx answer delivers; anything else retries
+/// with backoff, until the call is a day old.
 pub fn settle(queued: &Queued, delivered: bool, now: i64) -> Settled {
-    if delivered {
-        Settled::Delivered
-    } else if now - queued.created > GIVE_UP_AFTER_MS {
-        Settled::GaveUp
-    } else {
-        Settled::RetryAt(now + backoff_ms(queued.attempts + 1))
-    }
+    super::retry::settle(queued.attempts, queued.created, delivered, now)
 }
 
 /// The JSON body for one chat message: channel, seq, id, author and text (plus its time and
@@ -82,12 +63,6 @@ pub fn body(channel: &str, event: &StoredEvent) -> String {
     .to_string()
 }
 
-/// Delay before attempt `attempts + 1`, after `attempts` failures.
-pub fn backoff_ms(attempts: u32) -> i64 {
-    let exp = attempts.saturating_sub(1).min(20);
-    (FIRST_RETRY_MS << exp).min(MAX_RETRY_MS)
-}
-
 /// The path of an absolute URL (what the signature covers), `/` when it has none.
 pub fn path_of(url: &str) -> &str {
     let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
@@ -100,15 +75,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_attempt_delivers_retries_with_backoff_or_gives_up_after_a_day() {
-        let q = Queued { id: "m".into(), body: "{}".into(), attempts: 0, created: 0 };
+    fn a_webhook_call_settles_by_the_shared_retry_rule() {
+        let q = Queued { id: "m".into(), body: "{}".into(), attempts: 3, created: 0 };
         assert_eq!(settle(&q, true, 5), Settled::Delivered);
-        assert_eq!(settle(&q, false, 5), Settled::RetryAt(5 + 1_000));
-        let q3 = Queued { attempts: 3, ..q.clone() };
-        assert_eq!(settle(&q3, false, 5), Settled::RetryAt(5 + 8_000));
-        assert_eq!(settle(&q, false, GIVE_UP_AFTER_MS), Settled::RetryAt(GIVE_UP_AFTER_MS + 1_000));
-        assert_eq!(settle(&q, false, GIVE_UP_AFTER_MS + 1), Settled::GaveUp);
-        assert_eq!(settle(&q, true, GIVE_UP_AFTER_MS + 1), Settled::Delivered, "a late success still counts");
+        assert_eq!(settle(&q, false, 5), Settled::RetryAt(5 + 8_000));
     }
 
     #[test]
@@ -119,6 +89,7 @@ mod tests {
             event: "chat.message".into(),
             data: r#"{"text":"hi","author":{"sub":"u1","name":"Ann","role":null},"client_id":"m1"}"#.into(),
             ts: 5,
+            source: None,
         };
         let v: Value = serde_json::from_str(&body("chat:r", &e)).unwrap();
         assert_eq!(
@@ -126,12 +97,6 @@ mod tests {
             json!({"id": "u1/m1", "channel": "chat:r", "seq": 7, "event": "chat.message", "ts": 5,
                              "author": {"sub": "u1", "name": "Ann", "role": null}, "text": "hi", "client_id": "m1"})
         );
-    }
-
-    #[test]
-    fn retries_back_off_exponentially_to_a_cap() {
-        assert_eq!((1..=5).map(backoff_ms).collect::<Vec<_>>(), [1_000, 2_000, 4_000, 8_000, 16_000]);
-        assert_eq!(backoff_ms(30), MAX_RETRY_MS);
     }
 
     #[test]

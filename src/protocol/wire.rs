@@ -2,7 +2,7 @@
 //! keep-alive frames, the close codes, and the codes of `error` frames. A word the protocol
 //! fixes is written here once; everything else names it.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The subprotocol the server selects; a client must offer it.
 pub const SUBPROTOCOL: &str = "foyer.v1";
@@ -26,7 +26,7 @@ pub mod close {
 }
 
 /// The `code` of an `error` frame: a short machine word a client can switch on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// Not a JSON object with a string `type`.
@@ -44,6 +44,10 @@ pub enum ErrorCode {
     TooLong,
     /// Over the message rate (per connection or per user).
     RateLimited,
+    /// An inbox `send` that names no well-formed chat channel.
+    BadChannel,
+    /// The chat a `send` was relayed to could not be reached; retrying the same `id` is safe.
+    Unavailable,
 }
 
 #[cfg(test)]
@@ -61,13 +65,26 @@ mod tests {
             ErrorCode::Empty,
             ErrorCode::TooLong,
             ErrorCode::RateLimited,
+            ErrorCode::BadChannel,
+            ErrorCode::Unavailable,
         ]
         .iter()
         .map(|c| serde_json::to_value(c).unwrap().as_str().unwrap().to_owned())
         .collect();
         assert_eq!(
             words,
-            ["bad_frame", "bad_field", "unknown_type", "binary_unsupported", "forbidden", "empty", "too_long", "rate_limited"]
+            [
+                "bad_frame",
+                "bad_field",
+                "unknown_type",
+                "binary_unsupported",
+                "forbidden",
+                "empty",
+                "too_long",
+                "rate_limited",
+                "bad_channel",
+                "unavailable"
+            ]
         );
     }
 }
