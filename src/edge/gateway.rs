@@ -9,10 +9,11 @@ use serde::Serialize;
 use worker::{event, web_sys, Context, Env, Request, Response, Result};
 
 use super::js;
-use super::messages::{PublishReply, PublishRequest, ReadQuery, RevokeOrder, RevokeReply, Ticket, TICKET_HEADER};
+use super::messages::{LinkReply, LinkRequest, PublishReply, PublishRequest, ReadQuery, RevokeOrder, RevokeReply, Ticket, TICKET_HEADER};
 use super::meter;
 use super::runtime::{self, config, json_error, BUILD_ID};
 use crate::protocol::handshake::{self, AuthFailures, ConnectRequest, Guard, Verdict};
+use crate::protocol::links;
 use crate::protocol::publish::{self, BodyError, MAX_BODY_BYTES};
 use crate::protocol::reading::{self, Read};
 use crate::protocol::room::Verified;
@@ -39,6 +40,7 @@ async fn route(req: web_sys::Request, env: &Env, origin: &str, path: &str, query
         "/healthz" => Ok(Response::from_json(&serde_json::json!({"ok": true, "build": BUILD_ID}))?.into()),
         "/publish" => Ok(publish(&req, env).await?.into()),
         "/revoke" => Ok(revoke(&req, env).await?.into()),
+        "/links" => Ok(link(&req, env).await?.into()),
         p if p.starts_with("/channels/") => Ok(read_channel(&req, p, query, env).await?.into()),
         p if p == "/ws" || p.starts_with("/ws/") => connect(&req, origin, p, &handshake::query_pairs(query), env).await,
         // Everything else is a static asset (the platform serves those before the Worker runs).
@@ -151,6 +153,45 @@ async fn publish(req: &web_sys::Request, env: &Env) -> Result<Response> {
 #[derive(Serialize)]
 struct PublishResults<'a> {
     results: Vec<PublishResult<'a>>,
+}
+
+/// `POST /links`: signed like `/publish`, with the same checks in the same order; the body is
+/// validated whole, then each source channel's object applies its orders (one call per
+/// channel, in parallel) and keeps its links.
+async fn link(req: &web_sys::Request, env: &Env) -> Result<Response> {
+    let body = match signed_body(req, env, "/links").await? {
+        Ok((body, _)) => body,
+        Err(refusal) => return Ok(refusal),
+    };
+    let orders = match links::parse_body(&body) {
+        Ok(orders) => orders,
+        Err(BodyError::Invalid(message) | BodyError::DataTooLarge(message)) => return json_error(400, "bad_request", &message),
+    };
+    let groups = links::group_by_channel(&orders);
+    let calls = groups.iter().map(|(channel, orders)| async move {
+        let request = LinkRequest { channel: channel.clone(), orders: orders.iter().map(|(_, o)| o.clone()).collect() };
+        js::call::<_, LinkReply>(env, runtime::room(channel), "/links", &request).await
+    });
+    let mut results = vec![serde_json::Value::Null; orders.len()];
+    for ((_, orders), reply) in groups.iter().zip(join_all(calls).await) {
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(e) => {
+                worker::console_error!("linking a channel failed: {e}");
+                return json_error(500, "internal", "a channel could not be reached; retrying the same request is safe");
+            }
+        };
+        for ((slot, order), result) in orders.iter().zip(reply.results) {
+            if let Some(entry) = results.get_mut(*slot) {
+                let mut v = serde_json::json!({"channel": order.channel, "inbox": order.inbox, "linked": result.linked});
+                if let Some(error) = result.error {
+                    v["error"] = error.into();
+                }
+                *entry = v;
+            }
+        }
+    }
+    Response::from_json(&serde_json::json!({ "results": results }))
 }
 
 /// `POST /revoke`: signed like `/publish`. The user's directory shard records the

@@ -4,9 +4,13 @@
 
 use serde::{Deserialize, Serialize};
 
+use serde_json::value::RawValue;
+
 use crate::protocol::channel::Channel;
+use crate::protocol::frame::StoredEvent;
+use crate::protocol::links::{LinkOrder, LinkResult};
 use crate::protocol::publish::Delivery;
-use crate::protocol::room::Verified;
+use crate::protocol::room::{Post, Verified};
 
 /// Internal header carrying the Worker's verified [`Ticket`].
 pub const TICKET_HEADER: &str = "X-Foyer-Ticket";
@@ -106,4 +110,59 @@ pub struct JoinedAnswer {
 pub struct LeaseGrant {
     pub ms: i64,
     pub revoked: Vec<(String, i64)>,
+}
+
+/// `/links` to one source channel: its share of a request's orders, in request order.
+#[derive(Serialize, Deserialize)]
+pub struct LinkRequest {
+    pub channel: Channel,
+    pub orders: Vec<LinkOrder>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct LinkReply {
+    pub results: Vec<LinkResult>,
+}
+
+/// `/forward` from a source channel to one of its inboxes: its oldest pending copies, with
+/// the source's `seq` of each.
+#[derive(Serialize, Deserialize)]
+pub struct ForwardRequest {
+    pub inbox: Channel,
+    pub source: Channel,
+    pub events: Vec<Copy>,
+}
+
+/// One copy as it travels: `data` stays raw JSON text end to end.
+#[derive(Serialize, Deserialize)]
+pub struct Copy {
+    pub seq: u64,
+    pub id: String,
+    pub event: String,
+    pub data: Box<RawValue>,
+    pub ts: i64,
+}
+
+impl Copy {
+    pub fn of(e: &StoredEvent) -> Copy {
+        let data = RawValue::from_string(e.data.clone()).unwrap_or_else(|_| crate::protocol::publish::null());
+        Copy { seq: e.seq, id: e.id.clone(), event: e.event.clone(), data, ts: e.ts }
+    }
+
+    pub fn stored(self) -> StoredEvent {
+        StoredEvent { seq: self.seq, id: self.id, event: self.event, data: self.data.get().to_owned(), ts: self.ts, source: None }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct ForwardReply {
+    /// Copies the inbox stored now (the others it held already).
+    pub stored: u32,
+}
+
+/// `/post` from an inbox to a chat: a message its socket sent there.
+#[derive(Serialize, Deserialize)]
+pub struct PostRequest {
+    pub channel: Channel,
+    pub post: Post,
 }

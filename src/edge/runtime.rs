@@ -80,6 +80,7 @@ pub fn room(channel: &Channel) -> super::js::Object {
         Kind::Orders => "ORDERS",
         Kind::Payment => "PAYMENT",
         Kind::Chat => "CHAT",
+        Kind::Inbox => "INBOX",
     };
     super::js::Object { binding, name: channel.to_string() }
 }

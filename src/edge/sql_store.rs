@@ -9,7 +9,9 @@ use serde::Deserialize;
 use worker::{SqlStorage, SqlStorageValue};
 
 use super::meter;
+use crate::protocol::channel::Channel;
 use crate::protocol::frame::StoredEvent;
+use crate::protocol::links::{self, LinkStore, Pending, FORWARD_BATCH, FORWARD_QUEUE_MAX};
 use crate::protocol::room::Store;
 use crate::protocol::webhook::{self, Outbox, Queued};
 
@@ -27,6 +29,17 @@ CREATE TABLE IF NOT EXISTS outbox (
   id TEXT PRIMARY KEY, body TEXT NOT NULL, attempts INTEGER NOT NULL, next_at INTEGER NOT NULL, created INTEGER NOT NULL);
 ";
 
+/// Only channels linked into an inbox ever create these: their inboxes, and the copies
+/// waiting for each (the events themselves: the source's history may be pruned meanwhile).
+const LINKS_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS links (inbox TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS forwards (
+  inbox TEXT NOT NULL, seq INTEGER NOT NULL, id TEXT NOT NULL, event TEXT NOT NULL, data TEXT NOT NULL, ts INTEGER NOT NULL,
+  queued INTEGER NOT NULL, attempts INTEGER NOT NULL, next_at INTEGER NOT NULL, PRIMARY KEY (inbox, seq));
+";
+/// Only inboxes whose sockets may answer chats create it: each such socket's chat grants.
+const GRANTS_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS grants (conn TEXT PRIMARY KEY, entries TEXT NOT NULL);";
+
 /// A pending webhook call as stored.
 #[derive(Deserialize)]
 struct OutboxRow {
@@ -43,6 +56,14 @@ pub struct SqlStore {
     seq: std::cell::Cell<Option<u64>>,
     /// Whether the outbox table exists, once known.
     outbox: std::cell::Cell<Option<bool>>,
+    /// Whether this channel was ever linked (the links tables exist), learnt with the first
+    /// `seq` read: a channel never linked pays no query for it.
+    linked: std::cell::Cell<Option<bool>>,
+    /// Its inboxes, once read (this store is their only writer).
+    links: std::cell::RefCell<Option<Vec<Channel>>>,
+    /// Copies queued, once counted: the bound is enforced without a count per publish.
+    queued: std::cell::Cell<Option<u64>>,
+    grants: std::cell::Cell<Option<bool>>,
 }
 
 /// A one-column row (`SELECT ... AS value`), for this store and the directory's.
@@ -59,6 +80,7 @@ pub struct Text {
 #[derive(Deserialize)]
 struct Row {
     seq: f64,
+    key: String,
     id: String,
     event: String,
     data: String,
@@ -76,7 +98,15 @@ fn int(n: u64) -> SqlStorageValue {
 impl SqlStore {
     pub fn open(sql: SqlStorage) -> Result<SqlStore, String> {
         meter::run(&sql, SCHEMA, None).map_err(err)?;
-        Ok(SqlStore { sql, seq: Default::default(), outbox: Default::default() })
+        Ok(SqlStore {
+            sql,
+            seq: Default::default(),
+            outbox: Default::default(),
+            linked: Default::default(),
+            links: Default::default(),
+            queued: Default::default(),
+            grants: Default::default(),
+        })
     }
 
     /// Whether this object ever stored a room (reads only: a read of an unused channel must
@@ -104,7 +134,210 @@ impl SqlStore {
 
     fn rows(&self, query: &str, bindings: Vec<SqlStorageValue>) -> Result<Vec<StoredEvent>, String> {
         let rows: Vec<Row> = meter::rows(&self.sql, query, bindings).map_err(err)?;
-        Ok(rows.into_iter().map(|r| StoredEvent { seq: r.seq as u64, id: r.id, event: r.event, data: r.data, ts: r.ts as i64 }).collect())
+        // An inbox's copy is stored under its source's key: the source comes back from it.
+        Ok(rows
+            .into_iter()
+            .map(|r| StoredEvent {
+                seq: r.seq as u64,
+                source: links::source_of_key(&r.key),
+                id: r.id,
+                event: r.event,
+                data: r.data,
+                ts: r.ts as i64,
+            })
+            .collect())
+    }
+
+    /// The latest `seq`, and whether the channel was ever linked, in one statement (the one
+    /// every instance makes anyway).
+    fn probe(&self) -> Result<u64, String> {
+        #[derive(Deserialize)]
+        struct Probe {
+            value: f64,
+            linked: f64,
+        }
+        // Pruning always keeps the newest event, so it holds the latest seq.
+        let rows: Vec<Probe> = meter::rows(
+            &self.sql,
+            "SELECT COALESCE(MAX(seq), 0) AS value,
+                    EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'links') AS linked FROM history",
+            None,
+        )
+        .map_err(err)?;
+        let (seq, linked) = rows.first().map_or((0, false), |r| (r.value as u64, r.linked > 0.0));
+        self.seq.set(Some(seq));
+        self.linked.set(Some(linked));
+        Ok(seq)
+    }
+
+    fn is_linked(&self) -> Result<bool, String> {
+        if self.linked.get().is_none() {
+            self.probe()?;
+        }
+        Ok(self.linked.get() == Some(true))
+    }
+
+    fn has_grants(&self) -> bool {
+        let known = self.grants.get().unwrap_or_else(|| has_table(&self.sql, "grants"));
+        self.grants.set(Some(known));
+        known
+    }
+
+    fn run(&self, query: &str, bindings: Vec<SqlStorageValue>) -> Result<u64, String> {
+        Ok(meter::run(&self.sql, query, bindings).map_err(err)?.rows_written() as u64)
+    }
+}
+
+/// Created by the first link, so channels never linked store no table for it.
+impl LinkStore for SqlStore {
+    fn links(&self) -> Result<Vec<Channel>, String> {
+        if !self.is_linked()? {
+            return Ok(Vec::new());
+        }
+        if let Some(links) = self.links.borrow().as_ref() {
+            return Ok(links.clone());
+        }
+        let rows: Vec<Text> = meter::rows(&self.sql, "SELECT inbox AS value FROM links ORDER BY rowid", None).map_err(err)?;
+        let links: Vec<Channel> = rows.iter().filter_map(|r| Channel::parse(&r.value).ok()).collect();
+        *self.links.borrow_mut() = Some(links.clone());
+        Ok(links)
+    }
+
+    fn set_links(&mut self, links: &[Channel]) -> Result<(), String> {
+        if !self.is_linked()? {
+            meter::run(&self.sql, LINKS_SCHEMA, None).map_err(err)?;
+            self.linked.set(Some(true));
+        }
+        self.run("DELETE FROM links", vec![])?;
+        for inbox in links {
+            self.run("INSERT INTO links (inbox) VALUES (?)", vec![inbox.to_string().into()])?;
+        }
+        *self.links.borrow_mut() = Some(links.to_vec());
+        Ok(())
+    }
+
+    fn forward_put(&mut self, inboxes: &[Channel], e: &StoredEvent, now: i64) -> Result<u64, String> {
+        for inbox in inboxes {
+            // A new copy waits with the inbox's others when it is backing off.
+            let name = inbox.to_string();
+            self.run(
+                "INSERT OR IGNORE INTO forwards (inbox, seq, id, event, data, ts, queued, attempts, next_at)
+                   SELECT ?, ?, ?, ?, ?, ?, ?, COALESCE(MAX(attempts), 0), COALESCE(MAX(next_at), ?) FROM forwards WHERE inbox = ?",
+                vec![
+                    name.as_str().into(),
+                    int(e.seq),
+                    e.id.as_str().into(),
+                    e.event.as_str().into(),
+                    e.data.as_str().into(),
+                    e.ts.into(),
+                    now.into(),
+                    now.into(),
+                    name.as_str().into(),
+                ],
+            )?;
+        }
+        let queued = match self.queued.get() {
+            Some(n) => n + inboxes.len() as u64,
+            None => {
+                let rows: Vec<Num> = meter::rows(&self.sql, "SELECT COUNT(*) AS value FROM forwards", None).map_err(err)?;
+                rows.first().map_or(0, |r| r.value as u64)
+            }
+        };
+        let mut dropped = 0;
+        if queued > FORWARD_QUEUE_MAX {
+            dropped = self.run(
+                "DELETE FROM forwards WHERE rowid IN (SELECT rowid FROM forwards ORDER BY queued DESC, seq DESC LIMIT -1 OFFSET ?)",
+                vec![int(FORWARD_QUEUE_MAX)],
+            )?;
+        }
+        self.queued.set(Some(queued.saturating_sub(dropped)));
+        Ok(dropped)
+    }
+
+    fn forward_pending(&self) -> Result<Vec<Pending>, String> {
+        if !self.is_linked()? {
+            return Ok(Vec::new());
+        }
+        #[derive(Deserialize)]
+        struct Summary {
+            inbox: String,
+            next_at: f64,
+            attempts: f64,
+        }
+        let rows: Vec<Summary> =
+            meter::rows(&self.sql, "SELECT inbox, MIN(next_at) AS next_at, MAX(attempts) AS attempts FROM forwards GROUP BY inbox", None)
+                .map_err(err)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| Some(Pending { inbox: Channel::parse(&r.inbox).ok()?, next_at: r.next_at as i64, attempts: r.attempts as u32 }))
+            .collect())
+    }
+
+    fn forward_batch(&self, inbox: &Channel) -> Result<(Vec<StoredEvent>, i64), String> {
+        #[derive(Deserialize)]
+        struct Copy {
+            seq: f64,
+            id: String,
+            event: String,
+            data: String,
+            ts: f64,
+            queued: f64,
+        }
+        let rows: Vec<Copy> = meter::rows(
+            &self.sql,
+            "SELECT seq, id, event, data, ts, queued FROM forwards WHERE inbox = ? ORDER BY seq LIMIT ?",
+            vec![inbox.to_string().into(), int(FORWARD_BATCH as u64)],
+        )
+        .map_err(err)?;
+        let queued_at = rows.iter().map(|r| r.queued as i64).min().unwrap_or(0);
+        let events = rows.into_iter().map(|r| StoredEvent {
+            seq: r.seq as u64,
+            id: r.id,
+            event: r.event,
+            data: r.data,
+            ts: r.ts as i64,
+            source: None,
+        });
+        Ok((events.collect(), queued_at))
+    }
+
+    fn forward_drop(&mut self, inbox: &Channel, upto: u64) -> Result<(), String> {
+        let dropped = self.run("DELETE FROM forwards WHERE inbox = ? AND seq <= ?", vec![inbox.to_string().into(), int(upto)])?;
+        self.queued.set(self.queued.get().map(|n| n.saturating_sub(dropped)));
+        Ok(())
+    }
+
+    fn forward_retry(&mut self, inbox: &Channel, attempts: u32, next_at: i64) -> Result<(), String> {
+        self.run(
+            "UPDATE forwards SET attempts = ?, next_at = ? WHERE inbox = ?",
+            vec![int(attempts as u64), next_at.into(), inbox.to_string().into()],
+        )
+        .map(drop)
+    }
+
+    fn grants_put(&mut self, conn: &str, entries: &[String]) -> Result<(), String> {
+        if !self.has_grants() {
+            meter::run(&self.sql, GRANTS_SCHEMA, None).map_err(err)?;
+            self.grants.set(Some(true));
+        }
+        let entries = serde_json::to_string(entries).map_err(|e| e.to_string())?;
+        self.run("INSERT OR REPLACE INTO grants (conn, entries) VALUES (?, ?)", vec![conn.into(), entries.into()]).map(drop)
+    }
+
+    fn grants_of(&self, conn: &str) -> Result<Vec<String>, String> {
+        if !self.has_grants() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<Text> =
+            meter::rows(&self.sql, "SELECT entries AS value FROM grants WHERE conn = ?", vec![conn.into()]).map_err(err)?;
+        Ok(rows.first().and_then(|r| serde_json::from_str(&r.value).ok()).unwrap_or_default())
+    }
+
+    fn grants_drop(&mut self, conn: &str) -> Result<(), String> {
+        if self.has_grants() {
+            self.run("DELETE FROM grants WHERE conn = ?", vec![conn.into()])?;
+        }
+        Ok(())
     }
 }
 
@@ -169,14 +402,10 @@ impl Outbox for SqlStore {
 
 impl Store for SqlStore {
     fn latest_seq(&self) -> Result<u64, String> {
-        if let Some(seq) = self.seq.get() {
-            return Ok(seq);
+        match self.seq.get() {
+            Some(seq) => Ok(seq),
+            None => self.probe(),
         }
-        // Pruning always keeps the newest event, so it holds the latest seq.
-        let rows: Vec<Num> = meter::rows(&self.sql, "SELECT COALESCE(MAX(seq), 0) AS value FROM history", None).map_err(err)?;
-        let seq = rows.first().map_or(0, |r| r.value as u64);
-        self.seq.set(Some(seq));
-        Ok(seq)
     }
 
     /// Claim and append are one statement (the key is a unique column of the event's own
@@ -199,7 +428,7 @@ impl Store for SqlStore {
 
     fn events_between(&self, after: u64, upto: u64) -> Result<Vec<StoredEvent>, String> {
         self.rows(
-            "SELECT seq, id, event, data, ts FROM history WHERE seq > ? AND seq <= ? ORDER BY seq",
+            "SELECT seq, key, id, event, data, ts FROM history WHERE seq > ? AND seq <= ? ORDER BY seq",
             vec![int(after), int(upto.min(i64::MAX as u64))],
         )
     }

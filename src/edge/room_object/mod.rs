@@ -1,4 +1,4 @@
-//! The Durable Objects: one per channel, three classes (one per kind) over one engine.
+//! The Durable Objects: one per channel, four classes (one per kind) over one engine.
 //!
 //! Why a Durable Object: a channel needs one place that orders its events (`seq`) and knows
 //! its sockets. Why the Hibernation API: an idle room with open sockets costs nothing; the
@@ -11,7 +11,9 @@
 //! - [`sockets`]: connect, client frames, departures, revocations pushed here.
 //! - [`timer`]: the one alarm.
 //! - [`webhook`]: sending the chat webhook calls the engine queued.
+//! - [`forward`]: sending inboxes the copies the engine queued, and taking them in.
 
+mod forward;
 mod sockets;
 mod timer;
 mod webhook;
@@ -24,14 +26,17 @@ use wasm_bindgen::prelude::{wasm_bindgen, JsValue};
 use worker::{web_sys, Env, Error, Response, Result, State, WebSocket, WebSocketIncomingMessage, WebSocketRequestResponsePair};
 
 use super::js;
-use super::messages::{PublishOutcome, PublishReply, PublishRequest, ReadQuery, RevokeReply, RevokeRequest};
+use super::messages::{
+    ForwardRequest, LinkReply, LinkRequest, PostRequest, PublishOutcome, PublishReply, PublishRequest, ReadQuery, RevokeReply,
+    RevokeRequest,
+};
 use super::meter;
 use super::runtime::{self, config, json_error};
 use super::sql_store::SqlStore;
 use crate::protocol::channel::Channel;
 use crate::protocol::handshake;
 use crate::protocol::reading::MAX_USERS_LISTED;
-use crate::protocol::room::{self, Member, Memory, Room, Store};
+use crate::protocol::room::{self, Effect, Member, Memory, Room, Store};
 use crate::protocol::wire::{PING, PONG};
 use sockets::members;
 
@@ -134,6 +139,32 @@ impl RoomObject {
         members(self.state.get_websockets_with_tag(&tag)).into_iter().map(|(_, m)| m).collect()
     }
 
+    /// What a room does with an accepted chat message, from a socket or through an inbox:
+    /// every socket gets it, the webhook call is queued (sent from the alarm: the room never
+    /// waits for the backend, and a failed call is retried even across restarts), and so are
+    /// copies for the channel's inboxes. Other effects concern one socket: see `message`.
+    async fn room_effect(&self, channel: &Channel, effect: Effect, now_ms: i64) -> Result<()> {
+        match effect {
+            Effect::Broadcast(frame) => {
+                self.fan_out(&frame);
+            }
+            Effect::ChatAccepted(event) if config(&self.env).webhook.is_some() => {
+                match self.with_room(channel, |room| room.queue_webhook(&event, now_ms)) {
+                    Ok(dropped) => {
+                        if dropped > 0 {
+                            worker::console_error!("webhook outbox full: dropped {dropped} oldest messages");
+                        }
+                        self.alarm_by(now_ms).await?
+                    }
+                    Err(e) => worker::console_error!("webhook outbox: {e}"),
+                }
+            }
+            Effect::Forward => self.forwards_queued(now_ms).await?,
+            _ => {}
+        }
+        Ok(())
+    }
+
     /// Sends one frame to every socket of the room; returns how many took it.
     fn fan_out(&self, frame: &str) -> u32 {
         js::send_all(&js::sockets(self.state.as_raw()), frame)
@@ -155,8 +186,10 @@ impl RoomObject {
                 let request: PublishRequest = serde_json::from_str(&body)?;
                 let channel = request.channel;
                 self.remember_channel(&channel)?;
-                let published = self.with_room(&channel, |room| room.publish(&request.events, runtime::now_ms()))?;
+                let now_ms = runtime::now_ms();
+                let published = self.with_room(&channel, |room| room.publish(&request.events, now_ms))?;
                 let sockets = js::sockets(self.state.as_raw());
+                let forwarded = published.iter().any(|p| p.forwarded);
                 let results = published
                     .into_iter()
                     .map(|p| PublishOutcome {
@@ -166,7 +199,31 @@ impl RoomObject {
                         duplicate: p.duplicate,
                     })
                     .collect();
+                if forwarded {
+                    // Copies go from the alarm, after the sockets above: never in their way.
+                    self.forwards_queued(now_ms).await?;
+                }
                 js::json(&PublishReply { results })
+            }
+            "/links" => {
+                let request: LinkRequest = serde_json::from_str(&body)?;
+                self.remember_channel(&request.channel)?;
+                let results = self.with_room(&request.channel, |room| room.link(&request.orders))?;
+                js::json(&LinkReply { results })
+            }
+            "/forward" => {
+                let request: ForwardRequest = serde_json::from_str(&body)?;
+                js::json(&self.take_copies(request)?)
+            }
+            "/post" => {
+                let request: PostRequest = serde_json::from_str(&body)?;
+                self.remember_channel(&request.channel)?;
+                let now_ms = runtime::now_ms();
+                let (posted, effects) = self.with_room(&request.channel, |room| room.post(&request.post, now_ms))?;
+                for effect in effects {
+                    self.room_effect(&request.channel, effect, now_ms).await?;
+                }
+                js::json(&posted)
             }
             "/revoke" => {
                 let request: RevokeRequest = serde_json::from_str(&body)?;
@@ -204,7 +261,11 @@ impl RoomObject {
             .iter()
             .map(|e| {
                 let data: serde_json::Value = serde_json::from_str(&e.data).unwrap_or(serde_json::Value::Null);
-                serde_json::json!({"seq": e.seq, "id": e.id, "event": e.event, "data": data, "ts": e.ts})
+                let mut v = serde_json::json!({"seq": e.seq, "id": e.id, "event": e.event, "data": data, "ts": e.ts});
+                if let Some(source) = &e.source {
+                    v["source"] = serde_json::json!(source);
+                }
+                v
             })
             .collect();
         Response::from_json(&serde_json::json!({
@@ -214,7 +275,7 @@ impl RoomObject {
 }
 
 /// Declares a Durable Object class for a kind. The classes differ only in name: the kind's
-/// policy comes from the channel, so all three run the same engine by construction.
+/// policy comes from the channel, so all four run the same engine by construction.
 ///
 /// Written out rather than through workers-rs' `#[durable_object]`, which converts every
 /// request and response to its own types and back: the runtime's own types go straight
@@ -290,3 +351,4 @@ macro_rules! room_class {
 room_class!(OrdersRoom);
 room_class!(PaymentRoom);
 room_class!(ChatRoom);
+room_class!(InboxRoom);

@@ -13,11 +13,11 @@ use worker::{web_sys, Env, Error, Result, WebSocket, WebSocketIncomingMessage, W
 
 use super::RoomObject;
 use crate::edge::js;
-use crate::edge::messages::{Joined, JoinedAnswer, RevokeRequest, Ticket, TICKET_HEADER};
+use crate::edge::messages::{Joined, JoinedAnswer, PostRequest, RevokeRequest, Ticket, TICKET_HEADER};
 use crate::edge::runtime::{self, config};
 use crate::protocol::channel::Channel;
 use crate::protocol::revocation::{directory_shard, lease_trusted_until, Verdict};
-use crate::protocol::room::{self, Builds, Effect, Incoming, Member};
+use crate::protocol::room::{self, Builds, Effect, Incoming, Member, Posted};
 use crate::protocol::token;
 use crate::protocol::wire::{close, SUBPROTOCOL};
 
@@ -74,7 +74,8 @@ impl RoomObject {
     pub(super) async fn connect(self: &Rc<Self>, req: &web_sys::Request) -> Result<web_sys::Response> {
         let raw = req.headers().get(TICKET_HEADER)?.ok_or_else(|| Error::from("no ticket"))?;
         let bytes = URL_SAFE_NO_PAD.decode(raw).map_err(|_| Error::from("bad ticket"))?;
-        let ticket: Ticket = serde_json::from_slice(&bytes)?;
+        let mut ticket: Ticket = serde_json::from_slice(&bytes)?;
+        let answers = std::mem::take(&mut ticket.claims.answers);
         let channel = &ticket.channel;
         let mut member = Member::admit(runtime::random_id(), ticket.claims);
 
@@ -100,7 +101,7 @@ impl RoomObject {
         self.state.accept_websocket_with_tags(&socket, &[&room::member_tag(&member.sub)]);
         let builds =
             Builds { server: runtime::BUILD_ID, client: ticket.build.as_deref(), require_current: config(&self.env).require_current_build };
-        match self.admit(&socket, &member, ticket.since, builds, channel, &others, now_ms).await {
+        match self.admit(&socket, &member, &answers, ticket.since, builds, channel, &others, now_ms).await {
             Ok(()) => {
                 if let Some(shard) = record_later {
                     self.record_later(shard, &member.sub, channel);
@@ -117,12 +118,14 @@ impl RoomObject {
         Ok(js::upgraded(pair.client.as_ref(), if ticket.subprotocol { SUBPROTOCOL } else { "" }))
     }
 
-    /// Everything after the accept: attachment, welcome and replay, presence, alarm.
+    /// Everything after the accept: attachment, what an inbox socket may answer, welcome and
+    /// replay, presence, alarm.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn admit(
         &self,
         socket: &WebSocket,
         member: &Member,
+        answers: &[String],
         since: Option<u64>,
         builds: Builds<'_>,
         channel: &Channel,
@@ -136,7 +139,10 @@ impl RoomObject {
         }
         // No await between here and the last replayed frame: nothing can interleave, so a
         // live event published meanwhile is queued behind the replay, never inside it.
-        let join = self.with_room(channel, |room| room.join(member, since, builds, others, now_ms))?;
+        let join = self.with_room(channel, |room| {
+            room.keep_answers(&member.conn, answers)?;
+            room.join(member, since, builds, others, now_ms)
+        })?;
         for frame in &join.frames {
             socket.send_with_str(frame)?;
         }
@@ -397,6 +403,9 @@ impl RoomObject {
                 self.fan_out(&frame);
             }
         }
+        if let Err(e) = self.with_room(&channel, |room| room.forget_answers(&member.conn)) {
+            worker::console_error!("an inbox socket's grant not dropped: {e}");
+        }
         // No call to the directory: the user's record there stays, and expires (revocation.rs).
         let raw = self.state.as_raw();
         let leaving: &wasm_bindgen::JsValue = ws.as_ref();
@@ -453,21 +462,27 @@ impl RoomObject {
                 Effect::Reply(frame) => {
                     let _ = ws.send_with_str(&frame);
                 }
-                Effect::Broadcast(frame) => {
-                    self.fan_out(&frame);
+                effect @ (Effect::Broadcast(_) | Effect::ChatAccepted(_) | Effect::Forward) => {
+                    self.room_effect(&channel, effect, now_ms).await?
                 }
-                Effect::ChatAccepted(event) => {
-                    // Queued durably and sent from the alarm: the room never waits for the
-                    // backend, and a failed call is retried even across restarts.
-                    if config.webhook.is_some() {
-                        match self.with_room(&channel, |room| room.queue_webhook(&event, now_ms)) {
-                            Ok(dropped) => {
-                                if dropped > 0 {
-                                    worker::console_error!("webhook outbox full: dropped {dropped} oldest messages");
-                                }
-                                self.alarm_by(now_ms).await?
+                Effect::Relay(chat, post) => {
+                    // The chat applies its own rules and answers; the message comes back to
+                    // this inbox as an event through the link, a refusal as an error frame.
+                    let request = PostRequest { channel: chat, post };
+                    let posted = match js::call::<_, Posted>(&self.env, runtime::room(&request.channel), "/post", &request).await {
+                        Ok(posted) => Some(posted),
+                        Err(e) => {
+                            worker::console_warn!("a send through an inbox could not reach its chat: {e}");
+                            None
+                        }
+                    };
+                    for effect in self.with_room(&channel, |room| Ok(room.relayed(posted)))? {
+                        match effect {
+                            Effect::Reply(frame) => {
+                                let _ = ws.send_with_str(&frame);
                             }
-                            Err(e) => worker::console_error!("webhook outbox: {e}"),
+                            Effect::Close(code, reason) => self.close_socket(&ws, code, reason).await,
+                            _ => {}
                         }
                     }
                 }

@@ -1,5 +1,5 @@
 //! The room's one timer: an alarm set to the engine's deadline ([`Room::poll_timeout`]) and
-//! nothing else. A room with no sockets and no pending webhook holds none.
+//! nothing else. A room with no sockets and no pending call (webhook, forward) holds none.
 
 use worker::Result;
 
@@ -10,7 +10,7 @@ use crate::protocol::wire::close;
 
 impl RoomObject {
     /// The deadline came: closes sockets whose token expired, lets the engine do its part
-    /// (pruning, the webhook calls due), then waits for the engine's next deadline.
+    /// (pruning, the webhook and forwarding calls due), then waits for the engine's next deadline.
     pub(super) async fn alarm(&self) -> Result<()> {
         self.alarm_at.set(None);
         let now_ms = runtime::now_ms();
@@ -19,7 +19,10 @@ impl RoomObject {
         }
         if let Some(channel) = self.channel() {
             match self.with_room(&channel, |room| room.handle_timeout(now_ms)) {
-                Ok(due) => self.deliver_webhooks(&channel, due, now_ms).await,
+                Ok(due) => {
+                    let webhooks = self.deliver_webhooks(&channel, due.webhooks, now_ms);
+                    futures::join!(webhooks, self.deliver_forwards(&channel, due.forwards));
+                }
                 Err(e) => worker::console_error!("room timeout: {e}"),
             }
         }
