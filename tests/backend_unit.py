@@ -6,14 +6,17 @@ client, settings, tokens and the Django pieces. Fast, no gateway.
 """
 import asyncio
 import base64
+import io
 import json
 import logging
 import os
+import re
 import socket
 import sys
 import threading
 import time
 import unittest
+import unittest.mock
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import jwt
@@ -384,32 +387,292 @@ class SettingsAndTokens(unittest.TestCase):
         self.assertEqual((s.url, s.publish_secret(), s.retry_for, s.audience), ("https://gw.example", "new", 5.0, "foyer"))
 
 
-class DjangoPieces(unittest.TestCase):
-    port = None
+class SettingsInOnePlace(unittest.TestCase):
+    def test_foyer_keys_and_the_environments_names_both_read(self):
+        a = fb.Settings.from_mapping({"URL": "https://gw.example/", "PUBLISH_SECRETS": ["new", "old"], "RETRY_FOR": 5,
+                                      "TIMEOUT": "2", "GRANTS": "x.y", "TOKEN_TTL": 60})
+        self.assertEqual((a.url, a.publish_secret(), a.retry_for, a.timeout, a.grants, a.token_ttl),
+                         ("https://gw.example", "new", 5.0, 2.0, "x.y", 60))
+        b = fb.Settings.from_env({"FOYER_URL": "https://gw.example", "FOYER_RETRY_FOR": "5"})
+        self.assertEqual((b.url, b.retry_for), ("https://gw.example", 5.0))
 
+    def test_a_secret_without_a_url_is_an_error_never_a_silent_localhost(self):
+        s = fb.Settings.from_env({"PUBLISH_SECRETS": "s"})
+        with self.assertRaisesRegex(ValueError, r"URL is not set.*FOYER\['URL'\]"):
+            fb.publish(fb.message("e", "orders:v"), settings=s)
+        with self.assertRaisesRegex(ValueError, "URL is not set"):
+            fb.revoke("u", settings=s)
+        with self.assertRaisesRegex(ValueError, "URL"):
+            fb.publish(fb.message("e", "orders:v"), settings=fb.Settings(publish_secrets="s"))
+        # Local tools reading .dev.vars ask for wrangler dev's address explicitly.
+        self.assertEqual(fb.Settings.from_mapping({}).url, "http://127.0.0.1:8787")
+
+    def test_a_non_numeric_number_names_its_setting(self):
+        with self.assertRaisesRegex(ValueError, "RETRY_FOR must be a number"):
+            fb.Settings.from_mapping({"RETRY_FOR": "soon"})
+
+
+class SmallerItems(unittest.TestCase):
+    def test_unicode_digits_or_a_non_ascii_v1_are_refusals_not_exceptions(self):
+        body, now = b"{}", 1795349464
+        good = fb.sign("/h", body, SECRET, t=now).split("v1=")[1]
+        for header in [f"t=\u00b2,v1={good}", f"t=\u0661\u0662,v1={good}", f"t={now},v1=\u00e9{good[1:]}",
+                       f"t={now},v1={good[:-1]}\u0663", f"t=\uff11{now},v1={good}"]:
+            self.assertFalse(fb.verify_signature(header, "/h", body, [SECRET], now=now), header)
+            with self.assertRaises(fb.InvalidSignature):
+                fb.verify_webhook(body, header, "/h", secret=SECRET, now=now)
+
+    def test_a_channel_string_where_a_list_is_due_is_refused(self):
+        s = fb.Settings(jwt_keys=SettingsAndTokens.HS, issuer="i")
+        with self.assertRaisesRegex(TypeError, "not a string"):
+            fb.mint_token("u", "orders:v1", settings=s)
+        with self.assertRaisesRegex(TypeError, "not a string"):
+            fb.mint_token("u", ["chat:r"], publish="chat:r", settings=s)
+        with self.assertRaises(ValueError):
+            fb.mint_token("u", ["orders:bad name"], settings=s)
+
+    def test_revoke_never_sends_an_empty_channel_list(self):
+        stub = Stub(default=(200, '{"closed": 0}', {}))
+        try:
+            with self.assertRaisesRegex(ValueError, r"channels=\[\].*None"):
+                fb.revoke("cust-7", [], settings=settings(stub.port))
+            with self.assertRaisesRegex(ValueError, r"channels=\[\]"):
+                fb.revoke("cust-7", iter(()), settings=settings(stub.port))
+            self.assertEqual(stub.requests, [])
+            fb.revoke("cust-7", settings=settings(stub.port))
+            self.assertEqual(json.loads(stub.requests[0]["body"]), {"sub": "cust-7"}, "every channel: no channels key")
+            with self.assertRaises(ValueError):
+                fb.revoke("cust-7", [f"chat:r{i}" for i in range(101)], settings=settings(stub.port))
+        finally:
+            stub.close()
+
+
+def link_results(body):
+    """What /links answers: one result per entry, in order."""
+    return json.dumps({"results": [{"channel": e["channel"], "inbox": e["inbox"], "linked": not e.get("remove")}
+                                   for e in json.loads(body)["links"]]})
+
+
+class Links(unittest.TestCase):
+    def test_link_and_unlink_are_signed_posts_to_links(self):
+        stub = Stub(default=(200, link_results, {}))
+        try:
+            s = settings(stub.port)
+            self.assertEqual(fb.link("chat:o-1001", "inbox:venue-1", settings=s),
+                             {"channel": "chat:o-1001", "inbox": "inbox:venue-1", "linked": True})
+            self.assertEqual(fb.unlink("chat:o-1001", "inbox:venue-1", settings=s)["linked"], False)
+            a, b = stub.requests
+            self.assertEqual((a["method"], a["path"], a["headers"]["Content-Type"]), ("POST", "/links", "application/json"))
+            self.assertEqual(json.loads(a["body"]), {"links": [{"channel": "chat:o-1001", "inbox": "inbox:venue-1"}]})
+            self.assertEqual(json.loads(b["body"]), {"links": [{"channel": "chat:o-1001", "inbox": "inbox:venue-1", "remove": True}]})
+            for req in (a, b):
+                self.assertTrue(fb.verify_signature(req["headers"]["X-Foyer-Signature"], "/links", req["body"], [SECRET]))
+                self.assertFalse(fb.verify_signature(req["headers"]["X-Foyer-Signature"], "/publish", req["body"], [SECRET]))
+        finally:
+            stub.close()
+
+    def test_the_batch_form_keeps_order_and_splits_at_100(self):
+        stub = Stub(default=(200, link_results, {}))
+        try:
+            entries = [(f"chat:o-{i}", "inbox:v") for i in range(150)] + [{"channel": "orders:v", "inbox": "inbox:v", "remove": True}]
+            r = fb.links(entries, settings=settings(stub.port))
+            self.assertEqual([len(json.loads(q["body"])["links"]) for q in stub.requests], [100, 51])
+            self.assertEqual([x["channel"] for x in r["results"]], [f"chat:o-{i}" for i in range(150)] + ["orders:v"])
+            self.assertEqual(r["results"][-1]["linked"], False)
+        finally:
+            stub.close()
+
+    def test_links_are_retried_like_publish(self):
+        stub = Stub([(503, "", {}), ("drop", "", {}), (200, link_results, {})])
+        try:
+            fb.links([("chat:o-1", "inbox:v")], settings=settings(stub.port), retry_for=10)
+            self.assertEqual(len(stub.requests), 3)
+            self.assertEqual(len({(q["body"], q["headers"]["X-Foyer-Signature"]) for q in stub.requests}), 1)
+        finally:
+            stub.close()
+
+    def test_a_partial_failure_keeps_the_results_that_landed(self):
+        stub = Stub([(200, link_results, {}), (400, '{"error":"bad_request"}', {})])
+        try:
+            with self.assertRaises(fb.FoyerError) as e:
+                fb.links([(f"chat:o-{i}", "inbox:v") for i in range(120)], settings=settings(stub.port))
+            self.assertEqual(len(e.exception.results), 100)
+        finally:
+            stub.close()
+
+    def test_bad_links_fail_before_any_request(self):
+        for bad in [[("inbox:a", "inbox:b")], [("chat:o-1", "orders:v")], [("chat:o 1", "inbox:v")], [("chat:o-1",)],
+                    [{"channel": "chat:o-1", "inbox": "inbox:v", "remove": "yes"}],
+                    [{"channel": "chat:o-1", "inbox": "inbox:v", "extra": 1}], [], [("chat:o-1", None)]]:
+            with self.assertRaises((ValueError, TypeError), msg=repr(bad)):
+                fb.links(bad, settings=settings(1))
+
+    def test_the_async_client_links(self):
+        from foyer_backend.aio import AsyncClient
+
+        stub = Stub([(502, "", {}), (200, link_results, {}), (200, link_results, {})])
+
+        async def go():
+            async with AsyncClient(settings(stub.port)) as foyer:
+                return (await foyer.link("chat:o-1", "inbox:v", retry_for=10),
+                        await foyer.unlink("chat:o-1", "inbox:v"))
+
+        try:
+            linked, unlinked = asyncio.run(go())
+            self.assertEqual((linked["linked"], unlinked["linked"]), (True, False))
+            self.assertEqual([q["path"] for q in stub.requests], ["/links"] * 3)
+        finally:
+            stub.close()
+
+
+class OutboxRules(unittest.TestCase):
+    """The outbox core (foyer_backend._outbox): no database, no network."""
+
+    from datetime import datetime as _dt, timedelta as _td
+    T0 = _dt(2026, 1, 1, 12, 0, 0)
+
+    def row(self, pk, kind="publish", due_in=None, attempts=0, body=None):
+        from foyer_backend import _outbox as core
+
+        if body is None:
+            body = json.dumps({"id": f"m{pk}", "channels": ["orders:v"], "event": "e"}) if kind == "publish" else \
+                json.dumps([{"channel": f"chat:o-{pk}", "inbox": "inbox:v"}])
+        nt = None if due_in is None else self.T0 + self._td(seconds=due_in)
+        return core.Row(pk, kind, body, attempts, nt)
+
+    def test_the_due_prefix_goes_in_write_order_and_a_waiting_row_holds_those_behind_it(self):
+        from foyer_backend import _outbox as core
+
+        cases = [  # (rows as (pk, due_in), expected pks, expected next due in s)
+            ([(1, -1), (2, 0), (3, -5)], [1, 2, 3], None),
+            ([(2, -1), (1, -1)], [1, 2], None),
+            ([(1, -1), (2, 10), (3, -1)], [1], 10),
+            ([(1, 5), (2, -1)], [], 5),
+            ([], [], None),
+        ]
+        for rows, pks, nxt in cases:
+            got, next_due = core.due([self.row(pk, due_in=d) for pk, d in rows], self.T0)
+            self.assertEqual([r.pk for r in got], pks, rows)
+            self.assertEqual(next_due, None if nxt is None else self.T0 + self._td(seconds=nxt), rows)
+        got, next_due = core.due([self.row(1, due_in=50), self.row(2, due_in=-1)], self.T0, everything=True)
+        self.assertEqual(([r.pk for r in got], next_due), ([1, 2], None))
+
+    def test_rows_become_requests_by_runs_of_one_kind_within_the_limits(self):
+        from foyer_backend import _outbox as core
+
+        rows = [self.row(1), self.row(2), self.row(3, "links"), self.row(4)]
+        reqs = core.requests(rows)
+        self.assertEqual([(q.path, [r.pk for r in q.rows]) for q in reqs],
+                         [("/publish", [1, 2]), ("/links", [3]), ("/publish", [4])])
+        self.assertEqual([m["id"] for m in json.loads(reqs[0].body)["messages"]], ["m1", "m2"])
+        many = core.requests([self.row(i) for i in range(1, 251)])
+        self.assertEqual([len(q.rows) for q in many], [100, 100, 50])
+        big = [self.row(i, "links", body=json.dumps([{"channel": f"chat:o-{i}-{j}", "inbox": "inbox:v"} for j in range(60)]))
+               for i in range(3)]
+        self.assertEqual([len(json.loads(q.body)["links"]) for q in core.requests(big)], [60, 60, 60])
+
+    def test_what_a_failure_means(self):
+        from foyer_backend import _outbox as core
+
+        cases = [  # (error, rows in the request, verdict)
+            (None, 3, core.SENT),
+            (fb.FoyerError("x", status=400), 3, core.SPLIT),
+            (fb.FoyerError("x", status=400), 1, core.DEAD),
+            (fb.FoyerError("x", status=413), 1, core.DEAD),
+            (fb.FoyerError("x", status=401), 1, core.RETRY),  # a secret being rotated: not the row's fault
+            (fb.FoyerError("x", status=503), 2, core.RETRY),
+            (fb.FoyerError("refused"), 1, core.RETRY),  # network
+            (ValueError("the gateway's URL is not set"), 1, core.RETRY),  # configuration, fixed later
+        ]
+        for error, n, verdict in cases:
+            self.assertEqual(core.outcome(error, n), verdict, (error, n))
+
+    def test_the_retry_schedule_doubles_to_five_minutes_with_jitter(self):
+        from foyer_backend import _outbox as core
+
+        secs = lambda n, x: (core.retry_at(n, self.T0, rng=lambda: x) - self.T0).total_seconds()  # noqa: E731
+        self.assertEqual([secs(n, 1.0) for n in (1, 2, 3, 4)], [1, 2, 4, 8])
+        self.assertEqual(secs(30, 1.0), 300)
+        self.assertEqual(secs(1, 0.0), 0.5)
+
+
+# --- Django ------------------------------------------------------------------------------
+
+DJANGO = {}  # the stub gateway and the base FOYER dict, once Django is configured
+
+
+def django_setup():
+    """Django configured once for every Django test: a SQLite file (the sender thread has its
+    own connection), the kit's migrations applied, FOYER pointing at a stub gateway."""
+    if DJANGO:
+        return DJANGO
+    import tempfile
+
+    import django
+    from django.conf import settings as dj
+    from django.core.management import call_command
+
+    def answer(body):
+        return echo_results(body) if b'"messages"' in body else link_results(body) if b'"links"' in body else '{"closed": 0}'
+
+    stub = Stub(default=(200, answer, {}))
+    base = {"URL": f"http://127.0.0.1:{stub.port}", "PUBLISH_SECRETS": [SECRET], "CHAT_WEBHOOK_SECRET": "hook-secret",
+            "JWT_KEYS": {"keys": [SettingsAndTokens.HS]}, "JWT_ISSUER": "iss", "GRANTS": "backend_unit.sample_grants"}
+    db = os.path.join(tempfile.mkdtemp(prefix="foyer-unit-"), "db.sqlite3")
+    dj.configure(
+        SECRET_KEY="unit-test-secret-key", ALLOWED_HOSTS=["*"], USE_TZ=True,
+        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": db, "OPTIONS": {"timeout": 20},
+                               "TEST": {"NAME": db + ".test"}}},
+        INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth", "django.contrib.sessions",
+                        "foyer_backend.django"],
+        SESSION_ENGINE="django.contrib.sessions.backends.db",
+        TEMPLATES=[{"BACKEND": "django.template.backends.django.DjangoTemplates", "APP_DIRS": True}],
+        FOYER=base, ROOT_URLCONF="backend_unit",
+    )
+    django.setup()
+    call_command("migrate", verbosity=0)
+    DJANGO.update(stub=stub, base=base, db=db)
+    return DJANGO
+
+
+def foyer(**changes):
+    """override_settings(FOYER=<the base dict with changes>); a value None removes the key."""
+    from django.test import override_settings
+
+    d = dict(DJANGO["base"], **changes)
+    return override_settings(FOYER={k: v for k, v in d.items() if v is not None})
+
+
+def rows():
+    from foyer_backend.django.models import OutboxEntry
+
+    return list(OutboxEntry.objects.order_by("pk"))
+
+
+def sent_ids(requests):
+    return [m["id"] for r in requests if r["path"] == "/publish" for m in json.loads(r["body"])["messages"]]
+
+
+class DjangoCase(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        import django
-        from django.conf import settings as dj
+        cls.dj = django_setup()
+        cls.stub = cls.dj["stub"]
 
-        cls.stub = Stub(default=(200, echo_results, {}))
-        if not dj.configured:
-            dj.configure(
-                SECRET_KEY="unit-test-secret-key", ALLOWED_HOSTS=["*"], USE_TZ=True,
-                DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
-                INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth", "django.contrib.sessions",
-                                "foyer_backend.django"],
-                SESSION_ENGINE="django.contrib.sessions.backends.signed_cookies",
-                CHAT_WEBHOOK_SECRET="hook-secret", PUBLISH_SECRETS=SECRET, FOYER_URL=f"http://127.0.0.1:{cls.stub.port}",
-                JWT_KEYS={"keys": [SettingsAndTokens.HS]}, JWT_ISSUER="iss",
-                FOYER_GRANTS="backend_unit.sample_grants", ROOT_URLCONF="backend_unit",
-            )
-            django.setup()
+    def setUp(self):
+        from foyer_backend.django import flush
+        from foyer_backend.django.models import OutboxEntry
 
-    @classmethod
-    def tearDownClass(cls):
-        cls.stub.close()
+        OutboxEntry.objects.all().delete()
+        flush(5)
+        self.stub.script = []
+        self.mark = len(self.stub.requests)
 
+    def new_requests(self):
+        return self.stub.requests[self.mark:]
+
+
+class DjangoPieces(DjangoCase):
     def request(self, method="post", body=b"", **headers):
         from django.test import RequestFactory
 
@@ -436,14 +699,55 @@ class DjangoPieces(unittest.TestCase):
         self.assertEqual(tampered.status_code, 403)
         self.assertEqual(hook(self.request(body=body)).status_code, 403)
         self.assertEqual(hook(self.request(method="get")).status_code, 405)
+        # Unicode digits in t, or a non-ASCII v1: 403, not a 500.
+        t = int(time.time())
+        tag = fb.sign("/hooks/chat", body, "hook-secret", t=t).split("v1=")[1]
+        for header in [f"t=\u00b2\u00b3,v1={tag}", f"t={t},v1=\u00e9{tag[1:]}"]:
+            self.assertEqual(hook(self.request(body=body, X_Foyer_Signature=header)).status_code, 403, header)
         self.assertEqual(len(seen), 1)
 
-    def test_the_settings_read_a_dict_jwt_keys_from_django(self):
+    def test_the_settings_come_from_the_foyer_dict(self):
         from foyer_backend.django import foyer_settings
 
         s = foyer_settings()
         self.assertEqual(s.signing_key()[2], "hs")
-        self.assertEqual(s.webhook_secret_list(), ["hook-secret"])
+        self.assertEqual((s.webhook_secret_list(), s.publish_secret(), s.url),
+                         (["hook-secret"], SECRET, self.dj["base"]["URL"]))
+        self.assertEqual(fb.Settings.default(), s, "every function of the kit reads it inside Django")
+
+    def test_revoke_and_the_other_calls_read_django_settings_without_settings_arg(self):
+        os.environ.pop("PUBLISH_SECRETS", None)
+        fb.revoke("cust-7", ["chat:o-1"])
+        fb.link("chat:o-1", "inbox:v")
+        paths = [r["path"] for r in self.new_requests()]
+        self.assertEqual(paths, ["/revoke", "/links"])
+        self.assertTrue(fb.verify_signature(self.new_requests()[0]["headers"]["X-Foyer-Signature"], "/revoke",
+                                            self.new_requests()[0]["body"], [SECRET]))
+
+    def test_the_old_top_level_names_still_work_with_a_deprecation_warning(self):
+        import warnings
+
+        from django.test import override_settings
+
+        from foyer_backend import _settings
+
+        _settings._warned.clear()
+        with override_settings(FOYER=None, FOYER_URL=self.dj["base"]["URL"], PUBLISH_SECRETS="old-style",
+                               JWT_KEYS=json.dumps(SettingsAndTokens.HS), JWT_ISSUER="old-iss",
+                               FOYER_GRANTS="backend_unit.sample_grants", FOYER_TOKEN_TTL=120,
+                               FOYER_PUBLISH_BACKGROUND=False):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                s = fb.Settings.default()
+            self.assertEqual((s.url, s.publish_secret(), s.grants, s.token_ttl, s.send),
+                             (self.dj["base"]["URL"], "old-style", "backend_unit.sample_grants", 120, "inline"))
+            self.assertTrue(any(issubclass(c.category, DeprecationWarning) and "FOYER_URL" in str(c.message)
+                                and "'URL'" in str(c.message) for c in caught), [str(c.message) for c in caught])
+            from django.core.checks import run_checks
+
+            ids = {m.id for m in run_checks(tags=["foyer"])}
+            self.assertIn("foyer.W001", ids)
+            self.assertFalse({i for i in ids if i.startswith("foyer.E")}, ids)
 
     def test_guest_sub_is_derived_from_the_session_never_its_key(self):
         from django.contrib.sessions.backends.db import SessionStore
@@ -453,11 +757,11 @@ class DjangoPieces(unittest.TestCase):
 
         r1, r2 = RequestFactory().get("/"), RequestFactory().get("/")
         r1.session, r2.session = SessionStore(), SessionStore()
-        from django.core.management import call_command
-
-        call_command("migrate", "sessions", verbosity=0)
+        self.assertIsNone(guest_sub(r1, create=False))
+        self.assertIsNone(r1.session.session_key, "a grants hook asking creates no session")
         a, again, b = guest_sub(r1), guest_sub(r1), guest_sub(r2)
         self.assertEqual(a, again)
+        self.assertEqual(guest_sub(r1, create=False), a)
         self.assertNotEqual(a, b)
         self.assertTrue(a.startswith("guest-"))
         self.assertNotIn(r1.session.session_key, a)
@@ -479,43 +783,469 @@ class DjangoPieces(unittest.TestCase):
         self.assertIn("no-store", resp["Cache-Control"])
         claims = jwt.decode(resp.content, b"k" * 32, algorithms=["HS256"], audience="foyer")
         self.assertEqual((claims["sub"], claims["channels"], claims["exp"] - claims["iat"]), ("u-1", ["chat:r1"], 300))
+        with foyer(TOKEN_TTL=60):
+            claims = jwt.decode(token(RequestFactory().get("/foyer/token?grant=1")).content, b"k" * 32,
+                                algorithms=["HS256"], audience="foyer")
+            self.assertEqual(claims["exp"] - claims["iat"], 60)
 
-    def test_publish_on_commit_publishes_after_commit_and_never_after_rollback(self):
+    def test_a_grants_hook_result_that_is_not_a_grant_gets_a_clear_error(self):
+        from django.core.exceptions import ImproperlyConfigured
+        from django.test import RequestFactory
+
+        from foyer_backend.django import Grant
+        from foyer_backend.django.views import token
+
+        with foyer(GRANTS="backend_unit.dict_grants"):
+            with self.assertRaisesRegex(ImproperlyConfigured, "returned dict.*Grant"):
+                token(RequestFactory().get("/foyer/token"))
+        with foyer(GRANTS="backend_unit.no_such_hook"):
+            with self.assertRaisesRegex(ImproperlyConfigured, "does not import"):
+                token(RequestFactory().get("/foyer/token"))
+        with self.assertRaisesRegex(TypeError, "not a string"):
+            Grant("u", channels="orders:v1")
+        with self.assertRaisesRegex(TypeError, "not a string"):
+            Grant("u", ["chat:r"], publish="chat:r")
+        with self.assertRaisesRegex(ValueError, "not a channel name"):
+            Grant("u", ["orders:v 1"])
+        with self.assertRaises(TypeError):
+            Grant("", ["orders:v1"])
+
+    def test_the_staff_grant_gives_the_inbox_and_publish_for_the_venues_chats(self):
+        from foyer_backend.django import staff_grant
+
+        g = staff_grant("staff-7", "venue-1", ["chat:o-1", "chat:o-2"], channels=["orders:venue-1"], name="Sam")
+        self.assertEqual((g.sub, g.channels, g.publish, g.name, g.role),
+                         ("staff-7", ["inbox:venue-1", "orders:venue-1"], ["chat:o-1", "chat:o-2"], "Sam", "staff"))
+        tok = fb.mint_token(g.sub, g.channels, g.publish, g.name, g.role, settings=fb.Settings.default())
+        self.assertEqual(jwt.decode(tok, b"k" * 32, algorithms=["HS256"], audience="foyer")["channels"][0], "inbox:venue-1")
+        for bad in [dict(chats=["orders:venue-1"]), dict(chats="chat:o-1"), dict(venue="venue 1")]:
+            with self.assertRaises((ValueError, TypeError), msg=bad):
+                staff_grant("s", **dict(dict(venue="venue-1", chats=[]), **bad))
+
+
+class SystemChecks(DjangoCase):
+    def ids(self):
+        from django.core.checks import run_checks
+
+        return sorted(m.id for m in run_checks(tags=["foyer"]))
+
+    def test_a_complete_foyer_dict_passes(self):
+        self.assertEqual(self.ids(), [])
+
+    def test_each_misconfiguration_fails_manage_py_check_with_its_id(self):
+        from django.test import override_settings
+
+        public = fb.public_jwks(fb.generate_ed25519("k")[0])
+        cases = [  # (FOYER changes, the check that fails)
+            (dict(URL=None), "foyer.E002"),
+            (dict(URL="127.0.0.1:8787"), "foyer.E002"),
+            (dict(URL="ftp://gw.example"), "foyer.E002"),
+            (dict(URL="https://gw.example:99999"), "foyer.E002"),
+            (dict(URL="https://gw.example/?x=1"), "foyer.E002"),
+            (dict(PUBLISH_SECRETS=None), "foyer.E003"),
+            (dict(PUBLISH_SECRETS=[]), "foyer.E003"),
+            (dict(JWT_KEYS=None), "foyer.E004"),
+            (dict(JWT_KEYS=public), "foyer.E004"),  # only the public key: cannot sign
+            (dict(JWT_KEYS="{not json"), "foyer.E004"),
+            (dict(JWT_ISSUER=""), "foyer.E005"),
+            (dict(JWT_ISSUER=None), "foyer.E005"),
+            (dict(GRANTS=None), "foyer.E006"),
+            (dict(GRANTS="backend_unit.no_such_hook"), "foyer.E006"),
+            (dict(GRANTS="no_such_module.grants"), "foyer.E006"),
+            (dict(TOKEN_TTL=3600), "foyer.E007"),
+            (dict(RETRY_FOR="soon"), "foyer.E007"),
+            (dict(SEND="later"), "foyer.E008"),
+            (dict(TYPO_KEY=1), "foyer.W002"),
+        ]
+        for changes, check_id in cases:
+            with foyer(**changes):
+                self.assertEqual(self.ids(), [check_id], changes)
+        with override_settings(FOYER=None):
+            self.assertEqual(self.ids(), ["foyer.E001"])
+        with override_settings(FOYER="https://gw.example"):
+            self.assertEqual(self.ids(), ["foyer.E001"])
+
+    def test_manage_py_check_exits_non_zero(self):
+        from django.core.management import call_command
+        from django.core.management.base import SystemCheckError
+
+        with foyer(GRANTS="backend_unit.no_such_hook"):
+            with self.assertRaisesRegex(SystemCheckError, "foyer.E006"):
+                call_command("check", stdout=open(os.devnull, "w"))
+
+
+class Outbox(DjangoCase):
+    def test_publish_on_commit_serializes_django_types_at_the_call(self):
+        import datetime
+        import decimal
+        import uuid as uuidlib
+
+        from django.db import transaction
+        from django.utils.translation import gettext_lazy
+
+        from foyer_backend.django import flush, publish_on_commit
+
+        when = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+        u = uuidlib.UUID("12345678-1234-5678-1234-567812345678")
+        with transaction.atomic():
+            m = publish_on_commit(fb.message("order.paid", "orders:v", {"total": decimal.Decimal("12.50"), "at": when,
+                                                                           "ref": u, "label": gettext_lazy("Paid")}))[0]
+            (row,) = rows()  # written in the transaction
+            self.assertEqual((row.kind, row.key), ("publish", m["id"]))
+            self.assertEqual(json.loads(row.body)["data"],
+                             {"total": "12.50", "at": "2026-01-02T03:04:05Z", "ref": str(u), "label": "Paid"})
+            self.assertEqual(self.new_requests(), [], "nothing leaves before the commit")
+        self.assertTrue(flush(10))
+        self.assertEqual(sent_ids(self.new_requests()), [m["id"]])
+        self.assertEqual(rows(), [], "deleted once the gateway accepted it")
+
+    def test_a_programming_error_raises_in_the_callers_transaction(self):
+        from django.db import transaction
+
+        from foyer_backend.django import publish_on_commit
+
+        for bad, error in [(fb.message("e", "orders:venue 1"), ValueError),
+                           (fb.message("e", "orders:v", {"x": object()}), TypeError),
+                           (fb.message("e", "orders:v", "x" * 70_000), ValueError)]:
+            with self.assertRaises(error):
+                with transaction.atomic():
+                    publish_on_commit(bad)
+        self.assertEqual(rows(), [])
+
+    def test_a_rolled_back_transaction_leaves_no_row_and_sends_nothing(self):
         from django.db import transaction
 
         from foyer_backend.django import flush, publish_on_commit
 
-        before = len(self.stub.requests)
         try:
             with transaction.atomic():
                 publish_on_commit(fb.message("order.created", "orders:v", id="rolled-back"))
                 raise RuntimeError("roll back")
         except RuntimeError:
             pass
-        with transaction.atomic():
-            m = publish_on_commit({"channels": ["orders:v"], "event": "order.created"})[0]
-            self.assertTrue(m["id"])
-            self.assertTrue(flush(5))
-            self.assertEqual(len(self.stub.requests), before, "nothing leaves before the commit")
+        self.assertEqual(rows(), [])
         self.assertTrue(flush(5))
-        sent = [json.loads(r["body"])["messages"][0]["id"] for r in self.stub.requests[before:]]
-        self.assertEqual(sent, [m["id"]])
+        self.assertEqual(self.new_requests(), [])
 
-    def test_a_failed_publish_on_commit_is_logged_never_raised(self):
+    def test_a_failed_send_stays_in_the_outbox_with_its_schedule_and_is_sent_later_with_the_same_id(self):
         from django.db import transaction
-        from django.test import override_settings
 
-        from foyer_backend.django import flush, publish_on_commit
+        from foyer_backend.django import flush, outbox, publish_on_commit
 
-        with override_settings(FOYER_URL=f"http://127.0.0.1:{free_port()}", FOYER_RETRY_FOR=0.3):
-            with self.assertLogs("foyer_backend", level="ERROR") as logs:
+        down = f"http://127.0.0.1:{free_port()}"
+        with foyer(URL=down):
+            with self.assertLogs("foyer_backend", level="WARNING") as logs:
                 with transaction.atomic():
-                    publish_on_commit(fb.message("e", "orders:v", id="lost-1"))
-                self.assertTrue(flush(10))
-                with transaction.atomic():  # inline: still never raised into the request
-                    publish_on_commit(fb.message("e", "orders:v", id="lost-2"), background=False)
-        self.assertIn("lost-1", "\n".join(logs.output))
-        self.assertIn("lost-2", "\n".join(logs.output))
+                    m = publish_on_commit(fb.message("e", "orders:v", id="kept-1"))[0]
+                self.assertFalse(flush(1.5), "the gateway is down: the row waits in the database")
+        (row,) = rows()
+        self.assertEqual(row.key, "kept-1")
+        self.assertGreaterEqual(row.attempts, 1)
+        self.assertTrue(row.last_error)
+        self.assertIn("outbox", "\n".join(logs.output))
+        self.assertEqual(outbox.sender._delay is not None, True, "the thread sleeps until the row is due")
+        report = outbox.drain(everything=True)  # the gateway is back (the stub): an operator's one-off drain
+        self.assertEqual((report.sent, report.pending), (1, 0))
+        self.assertEqual(sent_ids(self.new_requests()), [m["id"]])
+
+    def test_a_row_sent_twice_carries_the_same_id_for_the_gateway_to_dedupe(self):
+        from django.db import transaction
+
+        from foyer_backend.django import outbox, publish_on_commit
+
+        with foyer(SEND="worker"):
+            with transaction.atomic():
+                publish_on_commit(fb.message("e", "orders:v", id="twice"))
+        body = rows()[0].body
+        # A drainer that sent the row and died before deleting it: the row is sent again.
+        self.stub.script = [(200, echo_results, {})]
+        from foyer_backend.django.models import OutboxEntry
+
+        with unittest.mock.patch.object(OutboxEntry.objects.none().__class__, "delete", lambda self: (0, {})):
+            outbox.drain()
+        self.assertEqual(len(rows()), 1)
+        outbox.drain(everything=True)
+        bodies = [json.loads(r["body"])["messages"] for r in self.new_requests()]
+        self.assertEqual(bodies, [[json.loads(body)]] * 2)
+        self.assertEqual(rows(), [])
+
+    def test_worker_mode_leaves_rows_to_the_command(self):
+        from django.core.management import call_command
+        from django.db import transaction
+
+        from foyer_backend.django import publish_on_commit
+
+        with foyer(SEND="worker"):
+            with transaction.atomic():
+                publish_on_commit([fb.message("e", "orders:v", id=f"w-{i}") for i in range(3)])
+            time.sleep(0.2)
+            self.assertEqual(len(rows()), 3)
+            self.assertEqual(self.new_requests(), [])
+            out = io.StringIO()
+            call_command("foyer_outbox", stdout=out)
+        self.assertIn("sent 3, failed 0, dead 0, pending 0", out.getvalue())
+        self.assertEqual(sent_ids(self.new_requests()), ["w-0", "w-1", "w-2"])
+
+    def test_the_command_exits_non_zero_when_the_gateway_is_down_and_keeps_the_rows(self):
+        from django.core.management import call_command
+        from django.db import transaction
+
+        from foyer_backend.django import publish_on_commit
+
+        with foyer(SEND="worker", URL=f"http://127.0.0.1:{free_port()}"):
+            with transaction.atomic():
+                publish_on_commit(fb.message("e", "orders:v", id="down-1"))
+            with self.assertLogs("foyer_backend", level="WARNING"):
+                with self.assertRaises(SystemExit) as e:
+                    call_command("foyer_outbox", stdout=io.StringIO())
+        self.assertEqual(e.exception.code, 1)
+        self.assertEqual([r.key for r in rows()], ["down-1"])
+
+    def test_inline_mode_sends_in_the_on_commit_hook_and_never_raises(self):
+        from django.db import transaction
+
+        from foyer_backend.django import publish_on_commit
+
+        with foyer(SEND="inline"):
+            with transaction.atomic():
+                publish_on_commit(fb.message("e", "orders:v", id="inline-1"))
+            self.assertEqual(sent_ids(self.new_requests()), ["inline-1"])
+        with foyer(SEND="inline", URL=f"http://127.0.0.1:{free_port()}"):
+            with self.assertLogs("foyer_backend", level="WARNING"):
+                with transaction.atomic():
+                    publish_on_commit(fb.message("e", "orders:v", id="inline-2"))
+        self.assertEqual([r.key for r in rows()], ["inline-2"])
+
+    def test_a_malformed_row_is_set_aside_and_the_others_are_sent(self):
+        from django.db import transaction
+
+        from foyer_backend.django import outbox, publish_on_commit
+
+        def answer(body):
+            return echo_results(body)
+
+        with foyer(SEND="worker"):
+            with transaction.atomic():
+                publish_on_commit([fb.message("e", "orders:v", id=i) for i in ("a", "bad", "c")])
+        # The gateway refuses any request holding "bad" (400), accepts the rest.
+        self.stub.script = [(400, '{"error":"bad_request"}', {}), (200, answer, {}), (400, '{"error":"bad_request"}', {}),
+                            (200, answer, {})]
+        with self.assertLogs("foyer_backend", level="ERROR"):
+            report = outbox.drain()
+        self.assertEqual((report.sent, report.dead, report.pending), (2, 1, 0))
+        (dead,) = rows()
+        self.assertEqual((dead.key, dead.dead), ("bad", True))
+        self.assertEqual(sent_ids(self.new_requests()[1:]), ["a", "bad", "c"])
+
+    def test_a_link_written_before_a_publish_reaches_the_gateway_before_it(self):
+        from django.db import transaction
+
+        from foyer_backend.django import flush, link_on_commit, publish_on_commit
+
+        with transaction.atomic():
+            link_on_commit([("chat:o-1", "inbox:v"), ("orders:v", "inbox:v")])
+            publish_on_commit(fb.message("order.created", ["orders:v", "chat:o-1"], id="o-1-created"))
+        self.assertTrue(flush(10))
+        reqs = self.new_requests()
+        self.assertEqual([r["path"] for r in reqs], ["/links", "/publish"])
+        self.assertEqual(json.loads(reqs[0]["body"]), {"links": [{"channel": "chat:o-1", "inbox": "inbox:v"},
+                                                                 {"channel": "orders:v", "inbox": "inbox:v"}]})
+        with self.assertRaises(ValueError):
+            link_on_commit([("chat:o-1", "orders:v")])
+
+    def test_an_outage_holds_nothing_in_memory_and_delays_no_commit(self):
+        from django.db import transaction
+
+        from foyer_backend.django import outbox, publish_on_commit
+
+        with foyer(URL=f"http://127.0.0.1:{free_port()}"):
+            with self.assertLogs("foyer_backend", level="WARNING"):
+                t0 = time.monotonic()
+                for i in range(200):
+                    with transaction.atomic():
+                        publish_on_commit(fb.message("e", "orders:v", id=f"out-{i}"))
+                took = time.monotonic() - t0
+                outbox.sender.flush(None, 0.5)
+        self.assertLess(took, 5.0)
+        self.assertEqual(len(rows()), 200, "the rows wait in the database")
+        self.assertFalse([k for k in vars(outbox.sender) if isinstance(getattr(outbox.sender, k), (list, dict))],
+                         "the sender keeps no queue")
+
+    def test_process_exit_with_the_gateway_down_takes_at_most_2_s(self):
+        import subprocess
+
+        # A gateway that accepts connections and never answers: the worst case for a sender.
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        code = EXIT_SCRIPT.format(db=self.dj["db"], port=silent.getsockname()[1])
+        try:
+            proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                    env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+            line = proc.stdout.readline()
+            t0 = time.monotonic()
+            proc.wait(timeout=30)
+            took = time.monotonic() - t0
+        finally:
+            silent.close()
+        self.assertEqual(line.strip(), "committed")
+        self.assertEqual(proc.returncode, 0)
+        self.assertLessEqual(took, 2.0)
+        self.assertIn("exit-row", [r.key for r in rows()], "the row survived the exit")
+
+
+EXIT_SCRIPT = """
+import django, sys, time
+from django.conf import settings
+settings.configure(
+    SECRET_KEY="x", USE_TZ=True, INSTALLED_APPS=["foyer_backend.django"],
+    DATABASES={{"default": {{"ENGINE": "django.db.backends.sqlite3", "NAME": {db!r}, "OPTIONS": {{"timeout": 20}}}}}},
+    FOYER={{"URL": "http://127.0.0.1:{port}", "PUBLISH_SECRETS": ["s"], "TIMEOUT": 30}})
+django.setup()
+from django.db import transaction
+import foyer_backend as fb
+from foyer_backend.django import publish_on_commit
+with transaction.atomic():
+    publish_on_commit(fb.message("e", "orders:v", id="exit-row"))
+time.sleep(0.3)  # the sender thread is now inside its send
+print("committed", flush=True)
+"""
+
+
+class Capture(DjangoCase):
+    def test_capture_records_everything_and_sends_nothing(self):
+        from django.db import transaction
+
+        from foyer_backend.django import link_on_commit, publish_on_commit
+        from foyer_backend.testing import capture
+
+        with capture() as c:
+            fb.publish(fb.message("e", "orders:v", {"n": 1}, id="p1"))
+            again = fb.publish(fb.message("e", "orders:v", id="p1"))
+            fb.link("chat:o-1", "inbox:v")
+            fb.revoke("cust-7")
+            tok = fb.mint_token("u", ["orders:v"], settings=fb.Settings())  # no key configured: a test key
+            with transaction.atomic():
+                publish_on_commit(fb.message("order.created", "orders:v", id="committed"))
+                link_on_commit([("orders:v", "inbox:v")])
+                self.assertEqual(len(c.publishes), 2, "not before the commit")
+            try:
+                with transaction.atomic():
+                    publish_on_commit(fb.message("order.created", "orders:v", id="rolled-back"))
+                    raise RuntimeError
+            except RuntimeError:
+                pass
+            info = fb.channel_info("orders:v")
+            hist = fb.history("orders:v", since=1)
+        self.assertEqual([m["id"] for m in c.publishes], ["p1", "p1", "committed"])
+        self.assertTrue(again["results"][0]["duplicate"])
+        self.assertEqual([m["id"] for m in c.events("orders:v", "order.created")], ["committed"])
+        self.assertEqual(c.links, [{"channel": "chat:o-1", "inbox": "inbox:v"}, {"channel": "orders:v", "inbox": "inbox:v"}])
+        self.assertEqual(c.linked("inbox:v"), ["chat:o-1", "orders:v"])
+        self.assertEqual(c.revokes, [{"sub": "cust-7"}])
+        self.assertEqual((c.tokens[0]["sub"], c.tokens[0]["channels"]), ("u", ["orders:v"]))
+        self.assertTrue(tok)
+        self.assertEqual((info["seq"], [e["id"] for e in hist["events"]]), (2, ["committed"]))
+        self.assertEqual(self.new_requests(), [], "nothing was sent")
+        self.assertEqual(rows(), [], "nothing was written to the outbox")
+
+    def test_capture_keeps_validation_and_link_limits(self):
+        from foyer_backend.testing import capture
+
+        with capture() as c:
+            with self.assertRaises(ValueError):
+                fb.publish(fb.message("e", "orders:bad channel"))
+            with self.assertRaises(ValueError):
+                fb.revoke("u", [])
+            results = fb.links([(f"chat:o-{i}", "inbox:v{}".format(j)) for i in range(1) for j in range(9)])["results"]
+        self.assertEqual([r.get("error") for r in results], [None] * 8 + ["too_many_links"])
+        self.assertEqual(c.publishes, [])
+
+    def test_the_django_test_mixin(self):
+        from django.db import transaction
+        from django.test import TestCase
+
+        from foyer_backend.django import publish_on_commit
+        from foyer_backend.testing import FoyerTestMixin
+
+        class OrderTests(FoyerTestMixin, TestCase):
+            def test_commit(self):
+                with self.captureOnCommitCallbacks(execute=True):
+                    with transaction.atomic():
+                        publish_on_commit(fb.message("order.created", "orders:v"))
+                self.assertPublished("order.created", "orders:v", count=1)
+
+            def test_rollback(self):
+                with self.captureOnCommitCallbacks(execute=True):
+                    try:
+                        with transaction.atomic():
+                            publish_on_commit(fb.message("order.created", "orders:v"))
+                            raise RuntimeError
+                    except RuntimeError:
+                        pass
+                self.assertNothingPublished()
+
+            def test_fails_when_missing(self):
+                self.assertPublished("order.created")
+
+        result = unittest.TestResult()
+        unittest.defaultTestLoader.loadTestsFromTestCase(OrderTests).run(result)
+        self.assertEqual(result.testsRun, 3)
+        self.assertEqual([t.id().rsplit(".", 1)[1] for t, _ in result.failures], ["test_fails_when_missing"])
+        self.assertEqual(result.errors, [])
+        self.assertEqual(self.new_requests(), [])
+
+
+class Commands(DjangoCase):
+    def test_foyer_keygen_writes_a_private_jwk_0600_and_a_public_jwks(self):
+        import stat
+        import tempfile
+
+        from django.core.management import call_command
+
+        out_dir = tempfile.mkdtemp()
+        out = io.StringIO()
+        call_command("foyer_keygen", "--kid", "2026-11", "--out", out_dir, stdout=out)
+        priv = os.path.join(out_dir, "foyer-2026-11.private.jwk.json")
+        pub = json.load(open(os.path.join(out_dir, "foyer-2026-11.public.jwks.json")))
+        self.assertEqual(stat.S_IMODE(os.stat(priv).st_mode), 0o600)
+        self.assertNotIn("d", pub["keys"][0])
+        self.assertEqual(fb.public_jwks(json.load(open(priv))), pub)
+        self.assertIn("wrangler secret put JWT_KEYS", out.getvalue())
+        from django.core.management.base import CommandError
+
+        with self.assertRaises(CommandError):
+            call_command("foyer_keygen", "--kid", "2026-11", "--out", out_dir, stdout=io.StringIO())
+
+    def test_foyer_token_mints_from_the_foyer_settings(self):
+        from django.core.management import call_command
+
+        out = io.StringIO()
+        call_command("foyer_token", "staff-1", "orders:v", "chat:o-1", "--publish", "chat:o-1", "--ttl", "60", stdout=out)
+        claims = jwt.decode(out.getvalue().strip(), b"k" * 32, algorithms=["HS256"], audience="foyer")
+        self.assertEqual((claims["sub"], claims["channels"], claims["publish"], claims["iss"], claims["exp"] - claims["iat"]),
+                         ("staff-1", ["orders:v", "chat:o-1"], ["chat:o-1"], "iss", 60))
+
+    def test_the_template_tag_renders_the_client_config_at_the_channels_seq(self):
+        from django.template import Context, Template
+
+        self.stub.script = [(200, '{"channel":"orders:v","seq":41,"sockets":0,"users":[],"truncated":false}', {})]
+        html = Template('{% load foyer %}{% foyer_config "orders:v" read_seq=True %}').render(Context({}))
+        cfg = json.loads(re.search(r'<script id="foyer-config" type="application/json">(.*)</script>', html).group(1))
+        base = self.dj["base"]["URL"]
+        self.assertEqual(cfg, {"client": base + "/client/foyer.js", "url": base.replace("http", "ws", 1),
+                               "channel": "orders:v", "since": 41, "token_url": "/foyer/token"})
+        with foyer(URL=f"http://127.0.0.1:{free_port()}"):
+            with self.assertLogs("foyer_backend", level="WARNING"):
+                from foyer_backend.django import client_config
+
+                self.assertIsNone(client_config("orders:v", read_seq=True)["since"])
+        self.assertEqual(client_config("payment:o-1", 7, settings=fb.Settings(url="https://gw.example"))["url"],
+                         "wss://gw.example")
+
+
+def dict_grants(request):
+    return {"sub": "u-1", "channels": ["chat:r1"]}
 
 
 def sample_grants(request):
@@ -524,7 +1254,16 @@ def sample_grants(request):
     return Grant("u-1", ["chat:r1"]) if request.GET.get("grant") else None
 
 
-urlpatterns = []
+def _urls():
+    from django.urls import include, path
+
+    return [path("foyer/", include("foyer_backend.django.urls"))]
+
+
+def __getattr__(name):  # ROOT_URLCONF = "backend_unit": the kit's URLs, built once Django is set up
+    if name == "urlpatterns":
+        return _urls()
+    raise AttributeError(name)
 
 
 def main():

@@ -1,4 +1,4 @@
-"""The synchronous client (standard library HTTP): publish, read channels, revoke."""
+"""The synchronous client (standard library HTTP): publish, link, read channels, revoke."""
 from __future__ import annotations
 
 import http.client
@@ -9,6 +9,7 @@ import urllib.error
 import urllib.request
 from typing import Any, Iterable, Mapping, Optional, Union
 
+from . import _capture
 from . import _wire as w
 from ._settings import Settings
 
@@ -18,11 +19,12 @@ log = logging.getLogger("foyer_backend")
 class Client:
     """One gateway. Every call retries network errors, 5xx and 429 with jittered exponential
     backoff, resending the same request (same body, same signature) for at most `retry_for`
-    seconds (default: the settings' FOYER_RETRY_FOR, 30 s), then raises `FoyerError`. Other
-    4xx answers raise at once: they mean the request itself is wrong."""
+    seconds (default: the settings' RETRY_FOR, 30 s), then raises `FoyerError`. Other
+    4xx answers raise at once: they mean the request itself is wrong. Without `settings`,
+    `Settings.default()`: Django's FOYER inside a Django project, else the environment."""
 
     def __init__(self, settings: Optional[Settings] = None, sleep=time.sleep, clock=time.monotonic):
-        self.settings = settings or Settings.from_env()
+        self.settings = settings or Settings.default()
         self._sleep, self._clock = sleep, clock
 
     # The endpoints
@@ -30,6 +32,9 @@ class Client:
     def publish(self, messages: Union[Mapping, Iterable[Mapping]], retry_for: Optional[float] = None) -> dict:
         """Publishes one message or many; see `foyer_backend.publish`."""
         msgs = w.fix_ids(messages)
+        cap = _capture.current()
+        if cap:
+            return cap.publish(msgs)
         results = []
         for batch in w.batches(msgs):
             try:
@@ -40,36 +45,77 @@ class Client:
             results.extend(answer.get("results", []))
         return {"results": results}
 
+    def link(self, channel: str, inbox: str, retry_for: Optional[float] = None) -> dict:
+        """Links `channel` into `inbox` (PROTOCOL v1.2 "Inboxes"): every event the channel
+        accepts from now on is forwarded to the inbox. Returns the result,
+        `{"channel", "inbox", "linked": True}` (or `"linked": False, "error": "too_many_links"`
+        when the channel already holds 8 links). Linking twice is harmless."""
+        return self.links([{"channel": channel, "inbox": inbox}], retry_for=retry_for)["results"][0]
+
+    def unlink(self, channel: str, inbox: str, retry_for: Optional[float] = None) -> dict:
+        """Removes the link of `channel` into `inbox`: `{"channel", "inbox", "linked": False}`."""
+        return self.links([{"channel": channel, "inbox": inbox, "remove": True}], retry_for=retry_for)["results"][0]
+
+    def links(self, entries: Iterable[Any], retry_for: Optional[float] = None) -> dict:
+        """`POST /links` for many links at once: each entry a `(channel, inbox)` pair or a dict
+        `{"channel", "inbox", "remove"?}`. More than 100 are sent as several requests, in
+        order. Returns `{"results": [...]}` in the entries' order; on failure `FoyerError.results`
+        holds the results of the requests that did succeed (sending the same links again is
+        harmless)."""
+        entries = w.link_entries(entries)
+        cap = _capture.current()
+        if cap:
+            return cap.link(entries)
+        results: list = []
+        for batch in w.chunks(entries, w.MAX_LINKS):
+            try:
+                answer = self.request("POST", "/links", w.links_body(batch), retry_for=retry_for)
+            except w.FoyerError as e:
+                e.results = results + e.results
+                raise
+            results.extend(answer.get("results", []))
+        return {"results": results}
+
     def channel_info(self, channel: str, retry_for: Optional[float] = None) -> dict:
         """`GET /channels/{kind}/{key}`: `{"channel", "seq", "sockets", "users", "truncated"}`."""
+        cap = _capture.current()
+        if cap:
+            return cap.channel_info(channel)
         return self.request("GET", w.channel_path(channel), b"", retry_for=retry_for)
 
     def history(self, channel: str, since: int = 0, limit: int = 100, retry_for: Optional[float] = None) -> dict:
         """`GET /channels/{kind}/{key}/history?since=N&limit=M`: `{"channel", "seq", "reset", "events"}`."""
+        cap = _capture.current()
+        if cap:
+            return cap.history(channel, since, limit)
         return self.request("GET", w.history_target(channel, since, limit), b"", retry_for=retry_for)
 
     def revoke(self, sub: str, channels: Optional[Iterable[str]] = None, retry_for: Optional[float] = None) -> dict:
-        """`POST /revoke`: closes `sub`'s sockets (in `channels`, or all) and refuses its tokens
-        issued up to now. Retries keep the first signature, hence the revocation's time."""
-        payload: dict = {"sub": sub}
-        if channels is not None:
-            payload["channels"] = list(channels)
-        return self.request("POST", "/revoke", w._dumps(payload), retry_for=retry_for)
+        """`POST /revoke`: closes `sub`'s sockets (in `channels`, or all when `channels` is
+        None) and refuses its tokens issued up to now. Retries keep the first signature, hence
+        the revocation's time. `channels=[]` raises ValueError (the gateway answers it 400)."""
+        body = w.revoke_body(sub, channels)
+        cap = _capture.current()
+        if cap:
+            return cap.revoke(body)
+        return self.request("POST", "/revoke", body, retry_for=retry_for)
 
     # One signed request, retried
 
     def request(self, method: str, target: str, body: bytes, retry_for: Optional[float] = None) -> Any:
         s = self.settings
+        base = s.base_url()
         headers = w.request_headers(method, target, body, s.publish_secret())
         budget = w.clamp_retry_for(retry_for, s.retry_for)
         deadline = self._clock() + budget
         attempt = 0
         while True:
             attempt += 1
-            timeout = max(1.0, min(s.timeout, deadline - self._clock()))
+            # One attempt only (retry_for=0, as the outbox sends): the whole TIMEOUT for it.
+            timeout = s.timeout if budget == 0 else max(1.0, min(s.timeout, deadline - self._clock()))
             wait = None
             try:
-                status, text, resp_headers = self._send(method, s.url + target, body if method == "POST" else None, headers, timeout)
+                status, text, resp_headers = self._send(method, base + target, body if method == "POST" else None, headers, timeout)
             except (OSError, http.client.HTTPException) as e:  # refused, reset, timed out, cut short
                 error = w.FoyerError(f"{target.split('?')[0]}: {type(e).__name__}: {e}")
             else:
@@ -116,6 +162,21 @@ def publish(messages: Union[Mapping, Iterable[Mapping]], settings: Optional[Sett
     return _client(settings).publish(messages, retry_for=retry_for)
 
 
+def link(channel: str, inbox: str, settings: Optional[Settings] = None, retry_for: Optional[float] = None) -> dict:
+    """Links `channel` into `inbox` (an `inbox:` channel); see `Client.link`."""
+    return _client(settings).link(channel, inbox, retry_for=retry_for)
+
+
+def unlink(channel: str, inbox: str, settings: Optional[Settings] = None, retry_for: Optional[float] = None) -> dict:
+    """Removes the link of `channel` into `inbox`; see `Client.unlink`."""
+    return _client(settings).unlink(channel, inbox, retry_for=retry_for)
+
+
+def links(entries: Iterable[Any], settings: Optional[Settings] = None, retry_for: Optional[float] = None) -> dict:
+    """Many links (and removals) at once; see `Client.links`."""
+    return _client(settings).links(entries, retry_for=retry_for)
+
+
 def channel_info(channel: str, settings: Optional[Settings] = None, retry_for: Optional[float] = None) -> dict:
     """A channel's latest `seq`, open sockets and users (PROTOCOL "Reading channels")."""
     return _client(settings).channel_info(channel, retry_for=retry_for)
@@ -129,5 +190,6 @@ def history(channel: str, since: int = 0, limit: int = 100, settings: Optional[S
 
 def revoke(sub: str, channels: Optional[Iterable[str]] = None, settings: Optional[Settings] = None,
            retry_for: Optional[float] = None) -> dict:
-    """Closes `sub`'s sockets (in `channels`, or everywhere) and refuses its older tokens."""
+    """Closes `sub`'s sockets (in `channels`, or everywhere when None) and refuses its older
+    tokens. Inside a Django project it reads Django's FOYER settings."""
     return _client(settings).revoke(sub, channels, retry_for=retry_for)

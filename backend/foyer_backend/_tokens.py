@@ -9,13 +9,20 @@ from typing import Optional, Sequence
 
 import jwt  # PyJWT
 
+from . import _capture
 from ._settings import Settings
+from ._wire import channel_list
 
 _b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()  # noqa: E731
 
 
 def _unb64(s: str) -> bytes:
     return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+
+
+# Signs tokens under capture() when the settings hold no key: a test value, never configured
+# in a gateway.
+TEST_KEY = b"foyer-backend testing key, not for any gateway!!"
 
 
 def signing_key(keys: list):
@@ -46,17 +53,24 @@ def mint_token(
     settings: Optional[Settings] = None,
 ) -> str:
     """A short-lived token for `sub` that may subscribe to `channels` and post to `publish`
-    (chat channels). `ttl` must not exceed the gateway's TOKEN_MAX_LIFETIME."""
-    s = settings or Settings.from_env()
-    if not sub:
+    (chat channels). `ttl` must not exceed the gateway's TOKEN_MAX_LIFETIME. Channels are
+    checked here (a string where a list is due is a TypeError, a malformed name a ValueError),
+    so a mistake fails in the backend, not as a 4401 at the gateway.
+
+    Under `foyer_backend.testing.capture()` the claims are recorded; without a signing key
+    configured, the token is then signed with a test key no gateway accepts."""
+    s = settings or Settings.default()
+    if not isinstance(sub, str) or not sub:
         raise ValueError("sub must be a non-empty string")
+    channels = channel_list(channels, "channels")
+    publish = channel_list(publish, "publish")
     if len(json.dumps(sub)) > 256:
         raise ValueError("sub is longer than the gateway accepts (256 bytes of JSON)")
     if ttl > s.max_lifetime:
         raise ValueError(f"ttl {ttl} exceeds the gateway's maximum lifetime {s.max_lifetime}")
-    if not s.issuer:
-        raise ValueError("JWT_ISSUER is not set")
-    alg, key, kid = s.signing_key()
+    cap = _capture.current()
+    if not s.issuer and not cap:
+        raise ValueError("JWT_ISSUER is not set (FOYER['JWT_ISSUER'] in Django)")
     now = int(time.time())
     claims = {"sub": sub, "iss": s.issuer, "aud": s.audience, "iat": now, "exp": now + int(ttl),
               "channels": list(channels), "publish": list(publish)}
@@ -64,6 +78,14 @@ def mint_token(
         claims["name"] = name
     if role is not None:
         claims["role"] = role
+    if cap:
+        cap.token(claims)
+        try:
+            alg, key, kid = s.signing_key()
+        except (ValueError, RuntimeError):
+            alg, key, kid = "HS256", TEST_KEY, "foyer-testing"
+    else:
+        alg, key, kid = s.signing_key()
     return jwt.encode(claims, key, algorithm=alg, headers={"kid": kid} if kid else None)
 
 

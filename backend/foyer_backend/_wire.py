@@ -23,7 +23,8 @@ BATCH_BODY_BUDGET = 240 * 1024
 MAX_RETRY_FOR = 240.0
 
 _KEY = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-KINDS = ("orders", "payment", "chat")
+KINDS = ("orders", "payment", "chat", "inbox")  # inbox: PROTOCOL v1.2
+MAX_LINKS = 100  # entries in one /links request
 
 
 class FoyerError(Exception):
@@ -84,7 +85,10 @@ def verify_signature(header: Optional[str], path: str, body: bytes, secrets: Seq
             t = v
         elif k == "v1":
             macs.append(v.lower())
-    if t is None or not t.isdigit() or not macs:
+    # ASCII only: "²".isdigit() is true but int() refuses it, and compare_digest refuses
+    # non-ASCII strings; either would be an exception (a 500) instead of a refusal.
+    macs = [m for m in macs if m.isascii()]
+    if t is None or not (t.isascii() and t.isdigit()) or not macs:
         return False
     now = time.time() if now is None else now
     if abs(now - int(t)) > tolerance:
@@ -94,13 +98,15 @@ def verify_signature(header: Optional[str], path: str, body: bytes, secrets: Seq
         key = secret.encode() if isinstance(secret, str) else secret
         expected = hmac.new(key, f"{t}.{path}.".encode() + body, hashlib.sha256).hexdigest()
         for mac in macs:
-            ok |= hmac.compare_digest(expected, mac)  # no early exit: every pair is compared
+            ok |= hmac.compare_digest(expected.encode(), mac.encode())  # no early exit: every pair is compared
     return ok
 
 
 # Channels
 
 def split_channel(channel: str):
+    if not isinstance(channel, str):
+        raise ValueError(f"not a channel name: {channel!r} (a string KIND:KEY)")
     kind, sep, key = channel.partition(":")
     if not sep or kind not in KINDS or not _KEY.match(key):
         raise ValueError(f"not a channel name: {channel!r} (KIND:KEY, KIND one of {', '.join(KINDS)})")
@@ -131,10 +137,11 @@ def message(event: str, channels: Union[str, Sequence[str]], data: Any = None, i
             "event": event, "data": data}
 
 
-def fix_ids(messages: Union[Mapping, Iterable[Mapping]]) -> List[dict]:
+def fix_ids(messages: Union[Mapping, Iterable[Mapping]], encoder: Optional[type] = None) -> List[dict]:
     """The messages as a list, each given an `id` if it has none. The id is written into the
     caller's dict, so a retry of the same message object reuses it. Validated as the gateway
-    would, so a bad message fails here, before any request."""
+    would, so a bad message fails here, before any request. `encoder` (a `json.JSONEncoder`
+    subclass, e.g. Django's) is how `data` is serialized for the size check."""
     if isinstance(messages, Mapping):
         messages = [messages]
     out, seen = [], set()
@@ -156,7 +163,7 @@ def fix_ids(messages: Union[Mapping, Iterable[Mapping]]) -> List[dict]:
         ev = m.get("event")
         if not isinstance(ev, str) or not 1 <= len(ev) <= 128:
             raise ValueError(f"message {m['id']}: event must be a non-empty string of at most 128 characters")
-        if len(_dumps(m.get("data"))) > MAX_DATA:
+        if len(_dumps(m.get("data"), encoder)) > MAX_DATA:
             raise ValueError(f"message {m['id']}: data is over 64 KiB serialized")
         out.append(m)
     if not out:
@@ -164,8 +171,23 @@ def fix_ids(messages: Union[Mapping, Iterable[Mapping]]) -> List[dict]:
     return out
 
 
-def _dumps(value) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+def _dumps(value, encoder: Optional[type] = None) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, cls=encoder).encode()
+
+
+def channel_list(channels: Any, what: str = "channels") -> List[str]:
+    """A list of well-formed channel names; a bare string is refused (it would be read as a
+    list of one-letter names)."""
+    if isinstance(channels, (str, bytes)):
+        raise TypeError(f"{what} must be a list of channel names, not a string: [{channels!r}]")
+    if isinstance(channels, Mapping) or not isinstance(channels, Iterable):
+        raise TypeError(f"{what} must be a list of channel names, not {type(channels).__name__}")
+    out = list(channels)
+    for c in out:
+        if not isinstance(c, str):
+            raise TypeError(f"{what}: a channel name is a string, not {type(c).__name__} ({c!r})")
+        split_channel(c)
+    return out
 
 
 def batches(messages: Sequence[Mapping], max_messages: int = MAX_MESSAGES, max_channels: int = MAX_CHANNELS,
@@ -189,6 +211,65 @@ def batches(messages: Sequence[Mapping], max_messages: int = MAX_MESSAGES, max_c
 
 def publish_body(batch: Sequence[Mapping]) -> bytes:
     return _dumps({"messages": [dict(m) for m in batch]})
+
+
+# Links (PROTOCOL v1.2 "Inboxes")
+
+def link_entries(entries: Iterable[Any]) -> List[dict]:
+    """`POST /links` entries, validated as the gateway would (so a bad one fails before any
+    request). Each is `{"channel", "inbox", "remove"?}` or a `(channel, inbox)` pair."""
+    if isinstance(entries, Mapping):
+        entries = [entries]
+    out = []
+    for e in entries:
+        if isinstance(e, Mapping):
+            unknown = set(e) - {"channel", "inbox", "remove"}
+            if unknown:
+                raise ValueError(f"a link has channel, inbox and optionally remove; not {sorted(unknown)}")
+            channel, inbox, remove = e.get("channel"), e.get("inbox"), e.get("remove", False)
+        elif isinstance(e, (tuple, list)) and len(e) == 2:
+            (channel, inbox), remove = e, False
+        else:
+            raise TypeError(f"a link is a (channel, inbox) pair or a dict, not {e!r}")
+        if not isinstance(channel, str) or not isinstance(inbox, str):
+            raise TypeError(f"a link's channel and inbox are channel names: {e!r}")
+        if split_channel(channel)[0] == "inbox":
+            raise ValueError(f"an inbox cannot be linked into an inbox: {channel!r}")
+        if split_channel(inbox)[0] != "inbox":
+            raise ValueError(f"links go into an inbox channel (inbox:KEY), not {inbox!r}")
+        if not isinstance(remove, bool):
+            raise TypeError(f"remove is true or false, not {remove!r}")
+        out.append({"channel": channel, "inbox": inbox, "remove": True} if remove else {"channel": channel, "inbox": inbox})
+    if not out:
+        raise ValueError("no links given")
+    return out
+
+
+def links_body(batch: Sequence[Mapping]) -> bytes:
+    return _dumps({"links": [dict(e) for e in batch]})
+
+
+def chunks(items: Sequence, size: int) -> List[list]:
+    return [list(items[i:i + size]) for i in range(0, len(items), size)]
+
+
+# Revocation
+
+def revoke_body(sub: str, channels: Optional[Iterable[str]] = None) -> bytes:
+    """`POST /revoke`: without `channels`, every channel (no "channels" key is sent); with
+    them, 1..=100 channel names. An empty list is refused here: PROTOCOL v1.2 answers it
+    400, and it is never what a caller meant ("none" or "all"?)."""
+    if not isinstance(sub, str) or not sub:
+        raise ValueError("revoke: sub must be a non-empty string")
+    payload: dict = {"sub": sub}
+    if channels is not None:
+        chans = channel_list(channels)
+        if not chans:
+            raise ValueError("revoke: channels=[] names no channel; pass None (the default) to revoke every channel")
+        if len(chans) > MAX_CHANNELS:
+            raise ValueError(f"revoke: at most {MAX_CHANNELS} channels a request")
+        payload["channels"] = chans
+    return _dumps(payload)
 
 
 # Retries

@@ -3,6 +3,7 @@
     from foyer_backend.aio import AsyncClient
     async with AsyncClient(settings) as foyer:
         await foyer.publish(message("order.created", ["orders:venue-1"], {...}))
+        await foyer.link("chat:o-1001", "inbox:venue-1")
         info = await foyer.channel_info("orders:venue-1")
 
 Same behaviour as the sync `Client`: ids fixed before sending, batches split, network errors,
@@ -21,6 +22,7 @@ try:
 except ImportError as e:  # pragma: no cover
     raise ImportError("foyer_backend.aio needs httpx: pip install 'foyer-backend[async]'") from e
 
+from . import _capture
 from . import _wire as w
 from ._settings import Settings
 
@@ -31,7 +33,7 @@ __all__ = ["AsyncClient"]
 
 class AsyncClient:
     def __init__(self, settings: Optional[Settings] = None, client: Optional["httpx.AsyncClient"] = None):
-        self.settings = settings or Settings.from_env()
+        self.settings = settings or Settings.default()
         self._http = client or httpx.AsyncClient()
         self._own = client is None
 
@@ -47,6 +49,9 @@ class AsyncClient:
 
     async def publish(self, messages: Union[Mapping, Iterable[Mapping]], retry_for: Optional[float] = None) -> dict:
         msgs = w.fix_ids(messages)
+        cap = _capture.current()
+        if cap:
+            return cap.publish(msgs)
         results = []
         for batch in w.batches(msgs):
             try:
@@ -57,29 +62,63 @@ class AsyncClient:
             results.extend(answer.get("results", []))
         return {"results": results}
 
+    async def link(self, channel: str, inbox: str, retry_for: Optional[float] = None) -> dict:
+        """Links `channel` into `inbox`; the one result (see `foyer_backend.Client.link`)."""
+        return (await self.links([{"channel": channel, "inbox": inbox}], retry_for=retry_for))["results"][0]
+
+    async def unlink(self, channel: str, inbox: str, retry_for: Optional[float] = None) -> dict:
+        """Removes the link of `channel` into `inbox`; the one result."""
+        return (await self.links([{"channel": channel, "inbox": inbox, "remove": True}], retry_for=retry_for))["results"][0]
+
+    async def links(self, entries: Iterable[Any], retry_for: Optional[float] = None) -> dict:
+        """`POST /links` for many entries, 100 a request, in order (see `foyer_backend.Client.links`)."""
+        entries = w.link_entries(entries)
+        cap = _capture.current()
+        if cap:
+            return cap.link(entries)
+        results: list = []
+        for batch in w.chunks(entries, w.MAX_LINKS):
+            try:
+                answer = await self.request("POST", "/links", w.links_body(batch), retry_for=retry_for)
+            except w.FoyerError as e:
+                e.results = results + e.results
+                raise
+            results.extend(answer.get("results", []))
+        return {"results": results}
+
     async def channel_info(self, channel: str, retry_for: Optional[float] = None) -> dict:
+        cap = _capture.current()
+        if cap:
+            return cap.channel_info(channel)
         return await self.request("GET", w.channel_path(channel), b"", retry_for=retry_for)
 
     async def history(self, channel: str, since: int = 0, limit: int = 100, retry_for: Optional[float] = None) -> dict:
+        cap = _capture.current()
+        if cap:
+            return cap.history(channel, since, limit)
         return await self.request("GET", w.history_target(channel, since, limit), b"", retry_for=retry_for)
 
     async def revoke(self, sub: str, channels: Optional[Iterable[str]] = None, retry_for: Optional[float] = None) -> dict:
-        payload: dict = {"sub": sub}
-        if channels is not None:
-            payload["channels"] = list(channels)
-        return await self.request("POST", "/revoke", w._dumps(payload), retry_for=retry_for)
+        body = w.revoke_body(sub, channels)  # channels=[] raises ValueError; None is every channel
+        cap = _capture.current()
+        if cap:
+            return cap.revoke(body)
+        return await self.request("POST", "/revoke", body, retry_for=retry_for)
 
     async def request(self, method: str, target: str, body: bytes, retry_for: Optional[float] = None) -> Any:
         s = self.settings
+        base = s.base_url()
         headers = w.request_headers(method, target, body, s.publish_secret())
-        deadline = time.monotonic() + w.clamp_retry_for(retry_for, s.retry_for)
+        budget = w.clamp_retry_for(retry_for, s.retry_for)
+        deadline = time.monotonic() + budget
         attempt = 0
         while True:
             attempt += 1
-            timeout = max(1.0, min(s.timeout, deadline - time.monotonic()))
+            # One attempt only (retry_for=0, as the outbox sends): the whole TIMEOUT for it.
+            timeout = s.timeout if budget == 0 else max(1.0, min(s.timeout, deadline - time.monotonic()))
             wait = None
             try:
-                r = await self._http.request(method, s.url + target, content=body if method == "POST" else None,
+                r = await self._http.request(method, base + target, content=body if method == "POST" else None,
                                              headers=headers, timeout=timeout)
             except httpx.TransportError as e:  # connect, read, write, timeout, protocol errors
                 error = w.FoyerError(f"{target.split('?')[0]}: {type(e).__name__}: {e}")

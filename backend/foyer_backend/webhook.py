@@ -13,13 +13,13 @@ def verify_webhook(body: bytes, signature: Optional[str], path: str,
                    tolerance: int = 300, now: Optional[float] = None) -> dict:
     """The webhook's JSON body, when `signature` (the `X-Foyer-Signature` header) signs `body`
     sent to `path` (the webhook URL's path, without query) with `secret` (a string, possibly
-    comma-separated, or a list; default CHAT_WEBHOOK_SECRET) within `tolerance` seconds.
+    comma-separated, or a list; default CHAT_WEBHOOK_SECRET from `Settings.default()`) within `tolerance` seconds.
     Otherwise raises `InvalidSignature`.
 
     The body is `{"id", "channel", "seq", "event", "ts", "author": {"sub", "name", "role"},
     "text", "client_id"}`; retries carry the same body, so dedupe by `id`."""
     if secret is None:
-        secrets = (settings or Settings.from_env()).webhook_secret_list()
+        secrets = (settings or Settings.default()).webhook_secret_list()
     elif isinstance(secret, str):
         secrets = [s.strip() for s in secret.split(",") if s.strip()]
     else:
