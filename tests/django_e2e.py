@@ -3,16 +3,18 @@ installed from ./backend, against a real gateway under `wrangler dev`.
 
 It generates an Ed25519 pair with the kit (the gateway holds only the public JWKS), starts
 the Django project on a local port (the gateway's CHAT_WEBHOOK_URL points at it, and its
-origin is in ALLOWED_ORIGINS), and proves: tokens for staff sessions and for anonymous
-customers (4403 on another customer's order), publish after commit only, a publish retried
-across a gateway restart and delivered once, the chat webhook verified by the kit, and a
-dashboard rendered at the channel's seq then connected with `since`.
+origin is in ALLOWED_ORIGINS), and proves: `manage.py check` passes on the project's FOYER
+settings; tokens for staff sessions and for anonymous customers (4403 on another customer's
+order); publish after commit only; the outbox (an order placed with the gateway down, a Django
+process killed right after its commit, and one that exits within 2 s: `manage.py foyer_outbox`
+delivers each event exactly once when the gateway is back); the chat webhook verified by the
+kit; a dashboard rendered at the channel's seq then connected with `since`; and the venue's
+inbox (PROTOCOL v1.2), linked on each order's commit, followed and answered by staff.
 
     .venv/bin/python tests/django_e2e.py
 """
 import base64
 import json
-import logging
 import os
 import re
 import secrets
@@ -29,7 +31,8 @@ import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, ".."))
-sys.path.insert(0, os.path.join(HERE, "django_project"))
+PROJECT = os.path.join(HERE, "django_project")
+sys.path.insert(0, PROJECT)
 
 import foyer_backend as fb  # noqa: E402  (installed from ./backend by scripts/setup)
 from websockets.exceptions import ConnectionClosed  # noqa: E402
@@ -123,6 +126,40 @@ class Socket:
         self.ws.close()
 
 
+def until(sock, pred, seconds):
+    """The event frames received until one satisfies `pred` (or `seconds` pass)."""
+    out, end = [], time.time() + seconds
+    while time.time() < end:
+        f = sock.recv(timeout=max(0.05, end - time.time()))
+        if f is None and sock.closed is not None:
+            break
+        if f and f.get("type") == "event":
+            out.append(f)
+            if pred(f):
+                break
+    return out
+
+
+# Another process of the same Django project (the environment main() set up), committing one
+# order: it prints "committed <pk>" after the commit, then lingers for `linger` seconds.
+ORDER_SCRIPT = """
+import time
+import django
+django.setup()
+from django.db import transaction
+from shop.models import Order
+with transaction.atomic():
+    order = Order.objects.create(venue={venue!r}, seat={seat!r}, items=["tea"])
+print("committed", order.pk, flush=True)
+time.sleep({linger})
+"""
+
+
+def django_process(code):
+    return subprocess.Popen([sys.executable, "-c", code], cwd=PROJECT, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, text=True)
+
+
 def first_frame_or_close(gw, channel, token, origin):
     try:
         s = Socket(gw, channel, token, origin)
@@ -145,7 +182,7 @@ def main():
     os.environ.update({
         "DJANGO_SETTINGS_MODULE": "shopsite.settings", "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
         "SHOP_DB": os.path.join(tmp, "shop.sqlite3"), "FOYER_URL": gw.base,
-        "FOYER_JWT_PRIVATE_JWK": json.dumps(private), "JWT_ISSUER": issuer, "PUBLISH_SECRETS": publish_secret,
+        "JWT_KEYS": json.dumps(private), "JWT_ISSUER": issuer, "PUBLISH_SECRETS": publish_secret,
         "CHAT_WEBHOOK_SECRET": hook_secret, "FOYER_LOG_LEVEL": "ERROR",
     })
     import django
@@ -192,6 +229,11 @@ def run(gw, origin, hook_secret):
     venue = "venue-" + secrets.token_hex(3)
     orders_ch = f"orders:{venue}"
 
+    from django.core.checks import ERROR, run_checks
+
+    problems = [str(m) for m in run_checks() if m.level >= ERROR]
+    check("manage.py check passes on the project's FOYER settings", not problems, problems)
+
     # --- Staff: a logged-in session gets a token from the kit's view -------------------------
     password = "pw-" + secrets.token_hex(8)
     user = User.objects.create_user("sam", password=password, first_name="Sam", is_staff=True)
@@ -213,6 +255,7 @@ def run(gw, origin, hook_secret):
     nobody = Client()
     r = nobody.get("/foyer/token")
     check("an anonymous visitor without an order gets no token (403)", r.status_code == 403, r.status_code)
+    check("and asking created no session for them", "sessionid" not in r.cookies, r.cookies)
 
     # --- Anonymous customers: a token bound to the session, for the orders placed in it ------
     ann, bob = Client(), Client()
@@ -271,40 +314,74 @@ def run(gw, origin, hook_secret):
     last_seq = after[-1]["seq"] if after else None
     feed.close()
 
-    # --- A publish issued while the gateway is down is retried and delivered once ------------
-    retries = []
+    # --- The outbox: nothing committed is lost, whatever process dies when --------------------
+    from django.conf import settings as dj_settings
+    from django.test import override_settings
 
-    class Count(logging.Handler):
-        def emit(self, record):
-            if "retrying" in record.getMessage():
-                retries.append(record.getMessage())
+    from foyer_backend.django.models import OutboxEntry
 
-    logging.getLogger("foyer_backend").addHandler(Count(level=logging.WARNING))
-    logging.getLogger("foyer_backend").setLevel(logging.WARNING)
     gw.stop()
     t0 = time.time()
-    rd = ann.post("/order", {"venue": venue, "seat": "D4", "items": ["water"]})
+    # This process leaves its rows to `manage.py foyer_outbox` (FOYER["SEND"] = "worker"), so
+    # the command below is what delivers them.
+    with override_settings(FOYER=dict(dj_settings.FOYER, SEND="worker")):
+        rd = ann.post("/order", {"venue": venue, "seat": "D4", "items": ["water"]})
     took = time.time() - t0
     check("an order placed while the gateway is down still succeeds at once",
           rd.status_code == 201 and took < 2, (rd.status_code, round(took, 2)))
-    time.sleep(3)
+    d_key = rd.json()["order"] if rd.status_code == 201 else "o-0"
+    d_id = f"order-{d_key[2:]}-created"
+    check("its event waits in the outbox table, written in the order's transaction",
+          OutboxEntry.objects.filter(kind="publish", key=d_id).count() == 1)
+
+    # Another Django process commits an order and is killed at once (SIGKILL), the gateway down.
+    killed = django_process(ORDER_SCRIPT.format(venue=venue, seat="K9", linger=60))
+    line = killed.stdout.readline().split()
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.wait()
+    k_id = f"order-{line[1]}-created" if line[:1] == ["committed"] else None
+    check("a Django process killed right after its commit leaves its event in the outbox",
+          k_id is not None and OutboxEntry.objects.filter(key=k_id).exists(), line)
+
+    # A process that commits with the gateway down and exits: the sender does not hold it.
+    exiting = django_process(ORDER_SCRIPT.format(venue=venue, seat="X1", linger=0))
+    line = exiting.stdout.readline().split()
+    t0 = time.time()
+    try:
+        exiting.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        exiting.kill()
+        exiting.wait()
+    exit_took = time.time() - t0
+    x_id = f"order-{line[1]}-created" if line[:1] == ["committed"] else None
+    check("a process that committed with the gateway down exits within 2 s",
+          x_id is not None and exiting.returncode == 0 and exit_took <= 2.0, (line, exiting.returncode, round(exit_took, 2)))
+    check("and its event stays in the outbox", x_id is not None and OutboxEntry.objects.filter(key=x_id).exists())
+
     gw.start()
-    check("the background publish finished after the gateway came back", flush(90))
-    check("it was retried while the gateway was down", len(retries) >= 1, retries)
-    d_key = rd.json()["order"]
+    out = subprocess.run([sys.executable, "manage.py", "foyer_outbox"], cwd=PROJECT, capture_output=True, text=True,
+                         timeout=120)
+    check("manage.py foyer_outbox sends what the outbox held once the gateway is back",
+          out.returncode == 0 and "failed 0" in out.stdout and "pending 0" in out.stdout, out.stdout + out.stderr)
+    check("the outbox is empty after it", OutboxEntry.objects.count() == 0,
+          list(OutboxEntry.objects.values_list("key", "attempts", "last_error")))
     ann_token = ann.get("/foyer/token").content.decode()
     s = Socket(gw, f"payment:{d_key}", ann_token, origin)
     s.recv()
     got = s.events(1.5)
     s.close()
-    check("the order's payment channel holds it exactly once", [e["id"] for e in got] == [f"order-{d_key[2:]}-created"], got)
+    check("the order's payment channel holds it exactly once", [e["id"] for e in got] == [d_id], got)
     s = Socket(gw, orders_ch, staff_token, origin, since=last_seq)
     s.recv()
-    got = s.events(1.5)
+    got = s.events(2)
     s.close()
-    check("the venue's feed resumed with since receives it exactly once",
-          [e["data"]["seat"] for e in got] == ["D4"] and (last_seq is None or got[0]["seq"] == last_seq + 1), got)
-    again = fb.publish(fb.message("order.created", [orders_ch], id=f"order-{d_key[2:]}-created"), settings=foyer_settings())
+    check("the venue's feed resumed with since receives each of the three orders exactly once, in commit order",
+          [e["id"] for e in got] == [d_id, k_id, x_id] and (last_seq is None or got[0]["seq"] == last_seq + 1),
+          [(e["id"], e["seq"]) for e in got])
+    again = subprocess.run([sys.executable, "manage.py", "foyer_outbox"], cwd=PROJECT, capture_output=True, text=True,
+                           timeout=60)
+    check("a second drain sends nothing", again.returncode == 0 and "sent 0" in again.stdout, again.stdout + again.stderr)
+    again = fb.publish(fb.message("order.created", [orders_ch], id=d_id), settings=foyer_settings())
     check("publishing the same id again is answered duplicate", again["results"][0]["duplicate"] is True, again)
 
     # --- The chat webhook lands in a Django view protected by the kit's verifier -------------
@@ -390,6 +467,41 @@ def run(gw, origin, hook_secret):
     room.close()
     check("channel_info lists the room's users and sockets", isinstance(info, dict) and info.get("sockets") == 1
           and [u["sub"] for u in info.get("users", [])] == [ann_sub], info)
+
+    # --- PROTOCOL v1.2: the venue's inbox, linked by the kit on each order's commit ----------
+    inbox = f"inbox:{venue}"
+    staff_token = staff.get("/foyer/token").content.decode()
+    c = claims_of(staff_token)
+    check("the staff token grants the venue's inbox and publish for its chats (staff_grant)",
+          inbox in c.get("channels", []) and f"chat:{a_key}" in c.get("publish", []), c)
+    ib = Socket(gw, inbox, staff_token, origin)
+    w = ib.recv()
+    check("the staff inbox opens", isinstance(w, dict) and w.get("type") == "welcome", w)
+    replay = ib.events(1.5)  # the inbox replays its last 50 events
+    check("its replay holds the orders forwarded from the venue's feed, each marked with its source",
+          any(e.get("source", {}).get("channel") == orders_ch and e["id"] == d_id for e in replay),
+          [(e.get("source"), e.get("id")) for e in replay])
+    fresh = Order.objects.create(venue=venue, seat="F6", items=["tea"])  # autocommit: links, then the publish
+    flush(30)
+    got = until(ib, lambda e: e.get("id") == f"order-{fresh.pk}-created", 10)
+    check("an order created now reaches the inbox from the orders feed",
+          any(e.get("source", {}).get("channel") == orders_ch and e["id"] == f"order-{fresh.pk}-created" for e in got),
+          [(e.get("source"), e.get("id")) for e in got])
+    room = Socket(gw, f"chat:{a_key}", ann_token, origin)
+    room.recv()
+    room.events(1)
+    room.ws.send(json.dumps({"type": "send", "id": "m2", "text": "And a spoon, please"}))
+    got = until(ib, lambda e: (e.get("data") or {}).get("text") == "And a spoon, please", 10)
+    check("a customer's chat message reaches the staff inbox, marked with its chat",
+          any(e.get("source", {}).get("channel") == f"chat:{a_key}" and (e.get("data") or {}).get("text") == "And a spoon, please"
+              for e in got), [(e.get("source"), e.get("data")) for e in got])
+    ib.ws.send(json.dumps({"type": "send", "channel": f"chat:{a_key}", "id": "r1", "text": "Coming right up"}))
+    heard = until(room, lambda e: (e.get("data") or {}).get("text") == "Coming right up", 10)
+    check("a staff answer sent over the inbox reaches the customer's chat, as staff",
+          any((e.get("data") or {}).get("text") == "Coming right up" and e["data"].get("author", {}).get("role") == "staff"
+              for e in heard), heard)
+    room.close()
+    ib.close()
 
 
 if __name__ == "__main__":

@@ -1,29 +1,14 @@
-import json
 import logging
 
-from django.conf import settings
 from django.http import Http404, HttpResponse, HttpResponseForbidden, JsonResponse
 from django.shortcuts import get_object_or_404, render
-from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from foyer_backend import FoyerError, channel_info
-from foyer_backend.django import foyer_settings, foyer_webhook, guest_sub
+from foyer_backend.django import client_config, foyer_webhook, guest_sub
 
 from .models import ChatMessage, Order
 
 log = logging.getLogger(__name__)
-
-
-def _client_config(channel, since=None):
-    """What a page needs to load the browser client from the gateway and connect."""
-    return {
-        "client": settings.FOYER_URL + "/client/foyer.js",
-        "url": settings.FOYER_URL.replace("http", "ws", 1),
-        "channel": channel,
-        "since": since,
-        "token_url": reverse("foyer-token"),
-    }
 
 
 @require_POST
@@ -38,13 +23,11 @@ def place_order(request):
 def order_page(request, pk):
     """The customer's page: payment status and chat of one order placed in this session."""
     order = get_object_or_404(Order, pk=pk)
-    if not order.guest or order.guest != guest_sub(request):
+    if not order.guest or order.guest != guest_sub(request, create=False):
         raise Http404
-    return render(request, "shop/order.html", {
-        "order": order,
-        "payment": _client_config(f"payment:{order.key}"),   # payment replays its history: no since needed
-        "chat": _client_config(f"chat:{order.key}"),
-    })
+    # The template renders each channel's client configuration with {% foyer_config %}
+    # (payment replays its history: no since needed).
+    return render(request, "shop/order.html", {"order": order})
 
 
 def dashboard(request):
@@ -56,14 +39,10 @@ def dashboard(request):
     if not (request.user.is_authenticated and request.user.is_staff):
         return HttpResponseForbidden()
     venue = request.user.staff.venue
-    channel = f"orders:{venue}"
-    try:
-        seq = channel_info(channel, settings=foyer_settings(), retry_for=2)["seq"]
-    except (FoyerError, ValueError) as e:
-        log.warning("foyer: could not read %s (%s); the page connects without since", channel, e)
-        seq = None
+    # read_seq: the channel's seq now (None, logged, if the gateway cannot be read).
+    foyer = client_config(f"orders:{venue}", read_seq=True)
     orders = Order.objects.filter(venue=venue).exclude(status="collected").order_by("pk")
-    return render(request, "shop/dashboard.html", {"orders": orders, "foyer": _client_config(channel, seq), "seq": seq})
+    return render(request, "shop/dashboard.html", {"orders": orders, "foyer": foyer, "seq": foyer["since"]})
 
 
 @foyer_webhook

@@ -1,6 +1,5 @@
 """Settings of the test shop: an ordinary Django project plus the Foyer kit's settings
 (docs/django.md). Secrets come from the environment (tests/django_e2e.py generates them)."""
-import json
 import os
 from pathlib import Path
 
@@ -14,7 +13,7 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.auth",
     "django.contrib.sessions",
-    "foyer_backend.django",  # the kit: token view, publish_on_commit, webhook decorator
+    "foyer_backend.django",  # the kit: token view, the outbox, checks, commands, webhook decorator
     "shop",
 ]
 MIDDLEWARE = [
@@ -38,15 +37,17 @@ DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3",
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
 USE_TZ = True
 
-# Foyer: the gateway's own setting names; the backend holds the private signing key.
-FOYER_URL = os.environ["FOYER_URL"]                          # e.g. https://foyer.example.workers.dev
-JWT_KEYS = json.loads(os.environ["FOYER_JWT_PRIVATE_JWK"])   # a dict (or a JSON string) works
-JWT_ISSUER = os.environ["JWT_ISSUER"]
-PUBLISH_SECRETS = os.environ["PUBLISH_SECRETS"]
-CHAT_WEBHOOK_SECRET = os.environ["CHAT_WEBHOOK_SECRET"]
-FOYER_GRANTS = "shop.foyer.grants"   # who gets which channels: the one hook
-FOYER_TOKEN_TTL = 300
-FOYER_RETRY_FOR = 60                 # publishes ride out a gateway restart of up to a minute
+# Foyer: one dict. The gateway's names for what the two share; the backend holds the private
+# signing key. Secrets come from the environment, under the same names the gateway uses.
+FOYER = {
+    "URL": os.environ["FOYER_URL"],                           # e.g. https://foyer.example.workers.dev
+    "JWT_KEYS": os.environ["JWT_KEYS"],                       # the private JWK (JSON; a dict works too)
+    "JWT_ISSUER": os.environ["JWT_ISSUER"],
+    "PUBLISH_SECRETS": os.environ["PUBLISH_SECRETS"].split(","),  # the first signs
+    "CHAT_WEBHOOK_SECRET": os.environ["CHAT_WEBHOOK_SECRET"],
+    "GRANTS": "shop.foyer.grants",                            # who gets which channels: the one hook
+    "TOKEN_TTL": 300,
+}
 
 LOGGING = {
     "version": 1,
