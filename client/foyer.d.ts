@@ -53,6 +53,20 @@ export interface FoyerEvent<T = unknown> {
   event: string;
   data: T;
   ts: number;
+  /** On an inbox: the linked channel the event was copied from, and its `seq` there (v1.2). */
+  source?: EventSource;
+}
+
+/** Where an inbox's event comes from. */
+export interface EventSource {
+  channel: string;
+  seq: number;
+}
+
+/** `send`'s options: the client id, and on an inbox the chat the message goes to. */
+export interface SendOptions {
+  id?: string;
+  channel?: string;
 }
 
 export interface ChatMessageData {
@@ -145,8 +159,9 @@ export interface Client {
   readonly lastSeq: number | null;
   /** Chat channels: who is connected (null before a welcome with presence). */
   readonly presence: Presence | null;
-  /** Sends a chat message; returns its client id, or false when not open. */
-  send(text: string, id?: string): string | false;
+  /** Sends a chat message; returns its client id, or false when not open. On an inbox
+   *  connection, `{ channel: "chat:KEY" }` names the chat it goes to. */
+  send(text: string, idOrOptions?: string | SendOptions): string | false;
   /** Closes for good (state `closed`). */
   close(): void;
   /** Starts over at once (also after `closed` or `failed`), resuming with `since`. */

@@ -347,9 +347,12 @@ export function connect(options) {
     globalThis.document?.removeEventListener("visibilitychange", onVisibility);
   }
 
-  function send(text, id = randomId()) {
+  // send(text), send(text, id), or send(text, { channel, id }): on an inbox connection,
+  // `channel` names the chat the message goes to (protocol v1.2).
+  function send(text, options) {
     if (ws?.readyState !== 1 || client.state !== "open") return false;
-    ws.send(JSON.stringify({ type: "send", id, text }));
+    const { id = randomId(), channel: to } = typeof options === "string" ? { id: options } : options ?? {};
+    ws.send(JSON.stringify(to === undefined ? { type: "send", id, text } : { type: "send", channel: to, id, text }));
     return id;
   }
 

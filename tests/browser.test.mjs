@@ -11,12 +11,12 @@ import { join } from "node:path";
 import { launchBrowser, root, sleep, startGateway, startTokenServer } from "./support/foyer.mjs";
 
 const artifacts = join(root, "test-artifacts");
-let gw, base, browser, tokens, mint, publish;
+let gw, base, browser, tokens, mint, publish, post;
 
 before(async () => {
   mkdirSync(artifacts, { recursive: true });
   gw = await startGateway();
-  ({ base, mint, publish } = gw);
+  ({ base, mint, publish, post } = gw);
   tokens = await startTokenServer(gw); // the stand-in backend, on another loopback port
   browser = await launchBrowser();
 });
@@ -137,6 +137,33 @@ test("two people chat, with presence and server-stamped authors", async () => {
   await ann.close();
 });
 
+test("the staff inbox shows a customer's message beside the orders, and the reply reaches the customer's chat", async () => {
+  const venue = `v${Date.now()}`, room = `o${Date.now()}`;
+  const inbox = `inbox:${venue}`, ch = `chat:${room}`;
+  await post("/links", { links: [{ channel: ch, inbox }, { channel: `orders:${venue}`, inbox }] });
+  const staff = await open(page("/inbox/", inbox, mint("sam", [inbox], { publish: [ch] })), 1200);
+  await staff.waitForSelector('#status[data-state="open"]');
+  const ann = await open(page("/chat/", ch, mint("ann", [ch], { publish: [ch] })));
+  await ann.waitForSelector('#status[data-state="open"]');
+  await publish(`orders:${venue}`, "order.created", { order: room, seat: "B12", items: ["tea"], status: "created" });
+  await staff.waitForSelector(`#order-${room}`);
+  await ann.fill("#text", "Could we get two more teas?");
+  await ann.click("button[type=submit]");
+  const conversation = `button[data-chat="${ch}"]`;
+  await staff.waitForSelector(conversation);
+  assert.equal(await staff.getAttribute(conversation, "data-unread"), "1");
+  assert.match(await staff.textContent(conversation), /two more teas/);
+  await staff.click(conversation);
+  await staff.waitForFunction(() => document.getElementById("log").textContent.includes("Could we get two more teas?"));
+  await staff.fill("#text", "On their way to B12");
+  await staff.click("#form button[type=submit]");
+  await ann.waitForFunction(() => document.getElementById("log").textContent.includes("sam (staff): On their way to B12"));
+  await staff.waitForFunction(() => document.getElementById("log").textContent.includes("On their way to B12"), null, { timeout: 10_000 });
+  await staff.screenshot({ path: join(artifacts, "inbox.png") });
+  await staff.close();
+  await ann.close();
+});
+
 test("the chat page lists who is there from the welcome (v1.1), then follows joins and leaves", async () => {
   const ch = `chat:p${Date.now()}`;
   const ann = await open(page("/chat/", ch, mint("ann", [ch], { publish: [ch] })));
@@ -181,7 +208,7 @@ test("every asset in the built pages is content-hashed and served immutable; pag
     assert.equal(r.status, 200, u);
     assert.equal(r.headers.get("cache-control"), "public, max-age=31536000, immutable", u);
   }
-  for (const path of ["/", "/orders/", "/payment/", "/chat/"]) {
+  for (const path of ["/", "/orders/", "/payment/", "/chat/", "/inbox/"]) {
     const r = await fetch(base + path);
     assert.equal(r.status, 200, path);
     assert.equal(r.headers.get("cache-control"), "no-cache", path);

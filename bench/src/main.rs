@@ -170,12 +170,17 @@ impl Drop for Gateway {
 }
 
 async fn publish(port: u16, body: &Value) -> Value {
+    signed_post(port, "/publish", body).await
+}
+
+/// A signed POST (`/publish`, `/links`); its JSON answer.
+async fn signed_post(port: u16, path: &str, body: &Value) -> Value {
     let body = body.to_string();
-    let sig = signature::sign(SECRET.as_bytes(), (now_us() / 1_000_000) as i64, "/publish", body.as_bytes());
+    let sig = signature::sign(SECRET.as_bytes(), (now_us() / 1_000_000) as i64, path, body.as_bytes());
     http_json(
         port,
         format!(
-            "POST /publish HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nX-Foyer-Signature: {sig}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nX-Foyer-Signature: {sig}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         ),
     )
@@ -534,6 +539,133 @@ async fn chat(port: u16, quick: bool) -> (f64, u64) {
     (total as f64 / started.elapsed().as_secs_f64(), expect * users as u64 - total)
 }
 
+/// One pass of the inbox scenario: what the customers saw on their own chats, what the staff
+/// inbox saw, and the server CPU it took.
+struct InboxPass {
+    own: Vec<f64>,
+    forward: Vec<f64>,
+    forwarded: u64,
+    lost: u64,
+    dup: u64,
+    cpu: f64,
+}
+
+/// Foyer only: a venue's staff inbox with `chats` linked chats (or none linked), 50 of them
+/// with a customer sending 10 messages 100 ms apart. Own delivery: send → the customer's own
+/// socket; forward: accepted by the chat (the event's `ts`) → the inbox socket.
+async fn inbox_pass(g: &Gateway, quick: bool, linked: bool, pass: usize) -> InboxPass {
+    let port = g.port;
+    let (chats, customers, per) = (200, 50, if quick { 4 } else { 10 });
+    let tag = format!("{}-{pass}", now_us() % 1_000_000);
+    let inbox = format!("inbox:venue-{tag}");
+    let rooms: Vec<String> = (0..chats).map(|i| format!("chat:inb-{tag}-{i}")).collect();
+    if linked {
+        for chunk in rooms.chunks(100) {
+            let links: Vec<Value> = chunk.iter().map(|c| json!({"channel": c, "inbox": inbox})).collect();
+            let answer = signed_post(port, "/links", &json!({ "links": links })).await;
+            assert!(answer["results"].as_array().is_some_and(|r| r.iter().all(|r| r["linked"] == true)), "links: {answer}");
+        }
+    }
+    let staff = open(port, &format!("/ws/inbox/venue-{tag}"), &token("staff", &[inbox.as_str()], &[])).await.expect("inbox socket");
+    let expect = (customers * per) as u64;
+    let forwards = tokio::spawn(async move {
+        let (mut seen, mut times, mut total) = (std::collections::HashSet::new(), Vec::new(), 0u64);
+        let mut ws = staff;
+        while let Ok(Some(Ok(Message::Text(t)))) = tokio::time::timeout(Duration::from_secs(if linked { 10 } else { 2 }), ws.next()).await {
+            let v: Value = serde_json::from_str(&t).unwrap_or(Value::Null);
+            if v["type"] != "event" {
+                continue;
+            }
+            total += 1;
+            times.push(now_us() as f64 / 1000.0 - v["ts"].as_f64().unwrap_or(0.0));
+            seen.insert((v["source"]["channel"].as_str().unwrap_or("").to_owned(), v["source"]["seq"].as_u64().unwrap_or(0)));
+            if seen.len() as u64 >= expect && linked {
+                break;
+            }
+        }
+        (seen.len() as u64, total, times)
+    });
+    let mut sockets = Vec::new();
+    for (u, room) in rooms.iter().take(customers).enumerate() {
+        let t = token(&format!("cust-{tag}-{u}"), &[room.as_str()], &[room.as_str()]);
+        sockets.push(open(port, &format!("/ws/chat/{}", room.split_once(':').map_or("", |x| x.1)), &t).await.expect("chat socket"));
+    }
+    let cpu0 = g.usage().0;
+    let tasks = sockets.into_iter().enumerate().map(|(u, ws)| async move {
+        let (mut tx, mut rx) = ws.split();
+        let sender = tokio::spawn(async move {
+            for i in 0..per {
+                let text = format!("{}", now_us());
+                let _ = tx.send(Message::text(json!({"type": "send", "id": format!("{u}-{i}"), "text": text}).to_string())).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            tx
+        });
+        let mut own = Vec::new();
+        while let Ok(Some(Ok(Message::Text(t)))) = tokio::time::timeout(Duration::from_secs(10), rx.next()).await {
+            let v: Value = serde_json::from_str(&t).unwrap_or(Value::Null);
+            if let Some(sent) = v["data"]["text"].as_str().and_then(|s| s.parse::<u64>().ok()) {
+                own.push((now_us() - sent) as f64 / 1000.0);
+                if own.len() >= per {
+                    break;
+                }
+            }
+        }
+        let _ = sender.await;
+        own
+    });
+    let mut own: Vec<f64> = futures_util::future::join_all(tasks).await.into_iter().flatten().collect();
+    let (unique, total, mut forward) = forwards.await.expect("inbox");
+    let cpu = g.usage().0 - cpu0;
+    own.sort_by(f64::total_cmp);
+    forward.sort_by(f64::total_cmp);
+    let delivered = own.len() as u64;
+    let (lost, dup) = if linked {
+        (expect - unique.min(expect) + (expect - delivered.min(expect)), total - unique)
+    } else {
+        (expect - delivered.min(expect), total)
+    };
+    InboxPass { own, forward, forwarded: unique, lost, dup, cpu }
+}
+
+/// The inbox scenario: unlinked and linked passes alternating on one gateway; returns the
+/// figures and the budget verdicts.
+async fn inbox(quick: bool) -> (Vec<(String, f64)>, Vec<(&'static str, bool)>) {
+    let g = Gateway::start("inbox", Some(&foyer_config()));
+    let pairs = if quick { 1 } else { 3 };
+    let (mut without, mut with) = (Vec::new(), Vec::new());
+    for pass in 0..pairs {
+        without.push(inbox_pass(&g, quick, false, 2 * pass).await);
+        with.push(inbox_pass(&g, quick, true, 2 * pass + 1).await);
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let own_without = median(without.iter().map(|p| pct(&p.own, 0.99)).collect());
+    let own_with = median(with.iter().map(|p| pct(&p.own, 0.99)).collect());
+    let fwd_p50 = median(with.iter().map(|p| pct(&p.forward, 0.5)).collect());
+    let fwd_p99 = median(with.iter().map(|p| pct(&p.forward, 0.99)).collect());
+    let forwarded: u64 = with.iter().map(|p| p.forwarded).sum();
+    let extra_cpu: f64 = with.iter().map(|p| p.cpu).sum::<f64>() - without.iter().map(|p| p.cpu).sum::<f64>();
+    let cpu_per = extra_cpu * 1000.0 / forwarded.max(1) as f64;
+    let (lost, dup): (u64, u64) = with.iter().chain(&without).fold((0, 0), |(l, d), p| (l + p.lost, d + p.dup));
+    let figures = vec![
+        ("chat own delivery p99 ms, no links".to_owned(), own_without),
+        ("chat own delivery p99 ms, 200 linked".to_owned(), own_with),
+        ("forward p50 ms (accepted -> inbox socket)".to_owned(), fwd_p50),
+        ("forward p99 ms (accepted -> inbox socket)".to_owned(), fwd_p99),
+        ("server CPU ms per forwarded event".to_owned(), cpu_per),
+        ("inbox lost + duplicated".to_owned(), (lost + dup) as f64),
+    ];
+    let verdicts = vec![
+        ("inbox: chats' own delivery p99 with links <= 1.05x without", own_with <= 1.05 * own_without),
+        ("inbox: forward p99 <= 2x the chats' own delivery p99", fwd_p99 <= 2.0 * own_with),
+        ("inbox: zero lost or duplicated", lost == 0 && dup == 0),
+    ];
+    (figures, verdicts)
+}
+
 /// Cloudflare Workers Paid prices used for the cost scenario (USD), as published on the
 /// Workers and Durable Objects pricing pages, read 2026-11-30. Marginal prices: the plan's
 /// included amounts are left out, so a figure is what one more order costs.
@@ -734,7 +866,7 @@ fn token_microbench() -> Vec<(&'static str, f64)> {
 #[tokio::main]
 async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    // --only=fanout|steady|rooms|rooms-reused|connect|chat|cost: one scenario (for profiling).
+    // --only=fanout|steady|rooms|rooms-reused|connect|chat|inbox|cost: one scenario (for profiling).
     let only = std::env::args().find_map(|a| a.strip_prefix("--only=").map(str::to_owned));
     if std::env::args().any(|a| a == "--micro") {
         for (alg, us) in token_microbench() {
@@ -754,6 +886,17 @@ async fn main() {
         .find_map(|a| a.strip_prefix("--rounds=").and_then(|n| n.parse::<usize>().ok()))
         .unwrap_or(if quick { 1 } else { 3 })
         .max(1);
+    if only.as_deref() == Some("inbox") {
+        let (figures, verdicts) = inbox(quick).await;
+        for (name, v) in figures {
+            println!("{name:<48} {v:>12.2}");
+        }
+        println!("\nbudgets");
+        for (name, ok) in verdicts {
+            println!("  {} {name}", if ok { "PASS" } else { "MISS" });
+        }
+        return;
+    }
     if only.as_deref() == Some("cost") {
         println!("\nbudgets");
         for (name, ok) in cost_report(quick).await {
@@ -830,8 +973,12 @@ async fn main() {
         ("gzipped wasm <= 300 KiB", gz <= 300.0),
     ];
     let cost_verdicts = if only.is_none() { cost_report(quick).await } else { Vec::new() };
+    let (inbox_figures, inbox_verdicts) = if only.is_none() { inbox(quick).await } else { (Vec::new(), Vec::new()) };
+    for (name, v) in &inbox_figures {
+        println!("{name:<48} {v:>12.2}");
+    }
     println!("\nbudgets");
-    for (name, ok) in verdicts.into_iter().chain(cost_verdicts) {
+    for (name, ok) in verdicts.into_iter().chain(cost_verdicts).chain(inbox_verdicts) {
         println!("  {} {name}", if ok { "PASS" } else { "MISS" });
         if name.starts_with("EdDSA") && native.iter().any(|(_, _, floor)| *floor > 50.0) {
             let floors: Vec<String> = native.iter().map(|(alg, _, floor)| format!("{alg} {floor:.1} µs")).collect();

@@ -52,18 +52,23 @@ export async function startGateway({ port, vars = {} } = {}) {
   /** A well-formed token signed with another key: the gateway closes 4401. */
   const forged = (sub, channels) => mint(sub, channels, { key: randomBytes(32) });
 
-  async function publish(channel, event, data) {
-    const body = JSON.stringify({ id: `${event}-${Math.random()}`, channels: [channel], event, data });
+  /** A signed POST (`/publish`, `/links`, `/revoke`); answers the JSON of a 200. */
+  async function post(path, value) {
+    const body = JSON.stringify(value);
     const t = Math.floor(Date.now() / 1000);
-    const v1 = createHmac("sha256", publishSecret).update(`${t}./publish.${body}`).digest("hex");
-    const r = await fetch(`${base}/publish`, { method: "POST", body, headers: { "Content-Type": "application/json", "X-Foyer-Signature": `t=${t},v1=${v1}` } });
+    const v1 = createHmac("sha256", publishSecret).update(`${t}.${path}.${body}`).digest("hex");
+    const r = await fetch(`${base}${path}`, { method: "POST", body, headers: { "Content-Type": "application/json", "X-Foyer-Signature": `t=${t},v1=${v1}` } });
     const text = await r.text();
     assert.equal(r.status, 200, text);
-    return JSON.parse(text).results[0];
+    return JSON.parse(text);
+  }
+
+  async function publish(channel, event, data) {
+    return (await post("/publish", { id: `${event}-${Math.random()}`, channels: [channel], event, data })).results[0];
   }
 
   const stop = () => { try { process.kill(-child.pid, "SIGTERM"); } catch { /* gone */ } };
-  return { base, port, mint, forged, publish, stop, secrets: [publishSecret, b64(secret)] };
+  return { base, port, mint, forged, publish, post, stop, secrets: [publishSecret, b64(secret)] };
 }
 
 /**

@@ -2,7 +2,7 @@
 // lines marked ts-expect-error are misuses the declarations must reject: if the types grew too
 // loose, tsc fails on the unused directive.
 import { backoffDelay, connect, fetchToken, fragment, pageBuild, TokenError, VERSION } from "@foyer/client";
-import type { ChatMessageData, Client, FoyerEvent, Member, Presence, State, StateDetail, Welcome } from "@foyer/client";
+import type { ChatMessageData, Client, EventSource, FoyerEvent, Member, Presence, State, StateDetail, Welcome } from "@foyer/client";
 
 interface OrderData {
   order: string;
@@ -53,6 +53,18 @@ const chat = connect<ChatMessageData>({
 });
 const sent: string | false = chat.send("Two teas to B12, please");
 const seq: number | null = live.lastSeq;
+
+// A staff inbox: events carry their source; a send names the chat it answers.
+const inbox = connect<ChatMessageData>({
+  channel: "inbox:venue-1",
+  getToken: async () => "header.payload.signature",
+  onEvent: (e) => {
+    const from: EventSource | undefined = e.source;
+    if (from) inbox.send("On its way", { channel: from.channel, id: `re-${from.seq}` });
+  },
+});
+const reply: string | false = inbox.send("Table 4, two minutes", { channel: "chat:o-1001" });
+console.log(reply);
 const state: State = live.state;
 live.check();
 live.reconnect();
@@ -85,3 +97,5 @@ live.lastSeq = 3;
 // @ts-expect-error: event data is typed by the page
 connect<OrderData>({ channel: "orders:v", getToken: () => "t", onEvent: (e) => e.data.price.toFixed() });
 console.log(dead);
+// @ts-expect-error: a send's options name a channel as a string
+inbox.send("hi", { channel: 7 });
