@@ -579,6 +579,8 @@ class OutboxRules(unittest.TestCase):
             (fb.FoyerError("x", status=400), 3, core.SPLIT),
             (fb.FoyerError("x", status=400), 1, core.DEAD),
             (fb.FoyerError("x", status=413), 1, core.DEAD),
+            (fb.FoyerError("x", status=404), 1, core.DEAD),  # /links on a gateway older than v1.2
+            (fb.FoyerError("x", status=404), 2, core.SPLIT),
             (fb.FoyerError("x", status=401), 1, core.RETRY),  # a secret being rotated: not the row's fault
             (fb.FoyerError("x", status=503), 2, core.RETRY),
             (fb.FoyerError("refused"), 1, core.RETRY),  # network

@@ -96,14 +96,21 @@ def requests(rows: Sequence[Row]) -> List[Request]:
 SENT, RETRY, SPLIT, DEAD = "sent", "retry", "split", "dead"
 
 
+# Answers that a retry of the same request cannot change: malformed (400), a route this
+# gateway does not have (404, 405: e.g. /links before PROTOCOL v1.2), too large (413), wrong
+# content type (415). 401/403 are not among them: a secret being rotated is fixed by config.
+REFUSED = (400, 404, 405, 413, 415)
+
+
 def outcome(error: Optional[BaseException], rows: int) -> str:
-    """What a send's result means for its rows. A 400 or 413 means the request itself is
-    wrong: a request of several rows is split to find the one at fault, and a single row is
-    set aside (dead: kept, logged, never retried by itself). Anything else (the network, 5xx,
-    429, 401 for a secret being rotated, a missing setting) is retried with backoff."""
+    """What a send's result means for its rows. A refusal no retry can change (`REFUSED`)
+    splits a request of several rows to find the one at fault, and sets a single row aside
+    (dead: kept, logged, never retried by itself), so it never holds the rows behind it.
+    Anything else (the network, 5xx, 429, 401 for a secret being rotated, a missing setting)
+    is retried with backoff."""
     if error is None:
         return SENT
-    if isinstance(error, w.FoyerError) and error.status in (400, 413):
+    if isinstance(error, w.FoyerError) and error.status in REFUSED:
         return SPLIT if rows > 1 else DEAD
     return RETRY
 

@@ -19,7 +19,7 @@ class OutboxEntry(models.Model):
     next_try = models.DateTimeField(default=timezone.now)
     claim = models.CharField(max_length=32, blank=True, default="", help_text="the drainer sending it now")
     last_error = models.TextField(blank=True, default="")
-    dead = models.BooleanField(default=False, help_text="refused as malformed (400/413): kept, not retried")
+    dead = models.BooleanField(default=False, help_text="refused in a way no retry changes (400, 404, 413): kept, not retried")
 
     class Meta:
         db_table = "foyer_outbox"

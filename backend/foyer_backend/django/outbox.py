@@ -122,7 +122,7 @@ def _send(objects, client: Client, reqs: List[core.Request], report: Report, rng
             objects.filter(pk__in=pks).update(dead=True, claim="", last_error=str(error)[:2000],
                                               attempts=req.rows[0].attempts + 1)
             report.dead += len(pks)
-            log.error("foyer: the gateway refused outbox row %s as malformed (%s); it is kept (dead=True) "
+            log.error("foyer: the gateway refused outbox row %s (%s), which no retry changes; it is kept (dead=True) "
                       "and not retried: %s", pks[0], error, req.rows[0].body[:500])
         else:
             now = timezone.now()

@@ -21,7 +21,7 @@ class Migration(migrations.Migration):
                 ("next_try", models.DateTimeField(default=django.utils.timezone.now)),
                 ("claim", models.CharField(blank=True, default="", help_text="the drainer sending it now", max_length=32)),
                 ("last_error", models.TextField(blank=True, default="")),
-                ("dead", models.BooleanField(default=False, help_text="refused as malformed (400/413): kept, not retried")),
+                ("dead", models.BooleanField(default=False, help_text="refused in a way no retry changes (400, 404, 413): kept, not retried")),
             ],
             options={
                 "verbose_name": "outbox entry",

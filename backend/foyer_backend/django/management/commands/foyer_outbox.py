@@ -20,7 +20,7 @@ class Command(BaseCommand):
                             help="with --loop: seconds between two looks at an empty outbox (default 1)")
         parser.add_argument("--database", default=DEFAULT_DB_ALIAS, help="the database whose outbox to drain")
         parser.add_argument("--retry-dead", action="store_true",
-                            help="first give the rows the gateway refused as malformed another try")
+                            help="first give the rows set aside (dead: refused in a way no retry changes) another try")
 
     def handle(self, *args, loop=False, interval=1.0, database=DEFAULT_DB_ALIAS, retry_dead=False, **options):
         from ...models import OutboxEntry
