@@ -950,6 +950,58 @@ class Outbox(DjangoCase):
         self.assertEqual((report.sent, report.pending), (1, 0))
         self.assertEqual(sent_ids(self.new_requests()), [m["id"]])
 
+    def test_the_sender_thread_retries_with_backoff_while_the_process_lives(self):
+        from django.db import transaction
+
+        from foyer_backend.django import flush, publish_on_commit
+
+        port = free_port()
+        back = None
+        try:
+            with foyer(URL=f"http://127.0.0.1:{port}"):
+                with self.assertLogs("foyer_backend", level="WARNING"):
+                    with transaction.atomic():
+                        publish_on_commit(fb.message("e", "orders:v", id="comes-back"))
+                    time.sleep(0.3)
+                self.assertEqual([r.key for r in rows()], ["comes-back"])
+                back = Stub(default=(200, echo_results, {}), port=port)  # the gateway is back
+                self.assertTrue(flush(15))
+            self.assertEqual(sent_ids(back.requests), ["comes-back"])
+            self.assertEqual(rows(), [])
+        finally:
+            if back:
+                back.close()
+
+    def test_foyer_outbox_loop_sends_rows_written_while_it_runs_and_stops_on_sigterm(self):
+        import signal
+        import subprocess
+
+        from django.db import transaction
+
+        from foyer_backend.django import publish_on_commit
+
+        code = LOOP_SCRIPT.format(db=self.dj["db"], url=self.dj["base"]["URL"], secret=SECRET)
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                text=True, env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+        try:
+            self.assertIn("until stopped", proc.stdout.readline())
+            with foyer(SEND="worker"):
+                with transaction.atomic():
+                    publish_on_commit(fb.message("e", "orders:v", id="looped"))
+            deadline = time.monotonic() + 15
+            while "looped" not in sent_ids(self.new_requests()) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            self.assertEqual(sent_ids(self.new_requests()), ["looped"])
+            proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        self.assertEqual(proc.returncode, 0)
+        self.assertIn("stopped", out)
+        self.assertEqual(rows(), [])
+
     def test_a_row_sent_twice_carries_the_same_id_for_the_gateway_to_dedupe(self):
         from django.db import transaction
 
@@ -1111,6 +1163,19 @@ with transaction.atomic():
     publish_on_commit(fb.message("e", "orders:v", id="exit-row"))
 time.sleep(0.3)  # the sender thread is now inside its send
 print("committed", flush=True)
+"""
+
+
+LOOP_SCRIPT = """
+import django
+from django.conf import settings
+settings.configure(
+    SECRET_KEY="x", USE_TZ=True, INSTALLED_APPS=["foyer_backend.django"],
+    DATABASES={{"default": {{"ENGINE": "django.db.backends.sqlite3", "NAME": {db!r}, "OPTIONS": {{"timeout": 20}}}}}},
+    FOYER={{"URL": {url!r}, "PUBLISH_SECRETS": [{secret!r}]}})
+django.setup()
+from django.core.management import call_command
+call_command("foyer_outbox", "--loop", "--interval", "0.1")
 """
 
 
