@@ -22,9 +22,9 @@
 //   (a random wait up to a bound that doubles per consecutive failure, capped), and the
 //   failure count resets only once a connection has stayed up for `minUptimeMs`.
 
-export const VERSION = "1.1.0";
+export const VERSION = "1.2.0";
 
-const CHANNEL = /^(orders|payment|chat):[A-Za-z0-9_-]{1,64}$/;
+const CHANNEL = /^(orders|payment|chat|inbox):[A-Za-z0-9_-]{1,64}$/;
 const JWT = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
 const STOP = new Set([4400, 4403, 1009]);
 const LOOPBACK = new Set(["127.0.0.1", "localhost", "[::1]"]);

@@ -306,6 +306,49 @@ async fn links_survive_a_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn copies_pending_when_the_gateway_stops_arrive_after_it_restarts_once_each_and_in_order() {
+    let mut gw = Gateway::start("inbox-stop", &[]);
+    let venue = unique("venue");
+    let inbox = format!("inbox:{venue}");
+    let sources: Vec<String> = (0..2).map(|i| format!("chat:{}", unique(&format!("o{i}")))).collect();
+    for s in &sources {
+        link(&gw, s, &inbox).await;
+    }
+    // Batches to both channels back to back, then the gateway stops at once: copies are
+    // still queued (or their calls under way) in the channels' objects.
+    let (batches, per) = (8, 25);
+    for b in 0..batches {
+        let messages: Vec<Value> = (0..per)
+            .map(|i| json!({"id": format!("b{b}-{i}"), "channels": sources.clone(), "event": "x", "data": {"b": b, "i": i}}))
+            .collect();
+        let r = gw.publish(&json!({ "messages": messages })).await;
+        assert_eq!(r.status, 200);
+    }
+    gw.restart();
+    let mut staff = connect(&gw, &format!("/ws/inbox/{venue}?since=0"), &staff_token("staff-1", &inbox, &[])).await;
+    assert_eq!(staff.frame().await["type"], "welcome");
+    let expect = 2 * batches * per;
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while got.len() < expect && tokio::time::Instant::now() < deadline {
+        got.extend(events(&mut staff, 5).await);
+    }
+    got.extend(events(&mut staff, 2).await);
+    let mut by_source: HashMap<String, Vec<u64>> = HashMap::new();
+    for e in &got {
+        by_source.entry(e["source"]["channel"].as_str().unwrap().to_owned()).or_default().push(e["source"]["seq"].as_u64().unwrap());
+    }
+    for s in &sources {
+        assert_eq!(
+            by_source.get(s).cloned().unwrap_or_default(),
+            (1..=(batches * per) as u64).collect::<Vec<_>>(),
+            "{s}: nothing lost, nothing twice, in order"
+        );
+    }
+    assert_eq!(got.iter().map(|e| e["seq"].as_u64().unwrap()).collect::<Vec<_>>(), (1..=expect as u64).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_revoke_with_an_empty_channel_list_is_a_400() {
     let gw = shared();
     let r = gw.signed_post("/revoke", json!({"sub": "u", "channels": []}).to_string().as_bytes(), PUBLISH_SECRET).await;
