@@ -18,9 +18,8 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import List, Optional
-
-from datetime import timedelta
 
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.utils import timezone
@@ -42,7 +41,7 @@ class Report:
     failed: int = 0
     dead: int = 0
     pending: int = 0  # rows left in the outbox (not dead) after the drain
-    next_due: Optional[object] = None  # when the first row left is due (a datetime), None if none
+    next_due: Optional[datetime] = None  # when the first row left is due, None if none
     errors: List[str] = field(default_factory=list)
 
 
