@@ -1,8 +1,16 @@
 //! Inboxes, both ends. A linked channel sends each inbox its oldest pending copies, the
-//! batches the engine hands it from the alarm (one call per inbox, all in parallel), and
-//! tells the engine how each went: the engine decides retries and bounds
-//! (`protocol::links`, `protocol::retry`). An inbox takes copies in, stores each once, and
-//! sends them to its sockets.
+//! batches the engine hands it (one call per inbox, all in parallel), and tells the engine
+//! how each went: the engine decides retries and bounds (`protocol::links`,
+//! `protocol::retry`). An inbox takes copies in, stores each once, and sends them to its
+//! sockets.
+//!
+//! When: right after the invocation that accepted the event sent it to the channel's own
+//! sockets, in a task of its own (the invocation answers meanwhile), so a copy costs no
+//! alarm invocation; and from the alarm, which is set no later than the end of a call under
+//! way and to each retry: if this instance goes away mid-call, or a call fails, the alarm
+//! sends what is still queued. The durable queue is the truth; the task is the prompt path.
+
+use std::rc::Rc;
 
 use futures::future::join_all;
 use worker::Result;
@@ -13,28 +21,54 @@ use crate::edge::messages::{Copy, ForwardReply, ForwardRequest};
 use crate::edge::runtime;
 use crate::protocol::channel::Channel;
 use crate::protocol::frame::StoredEvent;
-use crate::protocol::links::Batch;
+use crate::protocol::links::{Batch, FORWARD_CALL_MS};
 use crate::protocol::retry::Settled;
 
 impl RoomObject {
-    /// Copies were queued with an accepted event: the alarm fires now (unless it already
-    /// does) and sends them, after the event went to this room's own sockets.
-    pub(super) async fn forwards_queued(&self, now_ms: i64) -> Result<()> {
+    /// Copies were queued with an accepted event (already sent to this room's sockets): they
+    /// go now, from a task of its own.
+    pub(super) fn forward_soon(self: &Rc<Self>, channel: &Channel) {
         let dropped = self.memory.borrow_mut().take_forwards_dropped();
         if dropped > 0 {
             worker::console_error!("forwarding queue full: dropped the {dropped} oldest copies");
         }
-        self.alarm_by(now_ms).await
+        let (room, channel) = (Rc::clone(self), channel.clone());
+        worker::wasm_bindgen_futures::spawn_local(async move { room.forward_due(&channel).await });
     }
 
-    /// Sends each inbox its batch, in parallel, and tells the engine how each went.
-    pub(super) async fn deliver_forwards(&self, channel: &Channel, due: Vec<Batch>) {
+    /// Sends what is due until nothing is: copies queued while a call was under way go in the
+    /// next call to that inbox (one at a time keeps a channel's copies in order).
+    async fn forward_due(&self, channel: &Channel) {
+        loop {
+            let now_ms = runtime::now_ms();
+            let due = match self.with_room(channel, |room| room.forwards_due(now_ms)) {
+                Ok(due) if due.is_empty() => return,
+                Ok(due) => due,
+                Err(e) => return worker::console_error!("forwarding queue: {e}"),
+            };
+            // The alarm takes over if this instance goes away before the answers.
+            if let Err(e) = self.alarm_by(now_ms + FORWARD_CALL_MS).await {
+                worker::console_error!("alarm: {e}");
+            }
+            if let Some(retry_at) = self.deliver_forwards(channel, due).await {
+                if let Err(e) = self.alarm_by(retry_at).await {
+                    worker::console_error!("alarm: {e}");
+                }
+                return;
+            }
+        }
+    }
+
+    /// Sends each inbox its batch, in parallel, and tells the engine how each went; returns
+    /// the earliest retry when a call failed.
+    pub(super) async fn deliver_forwards(&self, channel: &Channel, due: Vec<Batch>) -> Option<i64> {
         let env = &self.env;
         let calls = due.iter().map(|batch| async move {
             let request =
                 ForwardRequest { inbox: batch.inbox.clone(), source: channel.clone(), events: batch.events.iter().map(Copy::of).collect() };
             js::call::<_, ForwardReply>(env, runtime::room(&batch.inbox), "/forward", &request).await
         });
+        let mut retry: Option<i64> = None;
         for (batch, outcome) in due.iter().zip(join_all(calls).await) {
             let delivered = match outcome {
                 Ok(_) => true,
@@ -47,10 +81,16 @@ impl RoomObject {
                 Ok(Settled::GaveUp) => {
                     worker::console_error!("forwarding to {} gave up on {} copies after a day", batch.inbox, batch.events.len())
                 }
-                Ok(_) => {}
-                Err(e) => worker::console_error!("forwarding queue: {e}"),
+                Ok(Settled::RetryAt(at)) => retry = Some(retry.map_or(at, |r| r.min(at))),
+                Ok(Settled::Delivered) => {}
+                Err(e) => {
+                    // Not settled: the alarm tries again rather than this task at once.
+                    worker::console_error!("forwarding queue: {e}");
+                    retry = Some(runtime::now_ms() + 1_000);
+                }
             }
         }
+        retry
     }
 
     /// On an inbox: copies from one source, each stored once, sent to every socket.

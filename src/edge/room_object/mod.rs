@@ -143,7 +143,7 @@ impl RoomObject {
     /// every socket gets it, the webhook call is queued (sent from the alarm: the room never
     /// waits for the backend, and a failed call is retried even across restarts), and so are
     /// copies for the channel's inboxes. Other effects concern one socket: see `message`.
-    async fn room_effect(&self, channel: &Channel, effect: Effect, now_ms: i64) -> Result<()> {
+    async fn room_effect(self: &Rc<Self>, channel: &Channel, effect: Effect, now_ms: i64) -> Result<()> {
         match effect {
             Effect::Broadcast(frame) => {
                 self.fan_out(&frame);
@@ -159,7 +159,7 @@ impl RoomObject {
                     Err(e) => worker::console_error!("webhook outbox: {e}"),
                 }
             }
-            Effect::Forward => self.forwards_queued(now_ms).await?,
+            Effect::Forward => self.forward_soon(channel),
             _ => {}
         }
         Ok(())
@@ -200,8 +200,8 @@ impl RoomObject {
                     })
                     .collect();
                 if forwarded {
-                    // Copies go from the alarm, after the sockets above: never in their way.
-                    self.forwards_queued(now_ms).await?;
+                    // After the sockets above, and not in the answer's way.
+                    self.forward_soon(&channel);
                 }
                 js::json(&PublishReply { results })
             }

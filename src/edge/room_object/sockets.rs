@@ -419,7 +419,7 @@ impl RoomObject {
         }
     }
 
-    pub(super) async fn message(&self, ws: WebSocket, message: WebSocketIncomingMessage) -> Result<()> {
+    pub(super) async fn message(self: &Rc<Self>, ws: WebSocket, message: WebSocketIncomingMessage) -> Result<()> {
         let (Some(channel), Some(mut attachment)) = (self.channel(), Attachment::load(&ws)) else {
             self.close_socket(&ws, close::INTERNAL, "room state lost").await;
             return Ok(());

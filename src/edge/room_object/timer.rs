@@ -20,8 +20,9 @@ impl RoomObject {
         if let Some(channel) = self.channel() {
             match self.with_room(&channel, |room| room.handle_timeout(now_ms)) {
                 Ok(due) => {
+                    // A failed call's retry is the engine's next deadline, set below.
                     let webhooks = self.deliver_webhooks(&channel, due.webhooks, now_ms);
-                    futures::join!(webhooks, self.deliver_forwards(&channel, due.forwards));
+                    let _ = futures::join!(webhooks, self.deliver_forwards(&channel, due.forwards));
                 }
                 Err(e) => worker::console_error!("room timeout: {e}"),
             }
