@@ -29,7 +29,7 @@ fn root() -> PathBuf {
 /// the `[assets]` table (and the `[build]` step, which the bench has run already). Under
 /// `wrangler dev` the assets binding puts an asset router, a Worker of its own, in front of
 /// every request in the same workerd process; in production that routing is the platform's,
-/// not billed to the Worker, and the baseline serves no assets. Measured (README, Benchmark).
+/// not billed to the Worker, and the baseline serves no assets. Measured (bench/README.md).
 fn foyer_config() -> String {
     let source = std::fs::read_to_string(root().join("wrangler.toml")).expect("wrangler.toml");
     let mut out = String::new();

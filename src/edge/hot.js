@@ -1,7 +1,7 @@
 // The hot paths of the shell, in JavaScript: where workers-rs' general wrappers cost more
 // than the work (a wasm<->JS crossing per socket, a Request/Response conversion per call,
 // a body read through a Rust stream adapter). Rust decides; these only move bytes. Found
-// with a CPU profile of the benchmark (README, "Benchmark"). Bound in src/edge/js.rs;
+// with a CPU profile of the benchmark (bench/README.md). Bound in src/edge/js.rs;
 // each function has a unit test in tests/hot.test.mjs.
 
 /** The origin of every request to a Durable Object: the object ignores it; paths matter. */

@@ -33,6 +33,11 @@ pub const FORWARD_QUEUE_MAX: u64 = 10_000;
 /// A forwarding call not answered within this long may be sent again (the inbox dedupes):
 /// a call lost with its instance does not hold an inbox's copies back for ever.
 pub const FORWARD_CALL_MS: i64 = 30_000;
+/// Copies go out right after the event (the prompt path), and the room's alarm fires no later
+/// than this after a call starts: it sends whatever a call lost with its instance left
+/// queued (sooner when the channel accepts another event). Long enough that a busy channel
+/// pays one alarm per five minutes for it, not one per copy.
+pub const FORWARD_BACKSTOP_MS: i64 = 5 * 60 * 1000;
 
 /// The storage a room needs for inboxes: part of its [`super::room::Store`] port. Rooms that
 /// are never linked (and inboxes no one answers from) create none of it.

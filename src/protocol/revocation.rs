@@ -22,7 +22,7 @@
 //! ([`Revocations::needs_record`], at refresh), so a live socket's record never expires.
 //! Why not drop the record when the user leaves: at an intermission hundreds of pages close
 //! at once, and a call per departure to a shared directory object is what made deliveries
-//! wait (README, Benchmark).
+//! wait (bench/README.md).
 //!
 //! What a room remembers ([`Revocations`]) spares a reconnect the question. It stays correct
 //! because an entry exists only for a user the directory has been asked about and recorded

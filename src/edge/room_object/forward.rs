@@ -6,9 +6,10 @@
 //!
 //! When: right after the invocation that accepted the event sent it to the channel's own
 //! sockets, in a task of its own (the invocation answers meanwhile), so a copy costs no
-//! alarm invocation; and from the alarm, which is set no later than the end of a call under
-//! way and to each retry: if this instance goes away mid-call, or a call fails, the alarm
-//! sends what is still queued. The durable queue is the truth; the task is the prompt path.
+//! alarm invocation; and from the alarm, which is set to each retry and no later than
+//! `FORWARD_BACKSTOP_MS` after a call starts: if this instance goes away mid-call, or a call
+//! fails, the alarm (or the channel's next event) sends what is still queued. The durable
+//! queue is the truth; the task is the prompt path.
 
 use std::rc::Rc;
 
@@ -21,7 +22,7 @@ use crate::edge::messages::{Copy, ForwardReply, ForwardRequest};
 use crate::edge::runtime;
 use crate::protocol::channel::Channel;
 use crate::protocol::frame::StoredEvent;
-use crate::protocol::links::{Batch, FORWARD_CALL_MS};
+use crate::protocol::links::{Batch, FORWARD_BACKSTOP_MS};
 use crate::protocol::retry::Settled;
 
 impl RoomObject {
@@ -47,7 +48,7 @@ impl RoomObject {
                 Err(e) => return worker::console_error!("forwarding queue: {e}"),
             };
             // The alarm takes over if this instance goes away before the answers.
-            if let Err(e) = self.alarm_by(now_ms + FORWARD_CALL_MS).await {
+            if let Err(e) = self.alarm_by(now_ms + FORWARD_BACKSTOP_MS).await {
                 worker::console_error!("alarm: {e}");
             }
             if let Some(retry_at) = self.deliver_forwards(channel, due).await {

@@ -172,7 +172,7 @@ impl RoomObject {
 
     /// Requests from the Worker (connects, publishes, reads) and the directory (revocations),
     /// in the runtime's own types: workers-rs' `Request` and `Response` conversions cost more
-    /// than the work on these paths (README, Benchmark).
+    /// than the work on these paths (bench/README.md).
     async fn fetch(self: &Rc<Self>, req: web_sys::Request) -> Result<web_sys::Response> {
         let url = req.url();
         let path = handshake::split_url(&url).1;
@@ -279,7 +279,7 @@ impl RoomObject {
 ///
 /// Written out rather than through workers-rs' `#[durable_object]`, which converts every
 /// request and response to its own types and back: the runtime's own types go straight
-/// through here (README, Benchmark). Every handler the runtime can call is defined (a
+/// through here (bench/README.md). Every handler the runtime can call is defined (a
 /// missing one would fail the call), and none can panic on what a client sends.
 macro_rules! room_class {
     ($class:ident) => {
