@@ -11,7 +11,7 @@ use sha2::Sha256;
 
 use crate::protocol::channel::Channel;
 use crate::protocol::frame::StoredEvent;
-use crate::protocol::links::{LinkStore, Pending, FORWARD_BATCH, FORWARD_QUEUE_MAX};
+use crate::protocol::links::{Link, LinkStore};
 use crate::protocol::room::Store;
 use crate::protocol::webhook::{Outbox, Queued, OUTBOX_MAX};
 
@@ -129,56 +129,25 @@ pub struct MemStore {
     /// Upkeep queries asked (pruning and outbox reads): each is a SQL statement in the
     /// Durable Object, so tests can hold the engine to asking only when it must.
     pub upkeep_queries: std::cell::Cell<u32>,
-    /// The inboxes this channel is linked into.
-    pub links: Vec<Channel>,
-    /// Copies queued for inboxes: (inbox, event, queued at, attempts, next try).
-    pub forwards: Vec<(Channel, StoredEvent, i64, u32, i64)>,
+    /// The channel's links into inboxes.
+    pub links: Vec<Link>,
     /// An inbox's sockets' chat grants, by connection.
     pub grants: Vec<(String, Vec<String>)>,
 }
 
 impl LinkStore for MemStore {
-    fn links(&self) -> Result<Vec<Channel>, String> {
+    fn links(&self) -> Result<Vec<Link>, String> {
         Ok(self.links.clone())
     }
-    fn set_links(&mut self, links: &[Channel]) -> Result<(), String> {
-        self.links = links.to_vec();
+    fn put_link(&mut self, link: &Link) -> Result<(), String> {
+        match self.links.iter_mut().find(|l| l.inbox == link.inbox) {
+            Some(held) => *held = link.clone(),
+            None => self.links.push(link.clone()),
+        }
         Ok(())
     }
-    fn forward_put(&mut self, inboxes: &[Channel], event: &StoredEvent, now: i64) -> Result<u64, String> {
-        for inbox in inboxes {
-            // A new copy waits with an inbox that is backing off.
-            let (attempts, next_at) = self.forwards.iter().filter(|f| &f.0 == inbox).map(|f| (f.3, f.4)).max().unwrap_or((0, now));
-            self.forwards.push((inbox.clone(), event.clone(), now, attempts, next_at));
-        }
-        let over = self.forwards.len().saturating_sub(FORWARD_QUEUE_MAX as usize);
-        self.forwards.drain(..over);
-        Ok(over as u64)
-    }
-    fn forward_pending(&self) -> Result<Vec<Pending>, String> {
-        let mut pending: Vec<Pending> = Vec::new();
-        for (inbox, _, _, attempts, next_at) in &self.forwards {
-            match pending.iter_mut().find(|p| &p.inbox == inbox) {
-                Some(p) => (p.next_at, p.attempts) = (p.next_at.min(*next_at), p.attempts.max(*attempts)),
-                None => pending.push(Pending { inbox: inbox.clone(), next_at: *next_at, attempts: *attempts }),
-            }
-        }
-        Ok(pending)
-    }
-    fn forward_batch(&self, inbox: &Channel) -> Result<(Vec<StoredEvent>, i64), String> {
-        let mut mine: Vec<&(Channel, StoredEvent, i64, u32, i64)> = self.forwards.iter().filter(|f| &f.0 == inbox).collect();
-        mine.sort_by_key(|f| f.1.seq);
-        let queued_at = mine.first().map_or(0, |f| f.2);
-        Ok((mine.into_iter().take(FORWARD_BATCH).map(|f| f.1.clone()).collect(), queued_at))
-    }
-    fn forward_drop(&mut self, inbox: &Channel, upto: u64) -> Result<(), String> {
-        self.forwards.retain(|f| &f.0 != inbox || f.1.seq > upto);
-        Ok(())
-    }
-    fn forward_retry(&mut self, inbox: &Channel, attempts: u32, next_at: i64) -> Result<(), String> {
-        for f in self.forwards.iter_mut().filter(|f| &f.0 == inbox) {
-            (f.3, f.4) = (attempts, next_at);
-        }
+    fn drop_link(&mut self, inbox: &Channel) -> Result<(), String> {
+        self.links.retain(|l| &l.inbox != inbox);
         Ok(())
     }
     fn grants_put(&mut self, conn: &str, entries: &[String]) -> Result<(), String> {

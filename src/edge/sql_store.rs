@@ -11,7 +11,7 @@ use worker::{SqlStorage, SqlStorageValue};
 use super::meter;
 use crate::protocol::channel::Channel;
 use crate::protocol::frame::StoredEvent;
-use crate::protocol::links::{self, LinkStore, Pending, FORWARD_BATCH, FORWARD_QUEUE_MAX};
+use crate::protocol::links::{self, Link, LinkStore};
 use crate::protocol::room::Store;
 use crate::protocol::webhook::{self, Outbox, Queued};
 
@@ -29,13 +29,11 @@ CREATE TABLE IF NOT EXISTS outbox (
   id TEXT PRIMARY KEY, body TEXT NOT NULL, attempts INTEGER NOT NULL, next_at INTEGER NOT NULL, created INTEGER NOT NULL);
 ";
 
-/// Only channels linked into an inbox ever create these: their inboxes, and the copies
-/// waiting for each (the events themselves: the source's history may be pruned meanwhile).
+/// Only channels linked into an inbox ever create it: one row per link, its cursor over
+/// the history (the events themselves are the history's) and its retry state.
 const LINKS_SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS links (inbox TEXT PRIMARY KEY);
-CREATE TABLE IF NOT EXISTS forwards (
-  inbox TEXT NOT NULL, seq INTEGER NOT NULL, id TEXT NOT NULL, event TEXT NOT NULL, data TEXT NOT NULL, ts INTEGER NOT NULL,
-  queued INTEGER NOT NULL, attempts INTEGER NOT NULL, next_at INTEGER NOT NULL, PRIMARY KEY (inbox, seq));
+CREATE TABLE IF NOT EXISTS links (
+  inbox TEXT PRIMARY KEY, sent INTEGER NOT NULL, until INTEGER, attempts INTEGER NOT NULL, next_at INTEGER NOT NULL, failing_since INTEGER);
 ";
 /// Only inboxes whose sockets may answer chats create it: each such socket's chat grants.
 const GRANTS_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS grants (conn TEXT PRIMARY KEY, entries TEXT NOT NULL);";
@@ -59,10 +57,8 @@ pub struct SqlStore {
     /// Whether this channel was ever linked (the links tables exist), learnt with the first
     /// `seq` read: a channel never linked pays no query for it.
     linked: std::cell::Cell<Option<bool>>,
-    /// Its inboxes, once read (this store is their only writer).
-    links: std::cell::RefCell<Option<Vec<Channel>>>,
-    /// Copies queued, once counted: the bound is enforced without a count per publish.
-    queued: std::cell::Cell<Option<u64>>,
+    /// Its links, once read (this store is their only writer).
+    links: std::cell::RefCell<Option<Vec<Link>>>,
     grants: std::cell::Cell<Option<bool>>,
 }
 
@@ -104,7 +100,6 @@ impl SqlStore {
             outbox: Default::default(),
             linked: Default::default(),
             links: Default::default(),
-            queued: Default::default(),
             grants: Default::default(),
         })
     }
@@ -190,129 +185,77 @@ impl SqlStore {
 
 /// Created by the first link, so channels never linked store no table for it.
 impl LinkStore for SqlStore {
-    fn links(&self) -> Result<Vec<Channel>, String> {
+    fn links(&self) -> Result<Vec<Link>, String> {
         if !self.is_linked()? {
             return Ok(Vec::new());
         }
         if let Some(links) = self.links.borrow().as_ref() {
             return Ok(links.clone());
         }
-        let rows: Vec<Text> = meter::rows(&self.sql, "SELECT inbox AS value FROM links ORDER BY rowid", None).map_err(err)?;
-        let links: Vec<Channel> = rows.iter().filter_map(|r| Channel::parse(&r.value).ok()).collect();
+        #[derive(Deserialize)]
+        struct LinkRow {
+            inbox: String,
+            sent: f64,
+            until: Option<f64>,
+            attempts: f64,
+            next_at: f64,
+            failing_since: Option<f64>,
+        }
+        let rows: Vec<LinkRow> =
+            meter::rows(&self.sql, "SELECT inbox, sent, until, attempts, next_at, failing_since FROM links ORDER BY rowid", None)
+                .map_err(err)?;
+        let links: Vec<Link> = rows
+            .into_iter()
+            .filter_map(|r| {
+                Some(Link {
+                    inbox: Channel::parse(&r.inbox).ok()?,
+                    sent: r.sent as u64,
+                    until: r.until.map(|u| u as u64),
+                    attempts: r.attempts as u32,
+                    next_at: r.next_at as i64,
+                    failing_since: r.failing_since.map(|f| f as i64),
+                })
+            })
+            .collect();
         *self.links.borrow_mut() = Some(links.clone());
         Ok(links)
     }
 
-    fn set_links(&mut self, links: &[Channel]) -> Result<(), String> {
+    fn put_link(&mut self, link: &Link) -> Result<(), String> {
+        let mut links = self.links()?;
         if !self.is_linked()? {
             meter::run(&self.sql, LINKS_SCHEMA, None).map_err(err)?;
             self.linked.set(Some(true));
         }
-        self.run("DELETE FROM links", vec![])?;
-        for inbox in links {
-            self.run("INSERT INTO links (inbox) VALUES (?)", vec![inbox.to_string().into()])?;
-        }
-        *self.links.borrow_mut() = Some(links.to_vec());
-        Ok(())
-    }
-
-    fn forward_put(&mut self, inboxes: &[Channel], e: &StoredEvent, now: i64) -> Result<u64, String> {
-        for inbox in inboxes {
-            // A new copy waits with the inbox's others when it is backing off.
-            let name = inbox.to_string();
-            self.run(
-                "INSERT OR IGNORE INTO forwards (inbox, seq, id, event, data, ts, queued, attempts, next_at)
-                   SELECT ?, ?, ?, ?, ?, ?, ?, COALESCE(MAX(attempts), 0), COALESCE(MAX(next_at), ?) FROM forwards WHERE inbox = ?",
-                vec![
-                    name.as_str().into(),
-                    int(e.seq),
-                    e.id.as_str().into(),
-                    e.event.as_str().into(),
-                    e.data.as_str().into(),
-                    e.ts.into(),
-                    now.into(),
-                    now.into(),
-                    name.as_str().into(),
-                ],
-            )?;
-        }
-        let queued = match self.queued.get() {
-            Some(n) => n + inboxes.len() as u64,
-            None => {
-                let rows: Vec<Num> = meter::rows(&self.sql, "SELECT COUNT(*) AS value FROM forwards", None).map_err(err)?;
-                rows.first().map_or(0, |r| r.value as u64)
-            }
-        };
-        let mut dropped = 0;
-        if queued > FORWARD_QUEUE_MAX {
-            dropped = self.run(
-                "DELETE FROM forwards WHERE rowid IN (SELECT rowid FROM forwards ORDER BY queued DESC, seq DESC LIMIT -1 OFFSET ?)",
-                vec![int(FORWARD_QUEUE_MAX)],
-            )?;
-        }
-        self.queued.set(Some(queued.saturating_sub(dropped)));
-        Ok(dropped)
-    }
-
-    fn forward_pending(&self) -> Result<Vec<Pending>, String> {
-        if !self.is_linked()? {
-            return Ok(Vec::new());
-        }
-        #[derive(Deserialize)]
-        struct Summary {
-            inbox: String,
-            next_at: f64,
-            attempts: f64,
-        }
-        let rows: Vec<Summary> =
-            meter::rows(&self.sql, "SELECT inbox, MIN(next_at) AS next_at, MAX(attempts) AS attempts FROM forwards GROUP BY inbox", None)
-                .map_err(err)?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|r| Some(Pending { inbox: Channel::parse(&r.inbox).ok()?, next_at: r.next_at as i64, attempts: r.attempts as u32 }))
-            .collect())
-    }
-
-    fn forward_batch(&self, inbox: &Channel) -> Result<(Vec<StoredEvent>, i64), String> {
-        #[derive(Deserialize)]
-        struct Copy {
-            seq: f64,
-            id: String,
-            event: String,
-            data: String,
-            ts: f64,
-            queued: f64,
-        }
-        let rows: Vec<Copy> = meter::rows(
-            &self.sql,
-            "SELECT seq, id, event, data, ts, queued FROM forwards WHERE inbox = ? ORDER BY seq LIMIT ?",
-            vec![inbox.to_string().into(), int(FORWARD_BATCH as u64)],
-        )
-        .map_err(err)?;
-        let queued_at = rows.iter().map(|r| r.queued as i64).min().unwrap_or(0);
-        let events = rows.into_iter().map(|r| StoredEvent {
-            seq: r.seq as u64,
-            id: r.id,
-            event: r.event,
-            data: r.data,
-            ts: r.ts as i64,
-            source: None,
-        });
-        Ok((events.collect(), queued_at))
-    }
-
-    fn forward_drop(&mut self, inbox: &Channel, upto: u64) -> Result<(), String> {
-        let dropped = self.run("DELETE FROM forwards WHERE inbox = ? AND seq <= ?", vec![inbox.to_string().into(), int(upto)])?;
-        self.queued.set(self.queued.get().map(|n| n.saturating_sub(dropped)));
-        Ok(())
-    }
-
-    fn forward_retry(&mut self, inbox: &Channel, attempts: u32, next_at: i64) -> Result<(), String> {
+        let opt = |v: Option<i64>| v.map_or(SqlStorageValue::Null, SqlStorageValue::from);
         self.run(
-            "UPDATE forwards SET attempts = ?, next_at = ? WHERE inbox = ?",
-            vec![int(attempts as u64), next_at.into(), inbox.to_string().into()],
-        )
-        .map(drop)
+            "INSERT OR REPLACE INTO links (inbox, sent, until, attempts, next_at, failing_since) VALUES (?, ?, ?, ?, ?, ?)",
+            vec![
+                link.inbox.to_string().into(),
+                int(link.sent),
+                opt(link.until.map(|u| u as i64)),
+                int(link.attempts as u64),
+                link.next_at.into(),
+                opt(link.failing_since),
+            ],
+        )?;
+        match links.iter_mut().find(|l| l.inbox == link.inbox) {
+            Some(held) => *held = link.clone(),
+            None => links.push(link.clone()),
+        }
+        *self.links.borrow_mut() = Some(links);
+        Ok(())
+    }
+
+    fn drop_link(&mut self, inbox: &Channel) -> Result<(), String> {
+        if !self.is_linked()? {
+            return Ok(());
+        }
+        self.run("DELETE FROM links WHERE inbox = ?", vec![inbox.to_string().into()])?;
+        let mut links = self.links()?;
+        links.retain(|l| &l.inbox != inbox);
+        *self.links.borrow_mut() = Some(links);
+        Ok(())
     }
 
     fn grants_put(&mut self, conn: &str, entries: &[String]) -> Result<(), String> {

@@ -3,12 +3,14 @@
 //! and how an inbox tells copies apart.
 //!
 //! A channel's links live in the channel's own object (a channel never linked has no table
-//! and pays nothing). Every event it accepts while linked is queued, durably and in the same
-//! write as the event, once per inbox; the room's deadline sends each inbox its pending
-//! copies in one call, oldest first, one call per inbox at a time, retried by
-//! [`super::retry`] until it lands. The inbox stores each copy under the key of its source
-//! (`(channel, seq)`), so a copy sent twice is stored once, and one source's copies arrive
-//! in that source's `seq` order.
+//! and pays nothing). Each link is a cursor over the channel's own history: the last `seq`
+//! the inbox has ([`Link::sent`]), set to the latest `seq` when the link is made. What the
+//! inbox still needs is the history after it, so accepting an event writes nothing more, and
+//! one call carries every pending event for that inbox, oldest first, one call per inbox at a
+//! time, retried by [`super::retry`] until it lands; then the cursor moves. History is kept
+//! for a lagging cursor (up to [`FORWARD_QUEUE_MAX`] events). The inbox stores each copy
+//! under the key of its source (`(channel, seq)`), so a copy sent twice is stored once, and
+//! one source's copies arrive in that source's `seq` order.
 
 use std::collections::BTreeMap;
 
@@ -27,8 +29,9 @@ pub const MAX_LINK_ENTRIES: usize = 100;
 /// the rest follow in the next call.
 pub const FORWARD_BATCH: usize = 100;
 pub const FORWARD_BATCH_BYTES: usize = 1024 * 1024;
-/// Copies a channel holds for its inboxes at most; beyond it the oldest are dropped (and
-/// logged): an unreachable inbox cannot make a channel's storage grow without end.
+/// Events a channel keeps beyond its own retention for an inbox that lags; beyond it the
+/// oldest are not forwarded (and logged): an unreachable inbox cannot make a channel's
+/// storage grow without end.
 pub const FORWARD_QUEUE_MAX: u64 = 10_000;
 /// A forwarding call not answered within this long may be sent again (the inbox dedupes):
 /// a call lost with its instance does not hold an inbox's copies back for ever.
@@ -39,26 +42,56 @@ pub const FORWARD_CALL_MS: i64 = 30_000;
 /// pays one alarm per five minutes for it, not one per copy.
 pub const FORWARD_BACKSTOP_MS: i64 = 5 * 60 * 1000;
 
+/// One link of a channel into an inbox, as the channel keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Link {
+    pub inbox: Channel,
+    /// The channel's last `seq` the inbox has (or that was accepted before the link).
+    pub sent: u64,
+    /// Removed: events up to this `seq` (accepted while the link held) are still forwarded,
+    /// then the link goes.
+    pub until: Option<u64>,
+    /// Failed calls in a row, when the next may go (ms), and when the first of them failed.
+    pub attempts: u32,
+    pub next_at: i64,
+    pub failing_since: Option<i64>,
+}
+
+impl Link {
+    pub fn new(inbox: Channel, latest: u64) -> Link {
+        Link { inbox, sent: latest, until: None, attempts: 0, next_at: 0, failing_since: None }
+    }
+
+    /// Whether it holds (forwards what the channel accepts from now on).
+    pub fn holds(&self) -> bool {
+        self.until.is_none()
+    }
+
+    /// The last `seq` this link forwards, given the channel's latest.
+    pub fn upto(&self, latest: u64) -> u64 {
+        self.until.map_or(latest, |until| until.min(latest))
+    }
+
+    /// Whether events wait for the inbox.
+    pub fn pending(&self, latest: u64) -> bool {
+        self.sent < self.upto(latest)
+    }
+
+    /// Whether the link can go: removed, and everything it owed delivered.
+    pub fn done(&self) -> bool {
+        self.until.is_some_and(|until| self.sent >= until)
+    }
+}
+
 /// The storage a room needs for inboxes: part of its [`super::room::Store`] port. Rooms that
 /// are never linked (and inboxes no one answers from) create none of it.
 pub trait LinkStore {
-    /// The inboxes this channel is linked into (none when it never was: no table, no query
+    /// The channel's links into inboxes (none when it never was: no table, and no query
     /// beyond the one the store makes anyway).
-    fn links(&self) -> Result<Vec<Channel>, String>;
-    fn set_links(&mut self, links: &[Channel]) -> Result<(), String>;
-    /// Queues a copy of `event` for each inbox, in the same write as the event; a new copy
-    /// for an inbox that is backing off waits with the others. Beyond [`FORWARD_QUEUE_MAX`]
-    /// the oldest are dropped: returns how many.
-    fn forward_put(&mut self, inboxes: &[Channel], event: &StoredEvent, now: i64) -> Result<u64, String>;
-    /// Every inbox with copies pending (a removed link's too: what was accepted while it held
-    /// is still forwarded).
-    fn forward_pending(&self) -> Result<Vec<Pending>, String>;
-    /// An inbox's oldest pending copies in `seq` order (at most [`FORWARD_BATCH`]), and when
-    /// the oldest was queued.
-    fn forward_batch(&self, inbox: &Channel) -> Result<(Vec<StoredEvent>, i64), String>;
-    /// Drops an inbox's copies up to `seq` (delivered, or given up).
-    fn forward_drop(&mut self, inbox: &Channel, upto: u64) -> Result<(), String>;
-    fn forward_retry(&mut self, inbox: &Channel, attempts: u32, next_at: i64) -> Result<(), String>;
+    fn links(&self) -> Result<Vec<Link>, String>;
+    /// Writes one link as given (a new one, a moved cursor, a retry).
+    fn put_link(&mut self, link: &Link) -> Result<(), String>;
+    fn drop_link(&mut self, inbox: &Channel) -> Result<(), String>;
     /// An inbox keeps the `publish` grant of each socket that may answer through it (an
     /// attachment is too small for a staff member's list of chats).
     fn grants_put(&mut self, conn: &str, entries: &[String]) -> Result<(), String>;
@@ -136,20 +169,29 @@ pub fn group_by_channel(orders: &[LinkOrder]) -> BTreeMap<Channel, Vec<(usize, L
     groups
 }
 
-/// The link rule, applied to a channel's inboxes: linking twice is one link, a ninth is
-/// refused and changes nothing, removing an absent link is harmless.
-pub fn apply(links: &mut Vec<Channel>, inbox: &Channel, remove: bool) -> LinkResult {
-    let held = links.iter().position(|l| l == inbox);
+/// The link rule, applied to a channel's links (`latest`: its latest `seq`): linking twice
+/// is one link, a ninth is refused and changes nothing, removing an absent link is harmless.
+/// A new link starts after `latest` (what came before is not forwarded); a removed one keeps
+/// forwarding what it owes (up to `latest`), and linking it again takes it back.
+pub fn apply(links: &mut Vec<Link>, inbox: &Channel, remove: bool, latest: u64) -> LinkResult {
+    let held = links.iter().position(|l| &l.inbox == inbox);
+    let holding = links.iter().filter(|l| l.holds()).count();
     match (remove, held) {
         (true, Some(i)) => {
-            links.remove(i);
+            if links[i].holds() {
+                links[i].until = Some(latest);
+            }
             LinkResult { linked: false, error: None }
         }
         (true, None) => LinkResult { linked: false, error: None },
-        (false, Some(_)) => LinkResult { linked: true, error: None },
-        (false, None) if links.len() >= MAX_LINKS_PER_CHANNEL => LinkResult { linked: false, error: Some("too_many_links".to_owned()) },
+        (false, Some(i)) if links[i].holds() => LinkResult { linked: true, error: None },
+        (false, _) if holding >= MAX_LINKS_PER_CHANNEL => LinkResult { linked: false, error: Some("too_many_links".to_owned()) },
+        (false, Some(i)) => {
+            links[i].until = None;
+            LinkResult { linked: true, error: None }
+        }
         (false, None) => {
-            links.push(inbox.clone());
+            links.push(Link::new(inbox.clone(), latest));
             LinkResult { linked: true, error: None }
         }
     }
@@ -167,23 +209,12 @@ pub fn source_of_key(key: &str) -> Option<Source> {
     Some(Source { channel: Channel::parse(channel).ok()?.to_string(), seq: seq.parse().ok()? })
 }
 
-/// An inbox's pending copies, as the source's queue summarises them.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Pending {
-    pub inbox: Channel,
-    /// When the next call is due (ms), and the failed attempts so far.
-    pub next_at: i64,
-    pub attempts: u32,
-}
-
-/// One call to make: an inbox and its oldest pending copies (the events as the source
-/// stored them, `seq` being the source's), and when the oldest was queued.
+/// One call to make: an inbox and its oldest pending events (as the source stored them,
+/// `seq` being the source's).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Batch {
     pub inbox: Channel,
     pub events: Vec<StoredEvent>,
-    pub attempts: u32,
-    pub queued_at: i64,
 }
 
 impl Batch {
@@ -213,10 +244,10 @@ impl InFlight {
         self.0.remove(&inbox.to_string());
     }
 
-    /// When pending work next needs the room: an idle inbox's next try, or the end of the
+    /// When pending work next needs the room: an idle link's next try, or the end of the
     /// call under way (when it may be sent again).
-    pub fn next_due(&self, pending: &[Pending]) -> Option<i64> {
-        pending.iter().map(|p| self.0.get(&p.inbox.to_string()).map_or(p.next_at, |&until| until.max(p.next_at))).min()
+    pub fn next_due<'l>(&self, pending: impl Iterator<Item = &'l Link>) -> Option<i64> {
+        pending.map(|l| self.0.get(&l.inbox.to_string()).map_or(l.next_at, |&until| until.max(l.next_at))).min()
     }
 }
 
@@ -297,18 +328,34 @@ mod tests {
     fn a_channel_holds_at_most_eight_links_and_linking_twice_is_one_link() {
         let mut links = Vec::new();
         for i in 0..8 {
-            assert_eq!(apply(&mut links, &ch(&format!("inbox:v{i}")), false), LinkResult { linked: true, error: None });
+            assert_eq!(apply(&mut links, &ch(&format!("inbox:v{i}")), false, 5), LinkResult { linked: true, error: None });
         }
-        assert_eq!(apply(&mut links, &ch("inbox:v3"), false), LinkResult { linked: true, error: None }, "twice is one link");
+        assert_eq!(links[0], Link::new(ch("inbox:v0"), 5), "what came before the link is not forwarded");
+        assert_eq!(apply(&mut links, &ch("inbox:v3"), false, 6), LinkResult { linked: true, error: None }, "twice is one link");
+        assert_eq!(links[3].sent, 5);
         assert_eq!(
-            apply(&mut links, &ch("inbox:v8"), false),
+            apply(&mut links, &ch("inbox:v8"), false, 6),
             LinkResult { linked: false, error: Some("too_many_links".into()) },
             "a ninth is refused"
         );
         assert_eq!(links.len(), 8, "and leaves the others in place");
-        assert_eq!(apply(&mut links, &ch("inbox:v3"), true), LinkResult { linked: false, error: None });
-        assert_eq!(apply(&mut links, &ch("inbox:v3"), true), LinkResult { linked: false, error: None }, "removing twice is harmless");
-        assert_eq!(apply(&mut links, &ch("inbox:v8"), false).linked, true, "a freed place can be taken");
+        assert_eq!(apply(&mut links, &ch("inbox:v3"), true, 7), LinkResult { linked: false, error: None });
+        assert_eq!(links[3].until, Some(7), "removed: what it owes up to now still goes");
+        assert_eq!(apply(&mut links, &ch("inbox:v3"), true, 9), LinkResult { linked: false, error: None }, "removing twice is harmless");
+        assert_eq!(links[3].until, Some(7));
+        assert!(apply(&mut links, &ch("inbox:v8"), false, 9).linked, "a freed place can be taken");
+        assert_eq!(apply(&mut links, &ch("inbox:v3"), false, 9), LinkResult { linked: false, error: Some("too_many_links".into()) });
+    }
+
+    #[test]
+    fn a_link_owes_what_came_after_its_cursor_up_to_its_removal() {
+        let mut link = Link::new(ch("inbox:v"), 3);
+        assert!(!link.pending(3) && link.pending(4) && link.upto(9) == 9);
+        link.until = Some(6);
+        assert_eq!(link.upto(9), 6, "nothing after the removal");
+        assert!(link.pending(9) && !link.done());
+        link.sent = 6;
+        assert!(!link.pending(9) && link.done());
     }
 
     #[test]
@@ -343,11 +390,11 @@ mod tests {
         flight.start(&a, 0);
         assert!(!flight.may_send(&a, 1) && flight.may_send(&b, 1));
         assert!(flight.may_send(&a, FORWARD_CALL_MS), "a call lost with no answer is sent again");
-        let pending = [Pending { inbox: a.clone(), next_at: 5, attempts: 0 }, Pending { inbox: b.clone(), next_at: 900, attempts: 2 }];
-        assert_eq!(flight.next_due(&pending), Some(900), "the call under way times itself");
+        let pending = [Link { next_at: 5, ..Link::new(a.clone(), 0) }, Link { next_at: 900, attempts: 2, ..Link::new(b.clone(), 0) }];
+        assert_eq!(flight.next_due(pending.iter()), Some(900), "the call under way times itself");
         flight.finish(&a);
-        assert_eq!(flight.next_due(&pending), Some(5));
-        assert_eq!(flight.next_due(&[]), None, "nothing pending: no deadline");
+        assert_eq!(flight.next_due(pending.iter()), Some(5));
+        assert_eq!(flight.next_due([].iter()), None, "nothing pending: no deadline");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::channel::{Channel, Grants, Kind, Policy, Replay};
 use super::frame::{self, ClientFrame, Present, Roster, StoredEvent, MAX_CLIENT_FRAME_BYTES};
-use super::links::{self, Batch, InFlight, LinkOrder, LinkResult, LinkStore};
+use super::links::{self, Batch, InFlight, Link, LinkOrder, LinkResult, LinkStore};
 use super::publish::Delivery;
 use super::retry;
 use super::revocation::Revocations;
@@ -54,7 +54,7 @@ pub const MAX_DISPLAY_CHARS: usize = 64;
 
 /// Storage port. Every method is synchronous, as Durable Object SQLite is: the engine never
 /// yields between reading `latest_seq` and appending, so events cannot interleave. It
-/// includes the webhook [`Outbox`] and the links and forwarding queue ([`LinkStore`]).
+/// includes the webhook [`Outbox`] and the links into inboxes ([`LinkStore`]).
 pub trait Store: Outbox + LinkStore {
     fn latest_seq(&self) -> Result<u64, String>;
     /// Appends an event under its dedupe `key` and makes its `seq` the latest, in one
@@ -89,12 +89,13 @@ pub struct Memory {
     socket_bounds: HashMap<String, usize>,
     /// Forwarding calls under way, by inbox.
     forwarding: InFlight,
-    /// Copies dropped by the forwarding queue's bound since the shell last asked (logged).
+    /// Copies given up (a day of failures, or past [`links::FORWARD_QUEUE_MAX`]) since the
+    /// shell last asked (logged).
     forwards_dropped: u64,
 }
 
 impl Memory {
-    /// Copies the forwarding queue dropped since the last call (for the log).
+    /// Copies given up since the last call (for the log).
     pub fn take_forwards_dropped(&mut self) -> u64 {
         std::mem::take(&mut self.forwards_dropped)
     }
@@ -291,7 +292,7 @@ pub struct Published {
     pub duplicate: bool,
     /// The `event` frame to send to every socket; `None` for a duplicate.
     pub frame: Option<String>,
-    /// Copies were queued for inboxes: the room's deadline is now.
+    /// The channel is linked into an inbox: copies are due now.
     pub forwarded: bool,
 }
 
@@ -491,7 +492,7 @@ impl<'a, S: Store> Room<'a, S> {
                     ts: now_ms,
                     source: None,
                 };
-                self.accept(&format!("p:{}", d.id), event, now_ms)
+                self.accept(&format!("p:{}", d.id), event)
             })
             .collect();
         self.housekeeping(now_ms)?;
@@ -510,25 +511,14 @@ impl<'a, S: Store> Room<'a, S> {
     }
 
     /// Stores an event (its `seq` is the room's next) under a dedupe key, or reports the
-    /// earlier copy; a linked channel queues a copy for each of its inboxes in the same write.
-    fn accept(&mut self, key: &str, mut event: StoredEvent, now_ms: i64) -> Result<Published, String> {
+    /// earlier copy. A linked channel writes nothing more: its inboxes' cursors now lag.
+    fn accept(&mut self, key: &str, mut event: StoredEvent) -> Result<Published, String> {
         event.seq = self.store.latest_seq()? + 1;
         if let Some(earlier) = self.store.append_unique(key, &event)? {
             return Ok(Published { seq: earlier, duplicate: true, frame: None, forwarded: false });
         }
         self.memory.appended_bytes += event.data.len() + event.id.len() + event.event.len();
-        let mut forwarded = false;
-        if self.policy.linkable {
-            let inboxes = self.store.links()?;
-            if !inboxes.is_empty() {
-                let dropped = self.store.forward_put(&inboxes, &event, now_ms)?;
-                if dropped > 0 {
-                    // Logged by the shell from the queue's bound; nothing else to do here.
-                    self.memory.forwards_dropped += dropped;
-                }
-                forwarded = true;
-            }
-        }
+        let forwarded = self.policy.linkable && self.store.links()?.iter().any(Link::holds);
         Ok(Published { seq: event.seq, duplicate: false, frame: Some(frame::event(&self.name(), &event)), forwarded })
     }
 
@@ -709,7 +699,7 @@ impl<'a, S: Store> Room<'a, S> {
         // The event id is stable for a (sub, client id) pair, so retries share it end to end.
         let event_id = format!("{}/{}", post.sub, post.id);
         let event = StoredEvent { seq: 0, id: event_id, event: "chat.message".into(), data, ts: now_ms, source: None };
-        let published = self.accept(&format!("c:{}\u{0}{}", post.sub, post.id), event.clone(), now_ms)?;
+        let published = self.accept(&format!("c:{}\u{0}{}", post.sub, post.id), event.clone())?;
         let Some(frame) = published.frame else {
             return Ok(Ok(None));
         };
@@ -752,18 +742,28 @@ impl<'a, S: Store> Room<'a, S> {
     }
 
     /// `/links` on the source channel: applies its orders in request order (the link rule:
-    /// [`links::apply`]) and stores the result once.
+    /// [`links::apply`]) and stores the links that changed.
     pub fn link(&mut self, orders: &[LinkOrder]) -> Result<Vec<LinkResult>, String> {
         if !self.policy.linkable {
             return Err("an inbox is never linked".into());
         }
-        let mut held = self.store.links()?;
-        let before = held.clone();
-        let results = orders.iter().map(|o| links::apply(&mut held, &o.inbox, o.remove)).collect();
-        if held != before {
-            self.store.set_links(&held)?;
+        let latest = self.store.latest_seq()?;
+        let mut links = self.store.links()?;
+        let before = links.clone();
+        let results = orders.iter().map(|o| links::apply(&mut links, &o.inbox, o.remove, latest)).collect();
+        for link in links.iter().filter(|l| !before.contains(l)) {
+            self.keep(link)?;
         }
         Ok(results)
+    }
+
+    /// Stores a link, or drops it once it owes nothing more.
+    fn keep(&mut self, link: &Link) -> Result<(), String> {
+        if link.done() {
+            self.store.drop_link(&link.inbox)
+        } else {
+            self.store.put_link(link)
+        }
     }
 
     /// On an inbox: copies forwarded by `source`, in its `seq` order. Each is stored once
@@ -774,7 +774,7 @@ impl<'a, S: Store> Room<'a, S> {
         for copy in copies {
             let origin = frame::Source { channel: source.to_string(), seq: copy.seq };
             let event = StoredEvent { source: Some(origin), ..copy.clone() };
-            if let Some(frame) = self.accept(&links::copy_key(source, copy.seq), event, now_ms)?.frame {
+            if let Some(frame) = self.accept(&links::copy_key(source, copy.seq), event)?.frame {
                 frames.push(frame);
             }
         }
@@ -782,37 +782,58 @@ impl<'a, S: Store> Room<'a, S> {
         Ok(frames)
     }
 
-    /// The forwarding calls to make now: one per inbox with copies due and no call under way,
-    /// carrying its oldest copies.
+    /// The forwarding calls to make now: one per inbox that is owed events, is not backing
+    /// off and has no call under way, carrying the oldest it is owed (from history).
     pub fn forwards_due(&mut self, now_ms: i64) -> Result<Vec<Batch>, String> {
         if !self.policy.linkable {
             return Ok(Vec::new());
         }
+        let links = self.store.links()?;
+        if links.is_empty() {
+            return Ok(Vec::new());
+        }
+        let latest = self.store.latest_seq()?;
         let mut due = Vec::new();
-        for pending in self.store.forward_pending()? {
-            if pending.next_at > now_ms || !self.memory.forwarding.may_send(&pending.inbox, now_ms) {
+        for link in links {
+            if !link.pending(latest) || link.next_at > now_ms || !self.memory.forwarding.may_send(&link.inbox, now_ms) {
                 continue;
             }
-            let (mut events, queued_at) = self.store.forward_batch(&pending.inbox)?;
+            let upto = link.upto(latest).min(link.sent + links::FORWARD_BATCH as u64);
+            let mut events = self.store.events_between(link.sent, upto)?;
             links::fit(&mut events);
             if events.is_empty() {
+                // Not retained (pruning keeps what a cursor owes, so only past the bound).
+                self.memory.forwards_dropped += upto - link.sent;
+                self.keep(&Link { sent: upto, ..link })?;
                 continue;
             }
-            self.memory.forwarding.start(&pending.inbox, now_ms);
-            due.push(Batch { inbox: pending.inbox, events, attempts: pending.attempts, queued_at });
+            self.memory.forwarding.start(&link.inbox, now_ms);
+            due.push(Batch { inbox: link.inbox, events });
         }
         Ok(due)
     }
 
-    /// Records how a forwarding call went ([`retry::settle`]): delivered copies (or copies
-    /// given up after a day) leave the queue; otherwise the inbox's copies wait for the retry.
+    /// Records how a forwarding call went ([`retry::settle`]): delivered (or given up after a
+    /// day of failures), the link's cursor moves past the batch; failed, the link waits for
+    /// the retry.
     pub fn forward_attempted(&mut self, batch: &Batch, delivered: bool, now_ms: i64) -> Result<Settled, String> {
         self.memory.forwarding.finish(&batch.inbox);
-        let settled = retry::settle(batch.attempts, batch.queued_at, delivered, now_ms);
+        let Some(mut link) = self.store.links()?.into_iter().find(|l| l.inbox == batch.inbox) else {
+            return Ok(Settled::Delivered); // dropped meanwhile: nothing left to owe
+        };
+        let settled = retry::settle(link.attempts, link.failing_since.unwrap_or(now_ms), delivered, now_ms);
         match settled {
-            Settled::Delivered | Settled::GaveUp => self.store.forward_drop(&batch.inbox, batch.upto())?,
-            Settled::RetryAt(at) => self.store.forward_retry(&batch.inbox, batch.attempts + 1, at)?,
+            Settled::Delivered | Settled::GaveUp => {
+                if settled == Settled::GaveUp {
+                    self.memory.forwards_dropped += batch.events.len() as u64;
+                }
+                link = Link { sent: link.sent.max(batch.upto()), attempts: 0, next_at: 0, failing_since: None, ..link };
+            }
+            Settled::RetryAt(at) => {
+                link = Link { attempts: link.attempts + 1, next_at: at, failing_since: link.failing_since.or(Some(now_ms)), ..link };
+            }
         }
+        self.keep(&link)?;
         Ok(settled)
     }
 
@@ -856,7 +877,7 @@ impl<'a, S: Store> Room<'a, S> {
     /// they add up to at most `HISTORY_MAX_EXTRA_BYTES`, oldest dropped first.
     pub fn prune(&mut self, now_ms: i64) -> Result<(), String> {
         let latest = self.store.latest_seq()?;
-        let keep_from = latest.saturating_sub(HISTORY_MIN_EVENTS - 1).max(1);
+        let keep_from = latest.saturating_sub(HISTORY_MIN_EVENTS - 1).max(1).min(self.owed_from(latest)?);
         self.memory.pruned_at = Some(now_ms);
         self.memory.appended_bytes = 0;
         if keep_from == 1 {
@@ -874,6 +895,25 @@ impl<'a, S: Store> Room<'a, S> {
             self.store.prune_events(cut + 1, i64::MAX)?;
         }
         Ok(())
+    }
+
+    /// The first `seq` an inbox is still owed (history keeps it), at most
+    /// [`links::FORWARD_QUEUE_MAX`] events back: a cursor lagging further is moved up to that
+    /// bound, the events it skips given up (and logged).
+    fn owed_from(&mut self, latest: u64) -> Result<u64, String> {
+        if !self.policy.linkable {
+            return Ok(u64::MAX);
+        }
+        let floor = latest.saturating_sub(links::FORWARD_QUEUE_MAX - 1).max(1);
+        let mut owed = u64::MAX;
+        for link in self.store.links()?.into_iter().filter(|l| l.pending(latest)) {
+            if link.sent + 1 < floor {
+                self.memory.forwards_dropped += floor - 1 - link.sent;
+                self.keep(&Link { sent: floor - 1, ..link.clone() })?;
+            }
+            owed = owed.min((link.sent + 1).max(floor));
+        }
+        Ok(owed)
     }
 
     /// Queues the webhook call for a chat message the room accepted (sent from the alarm:
@@ -914,7 +954,14 @@ impl<'a, S: Store> Room<'a, S> {
         // asking the store whether one exists costs a schema query per instance.
         let webhook_due = if self.policy.clients_may_send { self.store.outbox_next_due()? } else { None };
         // A channel never linked answers from what its store read anyway: no query.
-        let forward_due = if self.policy.linkable { self.memory.forwarding.next_due(&self.store.forward_pending()?) } else { None };
+        let links = if self.policy.linkable { self.store.links()? } else { Vec::new() };
+        let forward_due = match links.is_empty() {
+            true => None,
+            false => {
+                let latest = self.store.latest_seq()?;
+                self.memory.forwarding.next_due(links.iter().filter(|l| l.pending(latest)))
+            }
+        };
         Ok(poll_timeout(members, [webhook_due, forward_due].into_iter().flatten().min()))
     }
 }
@@ -1677,32 +1724,44 @@ mod tests {
     }
 
     #[test]
-    fn a_linked_channel_queues_one_copy_per_inbox_of_what_it_accepts_after_the_link() {
+    fn a_linked_channel_owes_each_inbox_what_it_accepts_after_the_link() {
         fresh_room!(ch = "chat:o-1", room);
         publish_n(&mut room, 1, T0);
-        assert!(room.forwards_due(T0).unwrap().is_empty(), "nothing linked: nothing queued");
+        assert!(room.forwards_due(T0).unwrap().is_empty(), "nothing linked: nothing owed");
         assert_eq!(link(&mut room, "inbox:v1", false), LinkResult { linked: true, error: None });
-        assert_eq!(link(&mut room, "inbox:v2", false).linked, true);
+        assert!(link(&mut room, "inbox:v2", false).linked);
         let out = room.publish(&[delivery("a"), delivery("a")], T0).unwrap();
-        assert!(out[0].forwarded && !out[1].forwarded, "a duplicate is not copied again");
+        assert!(out[0].forwarded && !out[1].forwarded, "a duplicate is not forwarded again");
         let mut m = member("c", "u", &ch);
         let effects =
             room.on_text(&mut m, r#"{"type":"send","id":"m1","text":"hi"}"#, &Incoming { now_ms: T0, verify: &no_refresh }).unwrap();
-        assert!(effects.contains(&Effect::Forward), "a chat message from a socket is copied too");
+        assert!(effects.contains(&Effect::Forward), "a chat message from a socket is forwarded too");
         let due = room.forwards_due(T0).unwrap();
         assert_eq!(due.len(), 2, "one call per inbox");
         for batch in &due {
             assert_eq!(batch.events.iter().map(|e| e.seq).collect::<Vec<_>>(), [2, 3], "after the link only, in seq order");
         }
         assert_eq!(due[0].events[1].event, "chat.message");
-        // Removed: later events are not copied; what was queued while it held still goes.
+        // Removed: later events are not forwarded; what was accepted while it held still goes.
         link(&mut room, "inbox:v2", true);
         publish_n(&mut room, 1, T0 + 1);
         for batch in &due {
             room.forward_attempted(batch, true, T0 + 2).unwrap();
         }
+        assert_eq!(room.store.links.len(), 1, "a removed link that owes nothing goes");
         let due = room.forwards_due(T0 + 2).unwrap();
         assert_eq!(due.iter().map(|b| (b.inbox.to_string(), b.upto())).collect::<Vec<_>>(), [("inbox:v1".to_owned(), 4)]);
+    }
+
+    #[test]
+    fn accepting_an_event_on_a_linked_channel_writes_nothing_more() {
+        fresh_room!(ch = "orders:v1", room);
+        link(&mut room, "inbox:v1", false);
+        let links = room.store.links.clone();
+        publish_n(&mut room, 5, T0);
+        assert_eq!(room.store.links, links, "the cursor lags; the events are the history's");
+        assert_eq!(room.store.events.len(), 5);
+        let _ = ch;
     }
 
     #[test]
@@ -1710,23 +1769,40 @@ mod tests {
         fresh_room!(ch = "orders:v1", room);
         link(&mut room, "inbox:v1", false);
         publish_n(&mut room, 2, T0);
-        assert_eq!(room.poll_timeout([].iter()).unwrap(), Some(T0), "copies are due at once");
+        assert_eq!(room.poll_timeout([].iter()).unwrap(), Some(0), "copies are due at once");
         let first = room.forwards_due(T0).unwrap();
         assert_eq!(first[0].events.len(), 2);
         publish_n(&mut room, 1, T0 + 1);
         assert!(room.forwards_due(T0 + 1).unwrap().is_empty(), "a second call could overtake the first");
-        // The call fails: the inbox's copies (the new one too) wait for the backoff.
+        // The call fails: the inbox's events (the new one too) wait for the backoff.
         assert_eq!(room.forward_attempted(&first[0], false, T0 + 5).unwrap(), Settled::RetryAt(T0 + 1_005));
         assert!(room.forwards_due(T0 + 1_004).unwrap().is_empty());
         assert_eq!(room.poll_timeout([].iter()).unwrap(), Some(T0 + 1_005));
         publish_n(&mut room, 1, T0 + 6);
-        assert_eq!(room.poll_timeout([].iter()).unwrap(), Some(T0 + 1_005), "a new copy waits with the others");
+        assert_eq!(room.poll_timeout([].iter()).unwrap(), Some(T0 + 1_005), "a new event waits with the others");
         let again = room.forwards_due(T0 + 1_005).unwrap();
-        assert_eq!(again[0].events.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3, 4], "the same copies again, oldest first");
-        assert_eq!(again[0].attempts, 1);
-        assert_eq!(room.forward_attempted(&again[0], true, T0 + 1_010).unwrap(), Settled::Delivered);
-        assert_eq!(room.poll_timeout([].iter()).unwrap(), None, "nothing left: no alarm");
-        assert!(room.store.forwards.is_empty());
+        assert_eq!(again[0].events.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3, 4], "the same events again, oldest first");
+        assert_eq!(room.forward_attempted(&again[0], false, T0 + 1_010).unwrap(), Settled::RetryAt(T0 + 1_010 + 2_000), "doubling");
+        let third = room.forwards_due(T0 + 3_010).unwrap();
+        assert_eq!(room.forward_attempted(&third[0], true, T0 + 3_020).unwrap(), Settled::Delivered);
+        assert_eq!(room.poll_timeout([].iter()).unwrap(), None, "nothing owed: no alarm");
+        assert_eq!((room.store.links[0].sent, room.store.links[0].attempts), (4, 0));
+        let _ = ch;
+    }
+
+    #[test]
+    fn a_day_of_failures_gives_up_the_batch_and_moves_on() {
+        fresh_room!(ch = "orders:v1", room);
+        link(&mut room, "inbox:v1", false);
+        publish_n(&mut room, 2, T0);
+        let batch = room.forwards_due(T0).unwrap().remove(0);
+        room.forward_attempted(&batch, false, T0).unwrap();
+        let day = crate::protocol::retry::GIVE_UP_AFTER_MS;
+        let batch = room.forwards_due(T0 + day + 1).unwrap().remove(0);
+        assert_eq!(room.forward_attempted(&batch, false, T0 + day + 1).unwrap(), Settled::GaveUp);
+        assert_eq!(room.memory.take_forwards_dropped(), 2);
+        assert!(room.forwards_due(T0 + day + 2).unwrap().is_empty());
+        let _ = ch;
     }
 
     #[test]
@@ -1740,21 +1816,34 @@ mod tests {
         // An evicted instance forgets its calls: a fresh memory sends at once.
         room.memory.forwarding = InFlight::default();
         assert_eq!(room.forwards_due(T0 + links::FORWARD_CALL_MS + 1).unwrap().len(), 1);
+        let _ = ch;
     }
 
     #[test]
-    fn copies_past_the_queues_bound_drop_the_oldest_and_say_how_many() {
+    fn history_is_kept_for_a_lagging_inbox_up_to_the_bound_then_the_oldest_are_given_up() {
         fresh_room!(ch = "orders:v1", room);
         link(&mut room, "inbox:v1", false);
+        publish_n(&mut room, 300, T0);
+        // An hour later, the room's own retention would keep the newest 100 only.
+        room.prune(T0 + 60 * 60 * 1000).unwrap();
+        assert_eq!(room.store.oldest_seq().unwrap(), Some(1), "every event the inbox is owed stays");
+        assert_eq!(room.forwards_due(T0 + 60 * 60 * 1000).unwrap()[0].events[0].seq, 1);
+        // Past the bound, the oldest are given up and the cursor moves to it.
+        let mut room = Room::new(&ch, room.store, room.memory, Limits::default());
+        room.memory.forwarding = InFlight::default();
         let ds: Vec<Delivery> = (0..100).map(|i| delivery(&format!("d{i}"))).collect();
         for round in 0..(links::FORWARD_QUEUE_MAX / 100) {
             room.publish(&ds.iter().map(|d| Delivery { id: format!("{}-{round}", d.id), ..d.clone() }).collect::<Vec<_>>(), T0).unwrap();
         }
-        assert_eq!(room.memory.take_forwards_dropped(), 0);
-        publish_n(&mut room, 3, T0);
-        assert_eq!(room.memory.take_forwards_dropped(), 3);
-        assert_eq!(room.store.forwards.len() as u64, links::FORWARD_QUEUE_MAX);
-        assert_eq!(room.forwards_due(T0).unwrap()[0].events[0].seq, 4, "the oldest went");
+        room.prune(T0 + 2 * 60 * 60 * 1000).unwrap();
+        assert_eq!(room.memory.take_forwards_dropped(), 300);
+        assert_eq!(room.store.links[0].sent, 300);
+        assert_eq!(room.store.oldest_seq().unwrap(), Some(301));
+        assert_eq!(room.forwards_due(T0 + 2 * 60 * 60 * 1000).unwrap()[0].events[0].seq, 301);
+        // Delivered, the room's own retention applies again.
+        room.store.links[0].sent = room.store.latest;
+        room.prune(T0 + 3 * 60 * 60 * 1000).unwrap();
+        assert_eq!(room.store.events.len() as u64, HISTORY_MIN_EVENTS);
     }
 
     #[test]
