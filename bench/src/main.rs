@@ -610,6 +610,9 @@ async fn inbox_pass(g: &Gateway, quick: bool, linked: bool, pass: usize) -> Inbo
             let v: Value = serde_json::from_str(&t).unwrap_or(Value::Null);
             if let Some(sent) = v["data"]["text"].as_str().and_then(|s| s.parse::<u64>().ok()) {
                 own.push((now_us() - sent) as f64 / 1000.0);
+                if std::env::var_os("BENCH_DEBUG").is_some() && own.last().is_some_and(|ms| *ms > 15.0) {
+                    eprintln!("[slow] linked={linked} customer={u} message={} {:.1} ms", own.len() - 1, own.last().unwrap_or(&0.0));
+                }
                 if own.len() >= per {
                     break;
                 }
