@@ -16,12 +16,14 @@ WINDOW_S = 60
 
 
 def records(line):
-    """The Foyer log records in one line of input (none when it holds none)."""
-    start = line.find("{")
-    if start < 0:
+    """The Foyer log records in one line of input (none when it holds none). `wrangler dev`
+    frames warnings and errors (a prefix, terminal colours): the object is from the first
+    `{` to the last `}`."""
+    start, end = line.find("{"), line.rfind("}")
+    if start < 0 or end < start:
         return []
     try:
-        value = json.loads(line[start:])
+        value = json.loads(line[start:end + 1])
     except ValueError:
         return []
     if isinstance(value, dict) and isinstance(value.get("logs"), list):  # wrangler tail --format json
@@ -104,9 +106,9 @@ def render(summary):
     lines = [f"{'venue':<24} {'open (kind)':<28} {'connects':>8} {'refused':<22} {'events':>7} {'delivered':>9} {'webhook x':>9} {'errors':>6}"]
     for v in sorted(summary):
         row = summary[v]
-        opened = " ".join(f"{k}:{n}" for k, n in sorted(row["open"].items())) or "-"
-        refused = " ".join(f"{c}:{n}" for c, n in sorted(row["refused"].items())) or "-"
-        failures = f"{row['webhook_failures']}" + (f" ({row['webhook_gave_up']} lost)" if row["webhook_gave_up"] else "")
+        opened = ",".join(f"{k}:{n}" for k, n in sorted(row["open"].items())) or "-"
+        refused = ",".join(f"{c}:{n}" for c, n in sorted(row["refused"].items())) or "-"
+        failures = f"{row['webhook_failures']}" + (f"({row['webhook_gave_up']}lost)" if row["webhook_gave_up"] else "")
         lines.append(f"{v:<24} {opened:<28} {row['connects']:>8} {refused:<22} {row['publishes']:>7} {row['delivered']:>9} {failures:>9} {row['errors']:>6}")
     return "\n".join(lines)
 

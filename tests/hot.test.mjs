@@ -177,3 +177,11 @@ test("es256_der writes minimal INTEGERs, with a zero byte before a set top bit",
   assert.deepEqual([...der.subarray(5, 9)], [0x02, 33, 0, 0x80]);
   assert.equal(der.length, 2 + 3 + 35);
 });
+
+test("metric writes one data point to METRICS when it is bound, and nothing (and no error) otherwise", () => {
+  const points = [];
+  hot.metric({ METRICS: { writeDataPoint: (p) => points.push(p) } }, "venue-1", ["connect", "orders"], new Float64Array([1, 12.5]));
+  assert.deepEqual(points, [{ indexes: ["venue-1"], blobs: ["connect", "orders"], doubles: [1, 12.5] }]);
+  assert.doesNotThrow(() => hot.metric({}, "v", ["x"], [1]));
+  assert.doesNotThrow(() => hot.metric({ METRICS: { writeDataPoint: () => { throw new Error("quota"); } } }, "v", ["x"], [1]));
+});

@@ -32,6 +32,7 @@ use wasm_bindgen::prelude::{wasm_bindgen, JsValue};
 use worker::{web_sys, Env, Result, SqlStorage, State};
 
 use super::js;
+use super::log;
 use super::messages::{Joined, JoinedAnswer, LeaseGrant, RevokeOrder, RevokeReply, RevokeRequest};
 use super::meter;
 use super::runtime::{self, config, json_error};
@@ -265,12 +266,12 @@ impl RevocationDirectory {
                         reached.push(channel);
                     }
                     Err(e) if runtime::now_ms() < until => {
-                        worker::console_warn!("a leaseholder did not take a revocation yet ({e}); retrying");
+                        log::warning(&self.env, None, "a leaseholder did not take a revocation yet; retrying", e);
                         again.push((channel, until));
                     }
                     // The lease ended: the room asks before it welcomes the user again. Its
                     // sockets, if any, are reached through the record, as any room's.
-                    Err(e) => worker::console_warn!("a leaseholder did not take a revocation before its lease ended ({e})"),
+                    Err(e) => log::warning(&self.env, None, "a leaseholder did not take a revocation before its lease ended", e),
                 }
             }
             if !again.is_empty() {
@@ -308,7 +309,7 @@ impl RevocationDirectory {
                     )?;
                 }
                 Err(e) => {
-                    worker::console_warn!("revocation could not reach a room yet ({e}); will retry");
+                    log::warning(&self.env, None, "revocation could not reach a room yet; will retry", e);
                     let attempts = p.attempts as u32 + 1;
                     let delay = (RETRY_FIRST_MS << attempts.min(10)).min(RETRY_MAX_MS);
                     meter::run(

@@ -9,9 +9,12 @@ use serde::Serialize;
 use worker::{event, web_sys, Context, Env, Request, Response, Result};
 
 use super::js;
+use super::log;
 use super::messages::{LinkReply, LinkRequest, PublishReply, PublishRequest, ReadQuery, RevokeOrder, RevokeReply, Ticket, TICKET_HEADER};
 use super::meter;
 use super::runtime::{self, config, json_error, BUILD_ID};
+use crate::protocol::channel::Channel;
+use crate::protocol::config::Level;
 use crate::protocol::handshake::{self, AuthFailures, ConnectRequest, Guard, Verdict};
 use crate::protocol::links;
 use crate::protocol::publish::{self, BodyError, MAX_BODY_BYTES};
@@ -56,7 +59,8 @@ async fn connect(req: &web_sys::Request, own_origin: &str, path: &str, query: &[
     let protocols = header("Sec-WebSocket-Protocol");
     let config = config(env);
     let request = ConnectRequest { path, query, upgrade, origin: origin.as_deref(), own_origin, protocols: protocols.as_deref() };
-    let now = runtime::now_secs();
+    let now_ms = runtime::now_ms();
+    let now = now_ms / 1000;
     let verdict = match config.auth_failures_per_minute {
         None => handshake::check(&request, &config, now),
         Some(limit) => {
@@ -69,8 +73,14 @@ async fn connect(req: &web_sys::Request, own_origin: &str, path: &str, query: &[
         }
     };
     match verdict {
-        Verdict::Http(status, message) => Ok(json_error(status, "handshake", message)?.into()),
-        Verdict::Close { code, reason, offered_subprotocol } => Ok(runtime::accept_and_close(code, reason, offered_subprotocol)),
+        Verdict::Http(status, message) => {
+            refused(env, path, status, now_ms);
+            Ok(json_error(status, "handshake", message)?.into())
+        }
+        Verdict::Close { code, reason, offered_subprotocol } => {
+            refused(env, path, code, now_ms);
+            Ok(runtime::accept_and_close(code, reason, offered_subprotocol))
+        }
         Verdict::Admit(admitted) => {
             // The room checks revocation (from what it knows, or with the directory) and
             // builds its member: see protocol/revocation.rs.
@@ -86,6 +96,38 @@ async fn connect(req: &web_sys::Request, own_origin: &str, path: &str, query: &[
             js::connect_room(env, runtime::room(&ticket.channel), TICKET_HEADER, &ticket_header).await
         }
     }
+}
+
+/// A connect the Worker refused (`code`: the HTTP status or close code), logged and counted
+/// with a reason word and the channel the path names, when it names one.
+fn refused(env: &Env, path: &str, code: u16, started_ms: i64) {
+    let reason = match code {
+        4401 => "bad_token",
+        4403 => "not_granted",
+        4429 => "guessing",
+        403 => "origin",
+        404 => "not_found",
+        426 => "not_upgrade",
+        _ => "bad_request",
+    };
+    let ms = (runtime::now_ms() - started_ms) as f64;
+    let named = path
+        .trim_start_matches("/ws/")
+        .trim_end_matches('/')
+        .split_once('/')
+        .and_then(|(kind, key)| Channel::new(crate::protocol::channel::Kind::parse(kind)?, key).ok());
+    let fields = serde_json::json!({"outcome": "refused", "code": code, "reason": reason, "ms": ms});
+    let (kind, key) = named.as_ref().map_or(("", ""), |c| (c.kind().as_str(), c.key()));
+    log::line(
+        env,
+        Level::Warn,
+        "connect",
+        match &named {
+            Some(channel) => log::with(channel, fields),
+            None => fields,
+        },
+    );
+    log::point(env, key, &["connect", kind, &code.to_string(), reason], &[1.0, ms]);
 }
 
 thread_local! {
@@ -104,6 +146,37 @@ struct PublishResult<'a> {
 /// `POST /publish`. Checks run in the order PROTOCOL.md fixes: method, content type, size,
 /// signature, body. The body is validated whole before any channel sees any of it.
 async fn publish(req: &web_sys::Request, env: &Env) -> Result<Response> {
+    let started = runtime::now_ms();
+    let answer = publish_answer(req, env).await?;
+    let (status, body) = (answer.status_code(), answer);
+    if status != 200 {
+        request_line(env, "publish", status, started, serde_json::json!({}));
+    }
+    Ok(body)
+}
+
+/// A signed endpoint's line and data point: its status, how long it took, and `more`.
+fn request_line(env: &Env, event: &str, status: u16, started_ms: i64, more: serde_json::Value) {
+    let ms = (runtime::now_ms() - started_ms) as f64;
+    let level = match status {
+        200 => Level::Info,
+        500.. => Level::Error,
+        _ => Level::Warn,
+    };
+    let mut fields = serde_json::json!({"status": status, "ms": ms});
+    if let (Some(fields), serde_json::Value::Object(more)) = (fields.as_object_mut(), more) {
+        fields.extend(more);
+    }
+    let count = fields.get("messages").or(fields.get("closed")).and_then(|v| v.as_f64()).unwrap_or(0.0);
+    let scope = fields.get("scope").map(|s| s.to_string().trim_matches('"').to_owned()).unwrap_or_default();
+    log::line(env, level, event, fields);
+    if event != "links" {
+        log::point(env, event, &[event, "", &status.to_string(), &scope], &[count, ms]);
+    }
+}
+
+async fn publish_answer(req: &web_sys::Request, env: &Env) -> Result<Response> {
+    let started = runtime::now_ms();
     let body = match signed_body(req, env, "/publish").await? {
         Ok((body, _)) => body,
         Err(refusal) => return Ok(refusal),
@@ -131,7 +204,7 @@ async fn publish(req: &web_sys::Request, env: &Env) -> Result<Response> {
             Ok(r) => r,
             Err(e) => {
                 // Channels that did accept keep their events; a retry is safe (dedupe by id).
-                worker::console_error!("publish to a room failed: {e}");
+                log::internal(env, None, "publish", e);
                 return json_error(500, "internal", "a channel could not be reached; retrying the same request is safe");
             }
         };
@@ -147,7 +220,13 @@ async fn publish(req: &web_sys::Request, env: &Env) -> Result<Response> {
             }
         }
     }
-    Response::from_json(&PublishResults { results: results.into_iter().flatten().collect() })
+    let results: Vec<PublishResult> = results.into_iter().flatten().collect();
+    let delivered: u32 = results.iter().map(|r| r.delivered).sum();
+    let duplicates = results.iter().filter(|r| r.duplicate).count();
+    let fields =
+        serde_json::json!({"messages": messages.len(), "channels": groups.len(), "delivered": delivered, "duplicates": duplicates});
+    request_line(env, "publish", 200, started, fields);
+    Response::from_json(&PublishResults { results })
 }
 
 #[derive(Serialize)]
@@ -159,6 +238,16 @@ struct PublishResults<'a> {
 /// validated whole, then each source channel's object applies its orders (one call per
 /// channel, in parallel) and keeps its links.
 async fn link(req: &web_sys::Request, env: &Env) -> Result<Response> {
+    let started = runtime::now_ms();
+    let answer = link_answer(req, env).await?;
+    if answer.status_code() != 200 {
+        request_line(env, "links", answer.status_code(), started, serde_json::json!({}));
+    }
+    Ok(answer)
+}
+
+async fn link_answer(req: &web_sys::Request, env: &Env) -> Result<Response> {
+    let started = runtime::now_ms();
     let body = match signed_body(req, env, "/links").await? {
         Ok((body, _)) => body,
         Err(refusal) => return Ok(refusal),
@@ -177,7 +266,7 @@ async fn link(req: &web_sys::Request, env: &Env) -> Result<Response> {
         let reply = match reply {
             Ok(reply) => reply,
             Err(e) => {
-                worker::console_error!("linking a channel failed: {e}");
+                log::internal(env, None, "links", e);
                 return json_error(500, "internal", "a channel could not be reached; retrying the same request is safe");
             }
         };
@@ -191,6 +280,8 @@ async fn link(req: &web_sys::Request, env: &Env) -> Result<Response> {
             }
         }
     }
+    let linked = results.iter().filter(|r| r["linked"] == true).count();
+    request_line(env, "links", 200, started, serde_json::json!({"entries": orders.len(), "linked": linked}));
     Response::from_json(&serde_json::json!({ "results": results }))
 }
 
@@ -198,6 +289,16 @@ async fn link(req: &web_sys::Request, env: &Env) -> Result<Response> {
 /// revocation (at the signature's `t`, so a retry never revokes a newer token) and reaches
 /// the rooms: a first batch before it answers, the rest from its alarm (directory.rs).
 async fn revoke(req: &web_sys::Request, env: &Env) -> Result<Response> {
+    let started = runtime::now_ms();
+    let answer = revoke_answer(req, env).await?;
+    if answer.status_code() != 200 {
+        request_line(env, "revoke", answer.status_code(), started, serde_json::json!({}));
+    }
+    Ok(answer)
+}
+
+async fn revoke_answer(req: &web_sys::Request, env: &Env) -> Result<Response> {
+    let started = runtime::now_ms();
     let (body, t) = match signed_body(req, env, "/revoke").await? {
         Ok(signed) => signed,
         Err(refusal) => return Ok(refusal),
@@ -206,11 +307,15 @@ async fn revoke(req: &web_sys::Request, env: &Env) -> Result<Response> {
         Ok(order) => order,
         Err(BodyError::Invalid(message) | BodyError::DataTooLarge(message)) => return json_error(400, "bad_request", &message),
     };
+    let scope = order.channels.as_ref().map_or_else(|| serde_json::json!("all"), |c| serde_json::json!(c.len()));
     let request = RevokeOrder { sub: order.sub.clone(), channels: order.channels, at: t };
     match js::call::<_, RevokeReply>(env, runtime::directory(&order.sub), "/revoke", &request).await {
-        Ok(reply) => Response::from_json(&serde_json::json!({"closed": reply.closed})),
+        Ok(reply) => {
+            request_line(env, "revoke", 200, started, serde_json::json!({"scope": scope, "closed": reply.closed}));
+            Response::from_json(&serde_json::json!({"closed": reply.closed}))
+        }
         Err(e) => {
-            worker::console_error!("revoke failed: {e}");
+            log::internal(env, None, "revoke", e);
             json_error(500, "internal", "the revocation could not be recorded; retrying the same request is safe")
         }
     }
@@ -238,7 +343,7 @@ async fn read_channel(req: &web_sys::Request, path: &str, query: &str, env: &Env
     match js::call::<_, serde_json::Value>(env, runtime::room(&read.channel), endpoint, &query).await {
         Ok(answer) => Response::from_json(&answer),
         Err(e) => {
-            worker::console_error!("reading a room failed: {e}");
+            log::internal(env, Some(&read.channel), "read", e);
             json_error(500, "internal", "the channel could not be read; retrying is safe")
         }
     }
@@ -283,7 +388,12 @@ fn check_signature(req: &web_sys::Request, env: &Env, target: &str, body: &[u8])
         Ok(t) => Ok(Ok(t)),
         Err(e) => {
             if e == signature::SignatureError::NoSecretConfigured {
-                worker::console_error!("signed endpoints refused: PUBLISH_SECRETS is not set");
+                log::line(
+                    env,
+                    Level::Error,
+                    "config",
+                    serde_json::json!({"problem": "signed endpoints refused: PUBLISH_SECRETS is not set"}),
+                );
             }
             // One uniform answer: which part was wrong is not the caller's business.
             Ok(Err(json_error(401, "unauthorized", "signature missing, wrong or stale")?))

@@ -175,3 +175,13 @@ export function verify_signature(alg, key, signed, signature) {
   }
   return false;
 }
+
+// One Analytics Engine data point (`METRICS`, optional): index, blobs, doubles. A missing
+// binding writes nothing, and a failing one must not fail the request that reports.
+export function metric(env, index, blobs, doubles) {
+  const dataset = env?.METRICS;
+  if (!dataset || typeof dataset.writeDataPoint !== "function") return;
+  try {
+    dataset.writeDataPoint({ indexes: [index], blobs: Array.from(blobs), doubles: Array.from(doubles) });
+  } catch { /* metrics are best effort */ }
+}

@@ -28,6 +28,9 @@ extern "C" {
     pub fn json_text(text: &str, status: u16) -> worker::web_sys::Response;
     fn post(env: &JsValue, binding: &str, name: &str, path: &str, body: &str) -> Promise;
     fn open_socket(env: &JsValue, binding: &str, name: &str, ticket_header: &str, ticket: &str) -> Promise;
+    /// One Analytics Engine data point to the `METRICS` binding; nothing without it, and
+    /// never an error (metrics must not fail a request).
+    pub fn metric(env: &JsValue, index: &str, blobs: Vec<String>, doubles: Vec<f64>);
 }
 
 /// A Durable Object: its namespace's binding and its name (from which its id derives).

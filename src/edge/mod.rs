@@ -6,7 +6,8 @@
 //! - [`room_object`]: one Durable Object per channel, three classes over one engine.
 //! - [`directory`]: a few Durable Objects, sharded by user, for revocation.
 //! - [`sql_store`]: the room's history, sequence and dedupe in the object's SQLite.
-//! - [`runtime`]: settings, clock, randomness and logging from the platform.
+//! - [`runtime`]: settings, clock, randomness and responses from the platform.
+//! - [`log`]: the structured log lines and Analytics Engine metrics (docs/operations.md).
 //! - [`meter`]: the opt-in usage meter (rows, invocations, bytes) for the cost benchmark.
 //! - [`js`]: the few hot paths (fan-out, calls between objects) written in JavaScript.
 //! - [`crypto`]: EdDSA and ES256 token signatures by the runtime's native crypto.
@@ -15,6 +16,7 @@ mod crypto;
 mod directory;
 mod gateway;
 mod js;
+mod log;
 mod messages;
 mod meter;
 mod room_object;

@@ -6,7 +6,7 @@ use std::rc::Rc;
 use worker::{Env, Response, Result};
 
 use crate::protocol::channel::{Channel, Kind};
-use crate::protocol::config::Config;
+use crate::protocol::config::{Config, Level};
 use crate::protocol::wire::SUBPROTOCOL;
 
 /// The deployed build id, stamped at compile time by the asset build step.
@@ -28,14 +28,15 @@ pub fn config(env: &Env) -> Rc<Config> {
             // The token keys load with the configuration; their curves must be ready first.
             super::crypto::install();
             let config = Config::from_lookup(|name| env.var(name).ok().map(|v| v.to_string()));
+            let problem = |text: String| super::log::write(Level::Error, "config", serde_json::json!({ "problem": text }));
             if let Err(reason) = &config.tokens {
-                worker::console_error!("sockets are refused: {reason}");
+                problem(format!("sockets are refused: {reason}"));
             }
             if config.publish_secrets.is_empty() {
-                worker::console_error!("/publish and /revoke are refused: PUBLISH_SECRETS is not set");
+                problem("/publish, /links, /revoke and reads are refused: PUBLISH_SECRETS is not set".into());
             }
-            for problem in &config.problems {
-                worker::console_error!("configuration: {problem}");
+            for p in &config.problems {
+                problem(p.clone());
             }
             Rc::new(config)
         })

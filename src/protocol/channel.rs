@@ -123,6 +123,11 @@ impl Channel {
     pub fn kind(&self) -> Kind {
         self.kind
     }
+
+    /// `KEY`: for orders and inbox channels, the venue.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
 }
 
 impl fmt::Display for Channel {

@@ -7,6 +7,36 @@
 use super::room::Limits;
 use super::token::{Expectations, KeySet, DEFAULT_MAX_LIFETIME_SECS};
 
+/// How much the gateway logs (`LOG_LEVEL`): lines below the level are dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+impl Level {
+    pub fn parse(s: &str) -> Option<Level> {
+        match s {
+            "debug" => Some(Level::Debug),
+            "info" => Some(Level::Info),
+            "warn" => Some(Level::Warn),
+            "error" => Some(Level::Error),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+        }
+    }
+}
+
 pub struct Config {
     /// Keys and expectations for tokens, or why sockets are refused.
     pub tokens: Result<(KeySet, Expectations), String>,
@@ -23,6 +53,8 @@ pub struct Config {
     pub webhook: Option<(String, Vec<u8>)>,
     /// `METER=log`: one usage line per invocation (the benchmark's cost scenario).
     pub meter: bool,
+    /// `LOG_LEVEL` (default `info`): the least level of the lines written.
+    pub log_level: Level,
     /// `TEST_FAILPOINT`: named steps (comma-separated) made to fail or slow down, so tests
     /// can reach paths the real runtime only takes on a failure. Never set in a deployment.
     pub failpoints: Vec<String>,
@@ -89,6 +121,13 @@ impl Config {
             }
         };
 
+        let log_level = match get("LOG_LEVEL") {
+            None => Level::Info,
+            Some(v) => Level::parse(&v.to_ascii_lowercase()).unwrap_or_else(|| {
+                problems.push("LOG_LEVEL must be debug, info, warn or error; info applies".into());
+                Level::Info
+            }),
+        };
         let webhook = match (get("CHAT_WEBHOOK_URL"), get("CHAT_WEBHOOK_SECRET")) {
             (Some(url), Some(secret)) => Some((url, secret.into_bytes())),
             (None, None) => None,
@@ -109,6 +148,7 @@ impl Config {
             auth_failures_per_minute,
             webhook,
             meter: get("METER").as_deref() == Some("log"),
+            log_level,
             failpoints: list(get("TEST_FAILPOINT")),
             problems,
         }
@@ -143,6 +183,16 @@ mod tests {
         assert_eq!(c.allowed_origins.len(), 2);
         assert!(c.allow_query_token && !c.require_current_build);
         assert!(c.problems.is_empty());
+    }
+
+    #[test]
+    fn the_log_level_defaults_to_info_and_a_bad_one_is_a_problem() {
+        assert_eq!(config(&[]).log_level, Level::Info);
+        assert_eq!(config(&[("LOG_LEVEL", "DEBUG")]).log_level, Level::Debug);
+        assert_eq!(config(&[("LOG_LEVEL", "warn")]).log_level, Level::Warn);
+        let c = config(&[("LOG_LEVEL", "loud")]);
+        assert_eq!((c.log_level, c.problems.len()), (Level::Info, 1));
+        assert!(Level::Debug < Level::Info && Level::Warn < Level::Error);
     }
 
     #[test]

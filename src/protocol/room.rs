@@ -180,6 +180,9 @@ pub struct Member {
     /// a refresh with one is refused.
     #[serde(default)]
     pub revoked_before: Option<i64>,
+    /// When the socket connected (ms): how long it stayed open is in its `closed` log line.
+    #[serde(default)]
+    pub joined_ms: i64,
 }
 
 /// The runtime tag a member's socket carries, so the host can find one user's sockets
@@ -242,7 +245,20 @@ impl Member {
     /// The member a verified socket becomes, under connection id `conn`.
     pub fn admit(conn: String, verified: Verified) -> Member {
         let Verified { sub, name, role, exp, iat, can_publish, answers: _ } = verified;
-        Member { conn, sub, name, role, exp, iat, can_publish, window_start: 0, window_count: 0, strikes: 0, revoked_before: None }
+        Member {
+            conn,
+            sub,
+            name,
+            role,
+            exp,
+            iat,
+            can_publish,
+            window_start: 0,
+            window_count: 0,
+            strikes: 0,
+            revoked_before: None,
+            joined_ms: 0,
+        }
     }
 }
 
@@ -1713,7 +1729,7 @@ mod tests {
         m.sub = "\u{1}".repeat(crate::protocol::token::MAX_SUB_BYTES / 6);
         m.name = Some("\u{1}".repeat(MAX_DISPLAY_CHARS));
         m.role = Some("\u{1}".repeat(MAX_DISPLAY_CHARS));
-        (m.exp, m.iat, m.window_start, m.revoked_before) = (i64::MAX, Some(i64::MAX), i64::MAX, Some(i64::MAX));
+        (m.exp, m.iat, m.window_start, m.revoked_before, m.joined_ms) = (i64::MAX, Some(i64::MAX), i64::MAX, Some(i64::MAX), i64::MIN);
         (m.window_count, m.strikes) = (u32::MAX, u32::MAX);
         assert!(serde_json::to_string(&m).unwrap().len() + 32 <= 2048);
     }

@@ -60,6 +60,8 @@ pub struct Gateway {
     pub port: u16,
     pub dir: PathBuf,
     pub vars: HashMap<String, String>,
+    /// Another wrangler config than the repository's (`--config`).
+    pub config: Option<PathBuf>,
     child: Option<Child>,
 }
 
@@ -83,7 +85,36 @@ impl Gateway {
         let dir = repo_root().join("target/gateways").join(format!("{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("gateway dir");
-        let mut g = Gateway { port: 0, dir, vars, child: None };
+        let mut g = Gateway { port: 0, dir, vars, config: None, child: None };
+        g.launch();
+        g
+    }
+
+    /// Starts a gateway on the repository's wrangler.toml changed by `edit` (its `[build]`
+    /// step dropped: the tests build first; paths made relative to the copy).
+    pub fn start_with_config(name: &str, extra: &[(&str, &str)], edit: impl Fn(&str) -> String) -> Gateway {
+        let source = std::fs::read_to_string(repo_root().join("wrangler.toml")).expect("wrangler.toml");
+        let dir = repo_root().join("target/gateways");
+        std::fs::create_dir_all(&dir).expect("gateways dir");
+        let mut out = String::new();
+        let mut skipping = false;
+        for line in edit(&source).lines() {
+            if line.starts_with('[') {
+                skipping = line == "[build]";
+            }
+            if !skipping {
+                out += &line.replace("main = \"", "main = \"../../").replace("directory = \"", "directory = \"../../");
+                out.push('\n');
+            }
+        }
+        let path = dir.join(format!("{name}-{}.wrangler.toml", std::process::id()));
+        std::fs::write(&path, out).expect("config");
+        let mut vars = Self::default_vars();
+        vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let state = dir.join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&state);
+        std::fs::create_dir_all(&state).expect("gateway dir");
+        let mut g = Gateway { port: 0, dir: state, vars, config: Some(path), child: None };
         g.launch();
         g
     }
@@ -106,6 +137,7 @@ impl Gateway {
                 .arg(self.dir.join("state"))
                 .arg("--log")
                 .arg(self.log_path())
+                .args(self.config.iter().flat_map(|c| [std::ffi::OsStr::new("--config"), c.as_os_str()]))
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .process_group(0)

@@ -14,13 +14,16 @@
 use std::rc::Rc;
 
 use futures::future::join_all;
+use serde_json::json;
 use worker::Result;
 
 use super::RoomObject;
 use crate::edge::js;
+use crate::edge::log;
 use crate::edge::messages::{Copy, ForwardReply, ForwardRequest};
 use crate::edge::runtime;
 use crate::protocol::channel::Channel;
+use crate::protocol::config::Level;
 use crate::protocol::frame::StoredEvent;
 use crate::protocol::links::{Batch, FORWARD_BACKSTOP_MS};
 use crate::protocol::retry::Settled;
@@ -29,10 +32,7 @@ impl RoomObject {
     /// Copies were queued with an accepted event (already sent to this room's sockets): they
     /// go now, from a task of its own.
     pub(super) fn forward_soon(self: &Rc<Self>, channel: &Channel) {
-        let dropped = self.memory.borrow_mut().take_forwards_dropped();
-        if dropped > 0 {
-            worker::console_error!("forwarding queue full: dropped the {dropped} oldest copies");
-        }
+        self.log_dropped(channel);
         let (room, channel) = (Rc::clone(self), channel.clone());
         worker::wasm_bindgen_futures::spawn_local(async move { room.forward_due(&channel).await });
     }
@@ -45,15 +45,15 @@ impl RoomObject {
             let due = match self.with_room(channel, |room| room.forwards_due(now_ms)) {
                 Ok(due) if due.is_empty() => return,
                 Ok(due) => due,
-                Err(e) => return worker::console_error!("forwarding queue: {e}"),
+                Err(e) => return log::internal(&self.env, Some(channel), "forwarding", e),
             };
             // The alarm takes over if this instance goes away before the answers.
             if let Err(e) = self.alarm_by(now_ms + FORWARD_BACKSTOP_MS).await {
-                worker::console_error!("alarm: {e}");
+                log::internal(&self.env, Some(channel), "alarm", e);
             }
             if let Some(retry_at) = self.deliver_forwards(channel, due).await {
                 if let Err(e) = self.alarm_by(retry_at).await {
-                    worker::console_error!("alarm: {e}");
+                    log::internal(&self.env, Some(channel), "alarm", e);
                 }
                 return;
             }
@@ -71,27 +71,36 @@ impl RoomObject {
         });
         let mut retry: Option<i64> = None;
         for (batch, outcome) in due.iter().zip(join_all(calls).await) {
-            let delivered = match outcome {
-                Ok(_) => true,
-                Err(e) => {
-                    worker::console_warn!("forwarding to {} failed ({e}); will retry", batch.inbox);
-                    false
+            let failure = outcome.err().map(|e| e.to_string());
+            let (outcome, level) = match self.with_room(channel, |room| room.forward_attempted(batch, failure.is_none(), runtime::now_ms()))
+            {
+                Ok(Settled::GaveUp) => ("gave_up", Level::Error),
+                Ok(Settled::RetryAt(at)) => {
+                    retry = Some(retry.map_or(at, |r| r.min(at)));
+                    ("retry", Level::Warn)
                 }
-            };
-            match self.with_room(channel, |room| room.forward_attempted(batch, delivered, runtime::now_ms())) {
-                Ok(Settled::GaveUp) => {
-                    worker::console_error!("forwarding to {} gave up on {} copies after a day", batch.inbox, batch.events.len())
-                }
-                Ok(Settled::RetryAt(at)) => retry = Some(retry.map_or(at, |r| r.min(at))),
-                Ok(Settled::Delivered) => {}
+                Ok(Settled::Delivered) => ("delivered", Level::Debug),
                 Err(e) => {
                     // Not settled: the alarm tries again rather than this task at once.
-                    worker::console_error!("forwarding queue: {e}");
+                    log::internal(&self.env, Some(channel), "forwarding", e);
                     retry = Some(runtime::now_ms() + 1_000);
+                    ("retry", Level::Warn)
                 }
-            }
+            };
+            let fields = json!({"source": channel.to_string(), "inbox": batch.inbox.to_string(), "kind": "inbox", "key": batch.inbox.key(),
+                "events": batch.events.len(), "outcome": outcome, "reason": failure});
+            log::line(&self.env, level, "forward", fields);
         }
+        self.log_dropped(channel);
         retry
+    }
+
+    /// Events the engine gave up forwarding (a day of failures, or past the bound).
+    fn log_dropped(&self, channel: &Channel) {
+        let dropped = self.memory.borrow_mut().take_forwards_dropped();
+        if dropped > 0 {
+            log::line(&self.env, Level::Error, "forward", json!({"source": channel.to_string(), "events": dropped, "outcome": "gave_up"}));
+        }
     }
 
     /// On an inbox: copies from one source, each stored once, sent to every socket.

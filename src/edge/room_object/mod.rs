@@ -22,10 +22,12 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use serde_json::json;
 use wasm_bindgen::prelude::{wasm_bindgen, JsValue};
 use worker::{web_sys, Env, Error, Response, Result, State, WebSocket, WebSocketIncomingMessage, WebSocketRequestResponsePair};
 
 use super::js;
+use super::log;
 use super::messages::{
     ForwardRequest, LinkReply, LinkRequest, PostRequest, PublishOutcome, PublishReply, PublishRequest, ReadQuery, RevokeReply,
     RevokeRequest,
@@ -34,6 +36,7 @@ use super::meter;
 use super::runtime::{self, config, json_error};
 use super::sql_store::SqlStore;
 use crate::protocol::channel::Channel;
+use crate::protocol::config::Level;
 use crate::protocol::handshake;
 use crate::protocol::reading::MAX_USERS_LISTED;
 use crate::protocol::room::{self, Effect, Member, Memory, Room, Store};
@@ -152,11 +155,16 @@ impl RoomObject {
                 match self.with_room(channel, |room| room.queue_webhook(&event, now_ms)) {
                     Ok(dropped) => {
                         if dropped > 0 {
-                            worker::console_error!("webhook outbox full: dropped {dropped} oldest messages");
+                            log::internal(
+                                &self.env,
+                                Some(channel),
+                                "webhook outbox",
+                                format!("full: dropped the {dropped} oldest messages"),
+                            );
                         }
                         self.alarm_by(now_ms).await?
                     }
-                    Err(e) => worker::console_error!("webhook outbox: {e}"),
+                    Err(e) => log::internal(&self.env, Some(channel), "webhook outbox", e),
                 }
             }
             Effect::Forward => self.forward_soon(channel),
@@ -190,7 +198,7 @@ impl RoomObject {
                 let published = self.with_room(&channel, |room| room.publish(&request.events, now_ms))?;
                 let sockets = js::sockets(self.state.as_raw());
                 let forwarded = published.iter().any(|p| p.forwarded);
-                let results = published
+                let results: Vec<PublishOutcome> = published
                     .into_iter()
                     .map(|p| PublishOutcome {
                         seq: p.seq,
@@ -203,6 +211,16 @@ impl RoomObject {
                     // After the sockets above, and not in the answer's way.
                     self.forward_soon(&channel);
                 }
+                let delivered: u32 = results.iter().map(|r| r.delivered).sum();
+                let duplicates = results.iter().filter(|r| r.duplicate).count();
+                let fields = json!({"events": results.len(), "delivered": delivered, "duplicates": duplicates});
+                log::line(&self.env, Level::Info, "delivery", log::with(&channel, fields));
+                log::point(
+                    &self.env,
+                    channel.key(),
+                    &["delivery", channel.kind().as_str(), "", &channel.to_string()],
+                    &[results.len() as f64, delivered as f64],
+                );
                 js::json(&PublishReply { results })
             }
             "/links" => {
@@ -300,7 +318,7 @@ macro_rules! room_class {
                 let response = match self.room.fetch(req).await {
                     Ok(response) => response,
                     Err(e) => {
-                        worker::console_error!("room request failed: {e}");
+                        crate::edge::log::internal(&self.room.env, self.room.channel().as_ref(), "request", e);
                         json_error(500, "internal", "the room could not complete the request").map(web_sys::Response::from)?
                     }
                 };
@@ -329,18 +347,19 @@ macro_rules! room_class {
             pub async fn websocket_close(
                 &self,
                 ws: web_sys::WebSocket,
-                _code: u16,
+                code: u16,
                 _reason: String,
                 _clean: bool,
             ) -> std::result::Result<JsValue, JsValue> {
-                let done = self.room.closed(ws.into()).await;
+                let done = self.room.closed(ws.into(), code).await;
                 self.room.meter("ws_close");
                 done.map(|()| JsValue::UNDEFINED).map_err(JsValue::from)
             }
 
             #[wasm_bindgen(js_name = webSocketError)]
             pub async fn websocket_error(&self, ws: web_sys::WebSocket, _error: JsValue) -> std::result::Result<JsValue, JsValue> {
-                let done = self.room.closed(ws.into()).await;
+                // 1006: closed abnormally (no close frame).
+                let done = self.room.closed(ws.into(), 1006).await;
                 self.room.meter("ws_close");
                 done.map(|()| JsValue::UNDEFINED).map_err(JsValue::from)
             }

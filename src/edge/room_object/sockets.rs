@@ -9,13 +9,16 @@ use std::rc::Rc;
 
 use futures::FutureExt;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use worker::{web_sys, Env, Error, Result, WebSocket, WebSocketIncomingMessage, WebSocketPair};
 
 use super::RoomObject;
 use crate::edge::js;
+use crate::edge::log;
 use crate::edge::messages::{Joined, JoinedAnswer, PostRequest, RevokeRequest, Ticket, TICKET_HEADER};
 use crate::edge::runtime::{self, config};
 use crate::protocol::channel::Channel;
+use crate::protocol::config::Level;
 use crate::protocol::revocation::{directory_shard, lease_trusted_until, Verdict};
 use crate::protocol::room::{self, Builds, Effect, Incoming, Member, Posted};
 use crate::protocol::token;
@@ -80,17 +83,20 @@ impl RoomObject {
         let mut member = Member::admit(runtime::random_id(), ticket.claims);
 
         let now_ms = runtime::now_ms();
+        member.joined_ms = now_ms;
         let (revoked_before, record_later) = match self.revocation_of(&member, channel, now_ms).await {
             Ok(verdict) => verdict,
             Err(e) => {
                 // Unknown is not "not revoked": no welcome. The client sees 1011 and retries.
-                worker::console_error!("the directory could not record a join: {e}");
+                log::internal(&self.env, Some(channel), "directory", e);
+                self.connect_line(channel, close::INTERNAL, "internal", now_ms);
                 return Ok(runtime::accept_and_close(close::INTERNAL, "internal error", ticket.subprotocol));
             }
         };
         member.revoked_before = revoked_before;
         // A revoked token is refused before the room keeps anything of it.
         if self.memory.borrow().refuses(&member.sub, member.iat, member.revoked_before, now_ms) {
+            self.connect_line(channel, close::UNAUTHENTICATED, "revoked", now_ms);
             return Ok(runtime::accept_and_close(close::UNAUTHENTICATED, "token revoked", ticket.subprotocol));
         }
 
@@ -102,7 +108,15 @@ impl RoomObject {
         let builds =
             Builds { server: runtime::BUILD_ID, client: ticket.build.as_deref(), require_current: config(&self.env).require_current_build };
         match self.admit(&socket, &member, &answers, ticket.since, builds, channel, &others, now_ms).await {
-            Ok(()) => {
+            Ok(closed) => {
+                let (code, reason) = match closed {
+                    None => (101, "welcome"),
+                    Some((code @ close::OUTDATED_BUILD, _)) => (code, "outdated_build"),
+                    Some((code @ close::RATE_LIMITED, _)) => (code, "too_many_sockets"),
+                    Some((code @ close::UNAUTHENTICATED, _)) => (code, "revoked"),
+                    Some((code, _)) => (code, "refused"),
+                };
+                self.connect_line(channel, code, reason, now_ms);
                 if let Some(shard) = record_later {
                     self.record_later(shard, &member.sub, channel);
                 }
@@ -110,7 +124,8 @@ impl RoomObject {
             Err(e) => {
                 // A socket the room could not take must not linger: presence and the per-user
                 // cap would count it. The client sees 1011 and reconnects.
-                worker::console_error!("connect failed after accept: {e}");
+                log::internal(&self.env, Some(channel), "accept", e);
+                self.connect_line(channel, close::INTERNAL, "internal", now_ms);
                 // Marked as closing first: until the runtime drops it, the socket is still listed.
                 self.close_socket(&socket, close::INTERNAL, "internal error").await;
             }
@@ -118,8 +133,16 @@ impl RoomObject {
         Ok(js::upgraded(pair.client.as_ref(), if ticket.subprotocol { SUBPROTOCOL } else { "" }))
     }
 
+    /// A connect's outcome here: a welcome (`code` 101) or the close code, with a reason word.
+    fn connect_line(&self, channel: &Channel, code: u16, reason: &str, started_ms: i64) {
+        let ms = (runtime::now_ms() - started_ms) as f64;
+        let (outcome, level) = if code == 101 { ("welcome", Level::Info) } else { ("refused", Level::Warn) };
+        log::line(&self.env, level, "connect", log::with(channel, json!({"outcome": outcome, "code": code, "reason": reason, "ms": ms})));
+        log::point(&self.env, channel.key(), &["connect", channel.kind().as_str(), &code.to_string(), reason], &[1.0, ms]);
+    }
+
     /// Everything after the accept: attachment, what an inbox socket may answer, welcome and
-    /// replay, presence, alarm.
+    /// replay, presence, alarm; the close that followed the welcome, if any.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn admit(
         &self,
@@ -131,7 +154,7 @@ impl RoomObject {
         channel: &Channel,
         others: &[Member],
         now_ms: i64,
-    ) -> Result<()> {
+    ) -> Result<Option<(u16, &'static str)>> {
         self.remember_channel(channel)?;
         Attachment { member: member.clone(), closing: false }.save(socket)?;
         if config(&self.env).failpoint("after_accept") {
@@ -153,7 +176,8 @@ impl RoomObject {
             self.close_socket(socket, code, reason).await;
         }
         // The alarm must fire by this token's expiry.
-        self.alarm_by(member.exp.saturating_mul(1000)).await
+        self.alarm_by(member.exp.saturating_mul(1000)).await?;
+        Ok(join.close)
     }
 
     /// The revocation that applies to the member here, and the shard whose record of the
@@ -305,7 +329,7 @@ impl RoomObject {
                 }
                 Err(e) if failures < RECORD_RETRIES => {
                     failures += 1;
-                    worker::console_warn!("could not record users in the directory ({e}); retrying");
+                    log::warning(&self.env, None, "could not record users in the directory; retrying", e);
                     // Back in the queue, ahead of those who came since (a user's tabs: once).
                     let mut queues = self.unrecorded.borrow_mut();
                     let queue = queues.entry(shard.to_owned()).or_default();
@@ -315,7 +339,7 @@ impl RoomObject {
                 }
                 Err(e) => {
                     failures = 0;
-                    worker::console_warn!("could not record users in the directory ({e}); recorded at their next refresh");
+                    log::warning(&self.env, None, "could not record users in the directory; recorded at their next refresh", e);
                 }
             }
         }
@@ -344,12 +368,12 @@ impl RoomObject {
                     self.close_socket(ws, close::UNAUTHENTICATED, "token revoked").await;
                 } else if revoked_at.is_some() {
                     if let Err(e) = attachment.save(ws) {
-                        worker::console_error!("revocation not saved on a socket ({e}); closing it");
+                        log::internal(&self.env, None, "revocation not saved on a socket; closing it", e);
                         self.close_socket(ws, close::INTERNAL, "internal error").await;
                     }
                 }
             }
-            Err(e) => worker::console_warn!("could not renew a user's record in the directory: {e}"),
+            Err(e) => log::warning(&self.env, None, "could not renew a user's record in the directory", e),
         }
     }
 
@@ -366,7 +390,7 @@ impl RoomObject {
                 self.close_socket(&ws, close::UNAUTHENTICATED, "token revoked").await;
                 closed += 1;
             } else if let Err(e) = (Attachment { member, closing: false }).save(&ws) {
-                worker::console_error!("revocation not saved on a socket ({e}); closing it");
+                log::internal(&self.env, None, "revocation not saved on a socket; closing it", e);
                 self.close_socket(&ws, close::INTERNAL, "internal error").await;
             }
         }
@@ -386,7 +410,7 @@ impl RoomObject {
         // Fails only if the socket is already closed, which is the goal anyway.
         let _ = ws.close(Some(code), Some(reason));
         if let Some(member) = departing {
-            self.depart(ws, &member).await;
+            self.depart(ws, &member, code).await;
         }
     }
 
@@ -394,8 +418,10 @@ impl RoomObject {
     /// the room drops their rate window; when it was the room's last socket, the alarm is
     /// recomputed (and usually dropped: an idle room holds none). The leaving socket is
     /// excluded by identity: in its own close handler the runtime may still list it as open.
-    pub(super) async fn depart(&self, ws: &WebSocket, member: &Member) {
+    pub(super) async fn depart(&self, ws: &WebSocket, member: &Member, code: u16) {
         let Some(channel) = self.channel() else { return };
+        let secs = ((runtime::now_ms() - member.joined_ms) / 1000).max(0);
+        log::line(&self.env, Level::Info, "closed", log::with(&channel, json!({"code": code, "secs": secs})));
         if channel.kind().policy().presence {
             let remaining: Vec<Member> = self.sockets().into_iter().map(|(_, m)| m).filter(|m| m.conn != member.conn).collect();
             if let Ok(Some(frame)) = self.with_room(&channel, |room| Ok(room.leave(member, &remaining))) {
@@ -404,7 +430,7 @@ impl RoomObject {
             }
         }
         if let Err(e) = self.with_room(&channel, |room| room.forget_answers(&member.conn)) {
-            worker::console_error!("an inbox socket's grant not dropped: {e}");
+            log::internal(&self.env, None, "an inbox socket's grant not dropped", e);
         }
         // No call to the directory: the user's record there stays, and expires (revocation.rs).
         let raw = self.state.as_raw();
@@ -414,7 +440,7 @@ impl RoomObject {
         }
         if js::count_open(raw, "", leaving) == 0 {
             if let Err(e) = self.schedule_alarm(Some(&member.conn)).await {
-                worker::console_error!("alarm: {e}");
+                log::internal(&self.env, None, "alarm", e);
             }
         }
     }
@@ -442,7 +468,7 @@ impl RoomObject {
         let effects = match effects {
             Ok(effects) => effects,
             Err(e) => {
-                worker::console_error!("room failed on a client frame: {e}");
+                log::internal(&self.env, None, "room failed on a client frame", e);
                 vec![Effect::Close(close::INTERNAL, "internal error")]
             }
         };
@@ -455,7 +481,7 @@ impl RoomObject {
                 // fires, finds nothing expired, and sets the next deadline.
                 Effect::Save => {
                     if let Err(e) = attachment.save(&ws) {
-                        worker::console_error!("attachment not saved: {e}");
+                        log::internal(&self.env, None, "attachment not saved", e);
                         failed = true;
                     }
                 }
@@ -472,7 +498,7 @@ impl RoomObject {
                     let posted = match js::call::<_, Posted>(&self.env, runtime::room(&request.channel), "/post", &request).await {
                         Ok(posted) => Some(posted),
                         Err(e) => {
-                            worker::console_warn!("a send through an inbox could not reach its chat: {e}");
+                            log::warning(&self.env, None, "a send through an inbox could not reach its chat", e);
                             None
                         }
                     };
@@ -496,14 +522,14 @@ impl RoomObject {
         Ok(())
     }
 
-    /// A socket closed (by the client, or dropped) or errored.
-    pub(super) async fn closed(&self, ws: WebSocket) -> Result<()> {
+    /// A socket closed (by the client with `code`, or dropped) or errored.
+    pub(super) async fn closed(&self, ws: WebSocket, code: u16) -> Result<()> {
         // No attachment write: nothing else arrives for a socket the client closed.
         let departing = Attachment::load(&ws).filter(|a| !a.closing).map(|a| a.member);
         // Fails only if the socket is already closed, which is the goal anyway.
         let _ = ws.close(Some(close::NORMAL), Some("closed"));
         if let Some(member) = departing {
-            self.depart(&ws, &member).await;
+            self.depart(&ws, &member, code).await;
         }
         Ok(())
     }

@@ -1,10 +1,12 @@
 //! The room's one timer: an alarm set to the engine's deadline ([`Room::poll_timeout`]) and
 //! nothing else. A room with no sockets and no pending call (webhook, forward) holds none.
 
+use serde_json::json;
 use worker::Result;
 
 use super::RoomObject;
-use crate::edge::runtime;
+use crate::edge::{log, runtime};
+use crate::protocol::config::Level;
 use crate::protocol::room::{self, Member};
 use crate::protocol::wire::close;
 
@@ -14,18 +16,26 @@ impl RoomObject {
     pub(super) async fn alarm(&self) -> Result<()> {
         self.alarm_at.set(None);
         let now_ms = runtime::now_ms();
-        for (ws, _) in self.sockets().iter().filter(|(_, m)| room::is_expired(m, now_ms / 1000)) {
+        let expired: Vec<_> = self.sockets().into_iter().filter(|(_, m)| room::is_expired(m, now_ms / 1000)).collect();
+        for (ws, _) in &expired {
             self.close_socket(ws, close::UNAUTHENTICATED, "token expired").await;
         }
         if let Some(channel) = self.channel() {
-            match self.with_room(&channel, |room| room.handle_timeout(now_ms)) {
+            let (webhooks, forwards) = match self.with_room(&channel, |room| room.handle_timeout(now_ms)) {
                 Ok(due) => {
+                    let counts = (due.webhooks.len(), due.forwards.len());
                     // A failed call's retry is the engine's next deadline, set below.
                     let webhooks = self.deliver_webhooks(&channel, due.webhooks, now_ms);
                     let _ = futures::join!(webhooks, self.deliver_forwards(&channel, due.forwards));
+                    counts
                 }
-                Err(e) => worker::console_error!("room timeout: {e}"),
-            }
+                Err(e) => {
+                    log::internal(&self.env, Some(&channel), "alarm", e);
+                    (0, 0)
+                }
+            };
+            let fields = json!({"expired": expired.len(), "webhooks": webhooks, "forwards": forwards, "ms": runtime::now_ms() - now_ms});
+            log::line(&self.env, Level::Debug, "alarm", log::with(&channel, fields));
         }
         self.schedule_alarm(None).await
     }

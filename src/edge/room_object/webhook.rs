@@ -4,9 +4,13 @@
 
 use worker::{Fetch, Headers, Method, Request, RequestInit, Result};
 
+use serde_json::json;
+
 use super::RoomObject;
+use crate::edge::log;
 use crate::edge::runtime::{self, config};
 use crate::protocol::channel::Channel;
+use crate::protocol::config::Level;
 use crate::protocol::signature;
 use crate::protocol::webhook::{self, Queued, Settled};
 
@@ -17,22 +21,28 @@ impl RoomObject {
         let Some((url, secret)) = &config.webhook else { return };
         let calls = due.iter().map(|queued| post_webhook(url, secret, &queued.body));
         for (queued, outcome) in due.iter().zip(futures::future::join_all(calls).await) {
-            let delivered = match outcome {
-                Ok(status) if (200..300).contains(&status) => true,
-                Ok(status) => {
-                    worker::console_warn!("webhook answered {status}; will retry");
-                    false
-                }
+            // 0: unreachable (no answer at all).
+            let status = outcome.unwrap_or(0);
+            let delivered = (200..300).contains(&status);
+            let (outcome, level) = match self.with_room(channel, |room| room.webhook_attempted(queued, delivered, now_ms)) {
+                Ok(Settled::Delivered) => ("delivered", Level::Info),
+                Ok(Settled::RetryAt(_)) => ("retry", Level::Warn),
+                Ok(Settled::GaveUp) => ("gave_up", Level::Error),
                 Err(e) => {
-                    worker::console_warn!("webhook unreachable ({e}); will retry");
-                    false
+                    log::internal(&self.env, Some(channel), "webhook outbox", e);
+                    ("retry", Level::Warn)
                 }
             };
-            match self.with_room(channel, |room| room.webhook_attempted(queued, delivered, now_ms)) {
-                Ok(Settled::GaveUp) => worker::console_error!("webhook gave up on a message after {} attempts", queued.attempts + 1),
-                Ok(_) => {}
-                Err(e) => worker::console_error!("webhook outbox: {e}"),
-            }
+            // The message's id and channel, never its text: a lost message can be traced.
+            let attempt = queued.attempts + 1;
+            let fields = json!({"id": queued.id, "status": status, "attempt": attempt, "outcome": outcome});
+            log::line(&self.env, level, "webhook", log::with(channel, fields));
+            log::point(
+                &self.env,
+                channel.key(),
+                &["webhook", channel.kind().as_str(), &status.to_string(), outcome],
+                &[1.0, attempt as f64],
+            );
         }
     }
 }

@@ -1,0 +1,86 @@
+//! What the gateway tells its operator (docs/operations.md): one JSON object per log line,
+//! with a fixed `event` name, a `level` and stable fields (Workers Logs indexes them), and,
+//! when an Analytics Engine dataset is bound as `METRICS`, one data point per connect,
+//! publish, delivery, webhook attempt and revoke (absent: nothing is written, nothing fails).
+//! Callers pass channels, codes and counts: never a token, a secret, a signature, a query
+//! string or chat text.
+
+use serde_json::{json, Map, Value};
+use worker::Env;
+
+use super::js;
+use super::runtime::{self, config};
+use crate::protocol::channel::Channel;
+use crate::protocol::config::Level;
+
+/// One line: `event` and `level` first, then `fields` (an object), then `ts` (ms).
+pub fn line(env: &Env, level: Level, event: &str, fields: Value) {
+    if level < config(env).log_level {
+        return;
+    }
+    write(level, event, fields);
+}
+
+/// A line written before (or without) the settings: configuration problems.
+pub fn write(level: Level, event: &str, fields: Value) {
+    let mut out = Map::new();
+    out.insert("event".into(), event.into());
+    out.insert("level".into(), level.as_str().into());
+    if let Value::Object(fields) = fields {
+        out.extend(fields);
+    }
+    out.insert("ts".into(), runtime::now_ms().into());
+    let text = Value::Object(out).to_string();
+    match level {
+        Level::Error => worker::console_error!("{text}"),
+        Level::Warn => worker::console_warn!("{text}"),
+        Level::Info | Level::Debug => worker::console_log!("{text}"),
+    }
+}
+
+/// `kind`, `key` (for orders and inbox channels: the venue) and `channel` of a line.
+pub fn channel(channel: &Channel) -> Value {
+    json!({"kind": channel.kind().as_str(), "key": channel.key(), "channel": channel.to_string()})
+}
+
+/// `channel`'s fields plus `more`.
+pub fn with(channel_: &Channel, more: Value) -> Value {
+    let mut fields = channel(channel_);
+    if let (Value::Object(fields), Value::Object(more)) = (&mut fields, more) {
+        fields.extend(more);
+    }
+    fields
+}
+
+/// Every 1011 and every failed object call, with where and why.
+pub fn internal(env: &Env, at: Option<&Channel>, place: &str, reason: impl std::fmt::Display) {
+    let more = json!({"where": place, "reason": reason.to_string()});
+    line(
+        env,
+        Level::Error,
+        "internal",
+        match at {
+            Some(c) => with(c, more),
+            None => more,
+        },
+    );
+}
+
+/// A failed call that will be tried again (or made later): where and why, at `warn`.
+pub fn warning(env: &Env, at: Option<&Channel>, place: &str, reason: impl std::fmt::Display) {
+    let more = json!({"where": place, "reason": reason.to_string()});
+    line(
+        env,
+        Level::Warn,
+        "internal",
+        match at {
+            Some(c) => with(c, more),
+            None => more,
+        },
+    );
+}
+
+/// One Analytics Engine data point (`index1` = `index`, blobs, doubles), when `METRICS` is bound.
+pub fn point(env: &Env, index: &str, blobs: &[&str], doubles: &[f64]) {
+    js::metric(env.as_ref(), index, blobs.iter().map(|b| b.to_string()).collect(), doubles.to_vec());
+}
