@@ -1,7 +1,8 @@
-//! The publish path on arbitrary input: signature header (first line) and body (the rest).
+//! The signed endpoints on arbitrary input: signature header (first line) and body (the
+//! rest), as a publish, a revoke and a `/links` body.
 #![no_main]
 
-use foyer::protocol::{publish, signature};
+use foyer::protocol::{links, publish, signature};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -15,4 +16,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = publish::group_by_channel(&messages);
     }
     let _ = publish::parse_revoke(body);
+    if let Ok(orders) = links::parse_body(body) {
+        let _ = links::group_by_channel(&orders);
+    }
 });

@@ -712,8 +712,7 @@ impl<'a, S: Store> Room<'a, S> {
             "client_id": post.id,
         })
         .to_string();
-        // The event id is stable for a (sub, client id) pair, so retries share it end to end.
-        let event_id = format!("{}/{}", post.sub, post.id);
+        let event_id = chat_event_id(&post.sub, &post.id);
         let event = StoredEvent { seq: 0, id: event_id, event: "chat.message".into(), data, ts: now_ms, source: None };
         let published = self.accept(&format!("c:{}\u{0}{}", post.sub, post.id), event.clone())?;
         let Some(frame) = published.frame else {
@@ -980,6 +979,24 @@ impl<'a, S: Store> Room<'a, S> {
         };
         Ok(poll_timeout(members, [webhook_due, forward_due].into_iter().flatten().min()))
     }
+}
+
+/// A chat message's event id: `<sub>/<client id>`, stable for the pair, so retries share it
+/// end to end (the webhook's backend dedupes by it). `/` and `%` in the `sub` are
+/// percent-encoded, so the first `/` always ends it: `a/b` sending `c` and `a` sending `b/c`
+/// are two ids, not one.
+pub fn chat_event_id(sub: &str, client_id: &str) -> String {
+    let mut id = String::with_capacity(sub.len() + client_id.len() + 1);
+    for c in sub.chars() {
+        match c {
+            '%' => id.push_str("%25"),
+            '/' => id.push_str("%2F"),
+            c => id.push(c),
+        }
+    }
+    id.push('/');
+    id.push_str(client_id);
+    id
 }
 
 pub fn distinct_subs<'m>(members: impl Iterator<Item = &'m Member>) -> usize {
@@ -2007,5 +2024,14 @@ mod tests {
         assert!(matches!(room.post(&post, T0).unwrap().0, Posted::Refused { code: ErrorCode::Forbidden, .. }));
         assert_eq!(room.store.latest, 0);
         let _ = ch;
+    }
+
+    #[test]
+    fn chat_event_ids_name_their_author_and_client_id_unambiguously() {
+        assert_eq!(chat_event_id("cust-ann", "m1"), "cust-ann/m1", "ordinary subs are unchanged");
+        assert_ne!(chat_event_id("a/b", "c"), chat_event_id("a", "b/c"));
+        assert_eq!(chat_event_id("a/b", "c"), "a%2Fb/c");
+        assert_eq!(chat_event_id("100%", "x"), "100%25/x");
+        assert_ne!(chat_event_id("a%2Fb", "c"), chat_event_id("a/b", "c"));
     }
 }

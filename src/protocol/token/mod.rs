@@ -303,9 +303,35 @@ pub fn verify(token: &str, keys: &KeySet, expect: &Expectations, now: i64) -> Re
     // The JWS form of decode: it reads the header once (the compact form's reads it twice).
     let jws = jsonwebtoken::jws::Jws { protected: h64.into(), payload: p64.into(), signature: s64.into(), _pd: Default::default() };
     match jsonwebtoken::jws::decode::<Map<String, Value>>(&jws, &key.key, expect.validation(key.alg)) {
+        Ok(_) if !members_unique(&payload) => Err(TokenError::BadClaims),
         Ok(data) => check_claims(&data.claims, expect, now),
         Err(e) => Err(refusal(e.kind(), token, &payload, expect, now)),
     }
+}
+
+/// Whether a JSON object names each member once. serde_json keeps the last of a repeated
+/// member, so a token repeating `channels` (or `iat`, `publish`, `name`, `role`) would be
+/// read as whichever copy came last: ambiguous, so refused (docs/protocol.md, Tokens).
+fn members_unique(bytes: &[u8]) -> bool {
+    struct Unique;
+    impl<'de> serde::de::Visitor<'de> for Unique {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                if !seen.insert(key.into_owned()) {
+                    return Err(serde::de::Error::custom("a member is repeated"));
+                }
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+            Ok(())
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    serde::Deserializer::deserialize_map(&mut de, Unique).is_ok()
 }
 
 /// Names a refusal of jsonwebtoken's in Foyer's terms. Its claim checks run only after the
@@ -733,6 +759,32 @@ mod tests {
             jwk["d"] = json!(URL_SAFE_NO_PAD.encode([7u8; 32]));
             let err = KeySet::from_jwks(&json!({"keys": [jwk]}).to_string()).unwrap_err();
             assert!(err.contains("private"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_repeated_claim_is_refused_whichever_copy_would_grant_more() {
+        let key = SigningKey::hs256(7);
+        let keys = KeySet::from_jwks(&jwks(&[(&key, None)])).unwrap();
+        let expect = Expectations::new("i".into(), "foyer".into(), 900);
+        let now = 1_800_000_000;
+        let head = b64_json(&serde_json::json!({"alg": "HS256", "typ": "JWT"}));
+        let sign = |payload: &str| {
+            let body = URL_SAFE_NO_PAD.encode(payload);
+            let mac = URL_SAFE_NO_PAD.encode(key.sign(format!("{head}.{body}").as_bytes()));
+            format!("{head}.{body}.{mac}")
+        };
+        let base = format!(r#""sub":"u","iss":"i","aud":"foyer","exp":{},"iat":{now}"#, now + 600);
+        assert!(verify(&sign(&format!("{{{base},\"channels\":[\"chat:a\"]}}")), &keys, &expect, now).is_ok());
+        for repeated in [
+            r#""channels":["chat:a"],"channels":["chat:*"]"#,
+            r#""publish":[],"publish":["chat:*"]"#,
+            r#""name":"Ann","name":"Staff""#,
+            r#""role":"customer","role":"staff""#,
+            r#""iat":1,"channels":["chat:a"]"#,
+            r#""channels":["chat:a"],"chann\u0065ls":["chat:*"]"#,
+        ] {
+            assert_eq!(verify(&sign(&format!("{{{base},{repeated}}}")), &keys, &expect, now), Err(TokenError::BadClaims), "{repeated}");
         }
     }
 }
