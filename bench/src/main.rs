@@ -348,11 +348,47 @@ const CONNECT_P99: &str = "connect p99 ms (50 concurrent, one user)";
 const CONNECT_DISTINCT_P99: &str = "connect p99 ms (50 concurrent, new users)";
 const BAD_TOKEN_P99: &str = "bad-token close p99 ms (50 concurrent)";
 const PEAK_MEMORY: &str = "server peak memory MiB";
+const FIRST_STORM_P50: &str = "first storm p50 ms (new users, closing)";
+const FIRST_STORM_P99: &str = "first storm p99 ms (new users, closing)";
 
 async fn run(g: &Gateway, quick: bool, only: Option<&str>, f: &mut Figures) {
     let port = g.port;
     let tag = format!("{}{}", g.name, now_us() % 1_000_000);
     let want = |scenario: &str| only.is_none_or(|o| o == scenario);
+    let (mut lost, mut dup) = (0, 0);
+
+    // The interval's first storm, before anything else ran on this gateway: never-seen users,
+    // 50 at a time, to a fresh orders channel, each closing right after its welcome (phones
+    // coming and going). Time to welcome.
+    if want("storm") {
+        let storm = if quick { 100 } else { 500 };
+        let ch = format!("orders:first-storm-{tag}");
+        let path = format!("/ws/orders/{}", ch.trim_start_matches("orders:"));
+        let tokens: Vec<String> = (0..storm).map(|i| token(&format!("fresh-{tag}-{i}"), &[ch.as_str()], &[])).collect();
+        phase("first storm");
+        let cpu_before = g.usage().0;
+        let mut times = Vec::new();
+        for batch in tokens.chunks(50) {
+            let opens = batch.iter().map(|t| {
+                let path = &path;
+                async move {
+                    let start = Instant::now();
+                    let r = open(port, path, t).await;
+                    let ms = start.elapsed().as_secs_f64() * 1000.0;
+                    if let Ok(mut ws) = r {
+                        let _ = ws.close(None).await;
+                    }
+                    ms
+                }
+            });
+            times.extend(futures_util::future::join_all(opens).await);
+        }
+        times.sort_by(f64::total_cmp);
+        f.add(FIRST_STORM_P50, pct(&times, 0.5), false);
+        f.add(FIRST_STORM_P99, pct(&times, 0.99), false);
+        f.add("first storm server CPU ms per connect", (g.usage().0 - cpu_before) * 1000.0 / storm as f64, false);
+    }
+
     // Warm-up, not measured: the first requests compile the Worker (and instantiate the
     // wasm), and the JIT tiers up hot code during the first few hundred; a figure should be
     // the steady state of both gateways, not their start-up.
@@ -362,7 +398,6 @@ async fn run(g: &Gateway, quick: bool, only: Option<&str>, f: &mut Figures) {
         publish_batch(port, "orders:warm-up", "w", b).await;
     }
     let _ = rx.await;
-    let (mut lost, mut dup) = (0, 0);
 
     // Saturated fan-out: 200 sockets, events published back to back in batches.
     if want("fanout") {
@@ -873,7 +908,7 @@ fn token_microbench() -> Vec<(&'static str, f64)> {
 #[tokio::main]
 async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    // --only=fanout|steady|rooms|rooms-reused|connect|chat|inbox|cost: one scenario (for profiling).
+    // --only=storm|fanout|steady|rooms|rooms-reused|connect|chat|inbox|cost: one scenario (for profiling).
     let only = std::env::args().find_map(|a| a.strip_prefix("--only=").map(str::to_owned));
     if std::env::args().any(|a| a == "--micro") {
         for (alg, us) in token_microbench() {
@@ -978,6 +1013,7 @@ async fn main() {
         ("token verification <= 10 µs (HS256, host)", micro.iter().any(|(alg, us)| *alg == "HS256" && *us <= 10.0)),
         ("EdDSA and ES256 verification <= 50 µs (gateway)", native.iter().all(|(_, us, _)| *us <= 50.0)),
         ("gzipped wasm <= 300 KiB", gz <= 300.0),
+        ("first storm p50 and p99 <= 1.0x baseline (new users, closing)", ratio(FIRST_STORM_P50) <= 1.0 && ratio(FIRST_STORM_P99) <= 1.0),
     ];
     let cost_verdicts = if only.is_none() { cost_report(quick).await } else { Vec::new() };
     let (inbox_figures, inbox_verdicts) = if only.is_none() { inbox(quick).await } else { (Vec::new(), Vec::new()) };
