@@ -35,7 +35,8 @@ async fn every_thing_that_happened_is_one_json_line_with_its_fields_and_no_secre
     // A webhook to a port nothing listens on: its attempts fail and are retried.
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let hook = format!("http://127.0.0.1:{dead}/hooks/chat");
-    let gw = Gateway::start("ops", &[("CHAT_WEBHOOK_URL", &hook), ("CHAT_WEBHOOK_SECRET", WEBHOOK_SECRET)]);
+    // Debug: the per-socket lines (welcome, close, delivery) too.
+    let gw = Gateway::start("ops", &[("CHAT_WEBHOOK_URL", &hook), ("CHAT_WEBHOOK_SECRET", WEBHOOK_SECRET), ("LOG_LEVEL", "debug")]);
     let venue = unique("venue");
     let orders = format!("orders:{venue}");
     let chat = format!("chat:{}", unique("o"));
@@ -161,6 +162,16 @@ async fn the_worker_runs_with_the_metrics_binding_configured() {
     assert_eq!((r.status, r.json()["results"][0]["delivered"].as_u64()), (200, Some(1)));
     assert_eq!(live.until("event").await.0["id"], "m-1");
     assert_eq!(connect(&gw, &format!("/ws/orders/{venue}"), "bad.token.here").await.close_code().await, Some(4401));
-    let errors: Vec<Value> = lines(&gw).into_iter().filter(|l| l["level"] == "error").collect();
+    // The log reaches the file a moment after the close reaches the client.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !lines(&gw).iter().any(|l| l["event"] == "connect" && l["code"] == 4401) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let all = lines(&gw);
+    let errors: Vec<&Value> = all.iter().filter(|l| l["level"] == "error").collect();
     assert!(errors.is_empty(), "{errors:?}");
+    // At the default level (info) a welcome is not logged, a refusal and a publish are.
+    assert!(!all.iter().any(|l| l["event"] == "connect" && l["outcome"] == "welcome"), "{all:?}");
+    assert!(all.iter().any(|l| l["event"] == "connect" && l["code"] == 4401));
+    assert!(all.iter().any(|l| l["event"] == "publish" && l["status"] == 200));
 }

@@ -15,10 +15,17 @@ use crate::protocol::config::Level;
 
 /// One line: `event` and `level` first, then `fields` (an object), then `ts` (ms).
 pub fn line(env: &Env, level: Level, event: &str, fields: Value) {
-    if level < config(env).log_level {
-        return;
+    if enabled(env, level) {
+        write(level, event, fields);
     }
-    write(level, event, fields);
+}
+
+/// Whether lines of `level` are written (`LOG_LEVEL`): a hot path builds its fields only then.
+/// Per-socket lines (a welcome, a close, a delivery) are `debug`: under `wrangler dev` a line
+/// costs more CPU than the connect it reports (bench/README.md), and in production their
+/// counts are the Analytics Engine's job.
+pub fn enabled(env: &Env, level: Level) -> bool {
+    level >= config(env).log_level
 }
 
 /// A line written before (or without) the settings: configuration problems.

@@ -213,8 +213,10 @@ impl RoomObject {
                 }
                 let delivered: u32 = results.iter().map(|r| r.delivered).sum();
                 let duplicates = results.iter().filter(|r| r.duplicate).count();
-                let fields = json!({"events": results.len(), "delivered": delivered, "duplicates": duplicates});
-                log::line(&self.env, Level::Info, "delivery", log::with(&channel, fields));
+                if log::enabled(&self.env, Level::Debug) {
+                    let fields = json!({"events": results.len(), "delivered": delivered, "duplicates": duplicates});
+                    log::write(Level::Debug, "delivery", log::with(&channel, fields));
+                }
                 log::point(
                     &self.env,
                     channel.key(),

@@ -136,8 +136,10 @@ impl RoomObject {
     /// A connect's outcome here: a welcome (`code` 101) or the close code, with a reason word.
     fn connect_line(&self, channel: &Channel, code: u16, reason: &str, started_ms: i64) {
         let ms = (runtime::now_ms() - started_ms) as f64;
-        let (outcome, level) = if code == 101 { ("welcome", Level::Info) } else { ("refused", Level::Warn) };
-        log::line(&self.env, level, "connect", log::with(channel, json!({"outcome": outcome, "code": code, "reason": reason, "ms": ms})));
+        let (outcome, level) = if code == 101 { ("welcome", Level::Debug) } else { ("refused", Level::Warn) };
+        if log::enabled(&self.env, level) {
+            log::write(level, "connect", log::with(channel, json!({"outcome": outcome, "code": code, "reason": reason, "ms": ms})));
+        }
         log::point(&self.env, channel.key(), &["connect", channel.kind().as_str(), &code.to_string(), reason], &[1.0, ms]);
     }
 
@@ -420,8 +422,10 @@ impl RoomObject {
     /// excluded by identity: in its own close handler the runtime may still list it as open.
     pub(super) async fn depart(&self, ws: &WebSocket, member: &Member, code: u16) {
         let Some(channel) = self.channel() else { return };
-        let secs = ((runtime::now_ms() - member.joined_ms) / 1000).max(0);
-        log::line(&self.env, Level::Info, "closed", log::with(&channel, json!({"code": code, "secs": secs})));
+        if log::enabled(&self.env, Level::Debug) {
+            let secs = ((runtime::now_ms() - member.joined_ms) / 1000).max(0);
+            log::write(Level::Debug, "closed", log::with(&channel, json!({"code": code, "secs": secs})));
+        }
         if channel.kind().policy().presence {
             let remaining: Vec<Member> = self.sockets().into_iter().map(|(_, m)| m).filter(|m| m.conn != member.conn).collect();
             if let Ok(Some(frame)) = self.with_room(&channel, |room| Ok(room.leave(member, &remaining))) {
