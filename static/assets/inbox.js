@@ -3,7 +3,7 @@
 // to the table, chat messages to their conversation, with unread counts; a reply names its
 // chat and goes over the same socket. Reconnects resume with `since`, like every page.
 import { connect } from "/assets/foyer.js";
-import { fromLink, showState } from "/assets/page.js";
+import { fromLink, renderOrder, showState } from "/assets/page.js";
 
 const link = fromLink("open this page from the link scripts/dev prints");
 document.getElementById("venue").textContent = link ? `· ${link.channel.split(":")[1]}` : "";
@@ -13,25 +13,7 @@ const log = document.getElementById("log");
 const chats = new Map(); // chat channel → { messages, unread, item }
 let open = null;
 
-function order(e) {
-  const d = e.data ?? {};
-  if (!d.order) return;
-  let row = document.getElementById(`order-${d.order}`);
-  if (!row) {
-    row = document.createElement("tr");
-    row.id = `order-${d.order}`;
-    row.innerHTML = "<td></td><td></td><td></td><td><span class=badge></span></td>";
-    rows.prepend(row);
-    document.getElementById("no-orders").hidden = true;
-  }
-  const [id, seat, items, status] = row.children;
-  id.textContent = d.order;
-  if (d.seat) seat.textContent = d.seat;
-  if (d.items) items.textContent = d.items.join(", ");
-  const s = d.status ?? e.event.split(".").pop();
-  status.firstChild.textContent = s;
-  status.firstChild.className = `badge ${s}`;
-}
+const order = (e) => renderOrder(rows, document.getElementById("no-orders"), e);
 
 const label = (a) => `${a.name ?? a.sub ?? "?"}${a.role ? ` (${a.role})` : ""}`;
 

@@ -28,3 +28,25 @@ export function fromLink(missing) {
   }
   return link;
 }
+
+// One row per order in `rows` (a <tbody>), created on its first event and updated in place;
+// `empty` is hidden once there is one. The staff dashboard and the staff inbox share it.
+export function renderOrder(rows, empty, e) {
+  const d = e.data ?? {};
+  if (!d.order) return;
+  let row = document.getElementById(`order-${d.order}`);
+  if (!row) {
+    row = document.createElement("tr");
+    row.id = `order-${d.order}`;
+    row.innerHTML = "<td></td><td></td><td></td><td><span class=badge></span></td>";
+    rows.prepend(row);
+    empty.hidden = true;
+  }
+  const [order, seat, items, status] = row.children;
+  order.textContent = d.order;
+  if (d.seat) seat.textContent = d.seat;
+  if (d.items) items.textContent = d.items.join(", ");
+  const s = d.status ?? e.event.split(".").pop();
+  status.firstChild.textContent = s;
+  status.firstChild.className = `badge ${s}`;
+}
