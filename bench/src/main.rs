@@ -399,6 +399,86 @@ async fn run(g: &Gateway, quick: bool, only: Option<&str>, f: &mut Figures) {
     }
     let _ = rx.await;
 
+    // Single-event publishes, the backend's common case (one order change at a time): to one
+    // subscriber with 16 requests in flight, and to 200 subscribers; then new payment rooms,
+    // one subscriber each, five single publishes each. Server CPU per publish.
+    if want("single") {
+        let single = |channel: String, n: usize, prefix: &'static str| async move {
+            let ids = std::sync::atomic::AtomicUsize::new(0);
+            let worker = || async {
+                loop {
+                    let i = ids.fetch_add(1, Ordering::Relaxed);
+                    if i >= n {
+                        break;
+                    }
+                    publish(
+                        port,
+                        &json!({"id": format!("{prefix}{i}"), "channels": [&channel], "event": "x", "data": {"sent_us": now_us()}}),
+                    )
+                    .await;
+                }
+            };
+            futures_util::future::join_all((0..16).map(|_| worker())).await;
+        };
+        for (label, subscribers, n) in
+            [("1 subscriber", 1usize, if quick { 200 } else { 600 }), ("200 subscribers", 200, if quick { 100 } else { 400 })]
+        {
+            let ch = format!("orders:single-{subscribers}-{tag}");
+            let sockets = clients(port, &ch, subscribers).await;
+            let rx = tokio::spawn(receive(sockets, n as u64, Duration::from_secs(20)));
+            let cpu0 = g.usage().0;
+            let started = Instant::now();
+            single(ch.clone(), n, "s").await;
+            let cpu = g.usage().0 - cpu0;
+            let r = rx.await.expect("rx");
+            let secs = started.elapsed().as_secs_f64();
+            f.add(&format!("single publish events/s ({label})"), n as f64 / secs, true);
+            f.add(&format!("single publish deliveries/s ({label})"), r.count as f64 / secs, true);
+            f.add(&format!("single publish -> delivery p50 ms ({label})"), pct(&r.latencies, 0.5), false);
+            f.add(&format!("single publish server CPU ms per publish ({label})"), cpu * 1000.0 / n as f64, false);
+            lost += r.lost;
+            dup += r.dup;
+        }
+        let rooms = if quick { 100 } else { 300 };
+        let all: Vec<String> = (0..rooms).map(|i| format!("payment:single-{tag}-{i}")).collect();
+        let mut sockets = Vec::new();
+        for chunk in all.chunks(50) {
+            let opens = chunk.iter().map(|c| {
+                let key = c.split_once(':').map_or("", |x| x.1).to_owned();
+                let t = token(&format!("cust-{key}"), &[c.as_str()], &[]);
+                async move { open(port, &format!("/ws/payment/{key}"), &t).await }
+            });
+            sockets.extend(futures_util::future::join_all(opens).await.into_iter().map(|w| w.expect("socket")));
+        }
+        let rx = tokio::spawn(receive(sockets, 5, Duration::from_secs(20)));
+        let cpu0 = g.usage().0;
+        let started = Instant::now();
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let worker = || async {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= rooms * 5 {
+                    break;
+                }
+                let (room, k) = (&all[i % rooms], i / rooms);
+                publish(
+                    port,
+                    &json!({"id": format!("r{k}"), "channels": [room], "event": "payment.update", "data": {"sent_us": now_us()}}),
+                )
+                .await;
+            }
+        };
+        futures_util::future::join_all((0..16).map(|_| worker())).await;
+        let cpu = g.usage().0 - cpu0;
+        let r = rx.await.expect("rx");
+        let secs = started.elapsed().as_secs_f64();
+        f.add(&format!("single publish events/s ({rooms} new rooms, 5 each)"), (rooms * 5) as f64 / secs, true);
+        f.add(&format!("single publish -> delivery p99 ms ({rooms} new rooms)"), pct(&r.latencies, 0.99), false);
+        f.add(&format!("single publish server CPU ms per publish ({rooms} new rooms)"), cpu * 1000.0 / (rooms * 5) as f64, false);
+        lost += r.lost;
+        dup += r.dup;
+    }
+
     // Saturated fan-out: 200 sockets, events published back to back in batches.
     if want("fanout") {
         let (sockets_n, batches) = (200usize, if quick { 10 } else { 40 });
@@ -908,7 +988,7 @@ fn token_microbench() -> Vec<(&'static str, f64)> {
 #[tokio::main]
 async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    // --only=storm|fanout|steady|rooms|rooms-reused|connect|chat|inbox|cost: one scenario (for profiling).
+    // --only=storm|single|fanout|steady|rooms|rooms-reused|connect|chat|inbox|cost: one scenario (for profiling).
     let only = std::env::args().find_map(|a| a.strip_prefix("--only=").map(str::to_owned));
     if std::env::args().any(|a| a == "--micro") {
         for (alg, us) in token_microbench() {
