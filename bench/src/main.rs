@@ -1077,6 +1077,12 @@ async fn main() {
 
     // The budgets of "Faster than plain JavaScript": ratios to the baseline of the same run.
     let named = |prefix: &str| foyer.0.iter().find(|(n, ..)| n.starts_with(prefix)).map(|x| x.0.clone()).unwrap_or_default();
+    let rooms_events = foyer
+        .0
+        .iter()
+        .find(|(n, ..)| n.starts_with("single publish events/s") && n.contains("new rooms"))
+        .map(|x| x.0.clone())
+        .unwrap_or_default();
     let (steady_p99, rooms_p99) = (named("steady p99"), named("rooms p99").replace("one user", "a new user each"));
     let ratio = |name: &str| foyer.get(name) / base.get(name);
     let verdicts = [
@@ -1094,6 +1100,19 @@ async fn main() {
         ("EdDSA and ES256 verification <= 50 µs (gateway)", native.iter().all(|(_, us, _)| *us <= 50.0)),
         ("gzipped wasm <= 300 KiB", gz <= 300.0),
         ("first storm p50 and p99 <= 1.0x baseline (new users, closing)", ratio(FIRST_STORM_P50) <= 1.0 && ratio(FIRST_STORM_P99) <= 1.0),
+        (
+            "single publish, 1 subscriber: events/s >= 1.10x, p50 <= 0.95x",
+            ratio("single publish events/s (1 subscriber)") >= 1.10 && ratio("single publish -> delivery p50 ms (1 subscriber)") <= 0.95,
+        ),
+        ("single publish, 200 subscribers: deliveries/s >= 1.10x", ratio("single publish deliveries/s (200 subscribers)") >= 1.10),
+        (
+            "single publish, new rooms: events/s >= 1.0x, p99 <= 1.0x",
+            ratio(&rooms_events) >= 1.0 && ratio(&named("single publish -> delivery p99")) <= 1.0,
+        ),
+        (
+            "single publish: server CPU per publish <= baseline",
+            foyer.0.iter().filter(|(n, ..)| n.starts_with("single publish server CPU")).all(|(n, ..)| ratio(n) <= 1.0),
+        ),
     ];
     let cost_verdicts = if only.is_none() { cost_report(quick).await } else { Vec::new() };
     let (inbox_figures, inbox_verdicts) = if only.is_none() { inbox(quick).await } else { (Vec::new(), Vec::new()) };
