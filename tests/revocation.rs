@@ -247,3 +247,27 @@ async fn revoke_after_a_short_lease_reaches_the_user_welcomed_under_it(name: &st
     assert_eq!(sockets[2].close_code().await, Some(4401));
     gw
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revoke_whose_push_fails_answers_503_pending_and_its_retry_completes_it() {
+    // The room's first push fails (the runtime cannot be made to fail one call otherwise).
+    let gw = Gateway::start("push-fails", &[("TEST_FAILPOINT", "revoke_push_fails_once")]);
+    let key = unique("pf");
+    let pay = format!("payment:{key}");
+    let old = token_issued("cust-pf", &[&pay], 5);
+    let mut a = connect(&gw, &format!("/ws/payment/{key}"), &old).await;
+    assert_eq!(a.frame().await["type"], "welcome");
+    // One signed request, sent twice as the kit retries it (the same `t`: the same revocation).
+    let body = json!({"sub": "cust-pf"}).to_string();
+    let sig = foyer::protocol::signature::sign(PUBLISH_SECRET.as_bytes(), unix_now(), "/revoke", body.as_bytes());
+    let headers = [("Content-Type", "application/json"), ("X-Foyer-Signature", sig.as_str())];
+    let first = gw.post("/revoke", body.as_bytes(), &headers).await;
+    assert_eq!(first.status, 503, "a room did not take the push: not done, and said so");
+    assert_eq!(first.json()["error"], "pending");
+    assert_eq!(first.header("Retry-After"), Some("1"));
+    let retry = gw.post("/revoke", body.as_bytes(), &headers).await;
+    assert_eq!((retry.status, retry.json()), (200, json!({"closed": 1})));
+    assert_eq!(a.close_code().await, Some(4401));
+    let mut again = connect(&gw, &format!("/ws/payment/{key}"), &old).await;
+    assert_eq!(again.close_code().await, Some(4401));
+}

@@ -56,8 +56,6 @@ const RETRY_MAX_MS: i64 = 60_000;
 /// Rooms holding a lease at once, at most: beyond, rooms record each new user instead (a
 /// `/revoke` reaches every leaseholder before it answers, so their number is bounded).
 const MAX_WATCHERS: usize = 500;
-/// A leaseholder that failed to take a push is retried this often until its lease ends.
-const WATCHER_RETRY_MS: u64 = 200;
 
 #[derive(Deserialize)]
 struct Pending {
@@ -221,15 +219,17 @@ impl RevocationDirectory {
         let now = runtime::now_ms();
         self.prune_records(now)?;
         // Leaseholders first, all of them, before the answer: they admit this shard's users
-        // without asking. Those reached need no other push.
-        let (mut closed, reached) = self.tell_leaseholders(&order, named.as_deref()).await?;
-        let targets: Vec<String> = match named {
+        // without asking. Those reached need no other push; those that failed are queued
+        // with the rest (durably: the alarm retries them, and so does a retried `/revoke`).
+        let (mut closed, reached, failed) = self.tell_leaseholders(&order, named.as_deref()).await?;
+        let mut targets: Vec<String> = match named {
             Some(channels) => channels,
             None => meter::rows::<Text>(&self.sql, "SELECT channel AS value FROM joined WHERE sub = ?", vec![order.sub.as_str().into()])?
                 .into_iter()
                 .map(|t| t.value)
                 .collect(),
         };
+        targets.extend(failed.into_iter().filter(|f| !targets.contains(f)).collect::<Vec<_>>());
         for channel in targets.iter().filter(|c| !reached.contains(c)) {
             meter::run(
                 &self.sql,
@@ -238,53 +238,47 @@ impl RevocationDirectory {
                 vec![order.sub.as_str().into(), channel.as_str().into(), order.at.into(), now.into()],
             )?;
         }
-        closed += self.reach(Some(&order.sub), now).await?;
-        Ok(RevokeReply { closed })
+        let (reached_closed, unreached) = self.reach(Some(&order.sub), now).await?;
+        closed += reached_closed;
+        // Fail closed, and say so: a room that did not take the push may still welcome the
+        // user from what it remembers, so the answer is `pending` (a 503 from the Worker)
+        // until every room of the first batch took it; the backend retries (same `t`).
+        Ok(RevokeReply { closed, pending: unreached > 0 })
     }
 
     /// Pushes a revocation to every room holding a lease it applies to (all of them, or
-    /// those of the named channels); returns the sockets closed and the rooms reached. A
-    /// room that fails is retried until its lease ends: by then it has stopped trusting the
-    /// lease (protocol/revocation.rs), and asks this shard about the user's next connect.
-    async fn tell_leaseholders(&self, order: &RevokeOrder, named: Option<&[String]>) -> Result<(u32, Vec<String>)> {
+    /// those of the named channels), once, in parallel; returns the sockets closed, the rooms
+    /// reached and those that failed (queued by the caller, and the answer is `pending`).
+    async fn tell_leaseholders(&self, order: &RevokeOrder, named: Option<&[String]>) -> Result<(u32, Vec<String>, Vec<String>)> {
         let now = runtime::now_ms();
-        let mut waiting: Vec<(String, i64)> = self
+        let holders: Vec<String> = self
             .watchers()?
             .iter()
             .filter(|(channel, until)| **until > now && named.is_none_or(|n| n.contains(channel)))
-            .map(|(channel, until)| (channel.clone(), *until))
+            .map(|(channel, _)| channel.clone())
             .collect();
         let request = RevokeRequest { sub: order.sub.clone(), revoked_at: order.at };
-        let (mut closed, mut reached) = (0, Vec::new());
-        while !waiting.is_empty() {
-            let replies = join_all(waiting.iter().map(|(channel, _)| self.push(channel, &request))).await;
-            let mut again = Vec::new();
-            for ((channel, until), reply) in waiting.into_iter().zip(replies) {
-                match reply {
-                    Ok(reply) => {
-                        closed += reply.closed;
-                        reached.push(channel);
-                    }
-                    Err(e) if runtime::now_ms() < until => {
-                        log::warning(&self.env, None, "a leaseholder did not take a revocation yet; retrying", e);
-                        again.push((channel, until));
-                    }
-                    // The lease ended: the room asks before it welcomes the user again. Its
-                    // sockets, if any, are reached through the record, as any room's.
-                    Err(e) => log::warning(&self.env, None, "a leaseholder did not take a revocation before its lease ended", e),
+        let replies = join_all(holders.iter().map(|channel| self.push(channel, &request))).await;
+        let (mut closed, mut reached, mut failed) = (0, Vec::new(), Vec::new());
+        for (channel, reply) in holders.into_iter().zip(replies) {
+            match reply {
+                Ok(reply) => {
+                    closed += reply.closed;
+                    reached.push(channel);
+                }
+                Err(e) => {
+                    log::warning(&self.env, None, "a leaseholder did not take a revocation yet; queued", e);
+                    failed.push(channel);
                 }
             }
-            if !again.is_empty() {
-                worker::Delay::from(std::time::Duration::from_millis(WATCHER_RETRY_MS)).await;
-            }
-            waiting = again;
         }
-        Ok((closed, reached))
+        Ok((closed, reached, failed))
     }
 
     /// Reaches one batch of due rooms (of `sub` first, when answering its `/revoke`);
     /// failures are retried with backoff from the alarm, set exactly while rooms remain.
-    async fn reach(&self, sub: Option<&str>, now: i64) -> Result<u32> {
+    /// Returns the sockets of `sub` closed, and how many of its rooms failed.
+    async fn reach(&self, sub: Option<&str>, now: i64) -> Result<(u32, usize)> {
         let due: Vec<Pending> = meter::rows(
             &self.sql,
             "SELECT sub, channel, at, attempts FROM pending WHERE next_at <= ? ORDER BY sub = ? DESC, next_at LIMIT ?",
@@ -294,7 +288,7 @@ impl RevocationDirectory {
             let request = RevokeRequest { sub: p.sub.clone(), revoked_at: p.at as i64 };
             self.push(&p.channel, &request).await
         });
-        let mut closed = 0;
+        let (mut closed, mut failed) = (0, 0);
         for (p, reply) in due.iter().zip(join_all(calls).await) {
             match reply {
                 Ok(reply) => {
@@ -310,6 +304,9 @@ impl RevocationDirectory {
                 }
                 Err(e) => {
                     log::warning(&self.env, None, "revocation could not reach a room yet; will retry", e);
+                    if Some(p.sub.as_str()) == sub {
+                        failed += 1;
+                    }
                     let attempts = p.attempts as u32 + 1;
                     let delay = (RETRY_FIRST_MS << attempts.min(10)).min(RETRY_MAX_MS);
                     meter::run(
@@ -327,7 +324,7 @@ impl RevocationDirectory {
             Some(n) => storage.set_alarm((n.value as i64 - runtime::now_ms()).max(1)).await?,
             None => storage.delete_alarm().await?,
         }
-        Ok(closed)
+        Ok((closed, failed))
     }
 
     /// A revocation pushed to the room of `channel` (a name as stored).

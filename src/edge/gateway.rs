@@ -294,7 +294,8 @@ async fn link_answer(req: &web_sys::Request, env: &Env) -> Result<Response> {
 async fn revoke(req: &web_sys::Request, env: &Env) -> Result<Response> {
     let started = runtime::now_ms();
     let answer = revoke_answer(req, env).await?;
-    if answer.status_code() != 200 {
+    // 200 and 503 (`pending`) are logged with their counts where they are decided.
+    if !matches!(answer.status_code(), 200 | 503) {
         request_line(env, "revoke", answer.status_code(), started, serde_json::json!({}));
     }
     Ok(answer)
@@ -313,6 +314,17 @@ async fn revoke_answer(req: &web_sys::Request, env: &Env) -> Result<Response> {
     let scope = order.channels.as_ref().map_or_else(|| serde_json::json!("all"), |c| serde_json::json!(c.len()));
     let request = RevokeOrder { sub: order.sub.clone(), channels: order.channels, at: t };
     match js::call::<_, RevokeReply>(env, runtime::directory(&order.sub), "/revoke", &request).await {
+        Ok(reply) if reply.pending => {
+            // Recorded, not yet in force everywhere: the backend retries (the same `t`).
+            request_line(env, "revoke", 503, started, serde_json::json!({"scope": scope, "closed": reply.closed}));
+            let mut answer = Response::from_json(&serde_json::json!({
+                "error": "pending", "closed": reply.closed,
+                "message": "the revocation is recorded, but a room could not be reached yet; retrying the same request is safe",
+            }))?
+            .with_status(503);
+            answer.headers_mut().set("Retry-After", "1")?;
+            Ok(answer)
+        }
         Ok(reply) => {
             request_line(env, "revoke", 200, started, serde_json::json!({"scope": scope, "closed": reply.closed}));
             Response::from_json(&serde_json::json!({"closed": reply.closed}))

@@ -70,6 +70,10 @@ pub struct RevokeRequest {
 #[derive(Serialize, Deserialize)]
 pub struct RevokeReply {
     pub closed: u32,
+    /// Some room of the first batch did not take the push yet (queued, retried): the
+    /// revocation is recorded but not yet in force everywhere.
+    #[serde(default)]
+    pub pending: bool,
 }
 
 /// The Worker's `/revoke` to the user's directory shard.

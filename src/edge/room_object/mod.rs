@@ -60,6 +60,8 @@ pub struct RoomObject {
     leasing: RefCell<HashMap<String, sockets::Asking>>,
     /// Records of users welcomed under a lease, waiting to be sent, by shard.
     unrecorded: RefCell<HashMap<String, sockets::Unrecorded>>,
+    /// The test failpoint `revoke_push_fails_once` has failed its push.
+    push_failed: Cell<bool>,
 }
 
 impl RoomObject {
@@ -78,6 +80,7 @@ impl RoomObject {
             recording: Default::default(),
             leasing: Default::default(),
             unrecorded: Default::default(),
+            push_failed: Default::default(),
         }
     }
 
@@ -247,7 +250,11 @@ impl RoomObject {
             }
             "/revoke" => {
                 let request: RevokeRequest = serde_json::from_str(&body)?;
-                js::json(&RevokeReply { closed: self.revoke(&request).await })
+                // A test failpoint: the runtime cannot be made to fail one call between objects.
+                if config(&self.env).failpoint("revoke_push_fails_once") && !self.push_failed.replace(true) {
+                    return Err(Error::from("failpoint revoke_push_fails_once"));
+                }
+                js::json(&RevokeReply { closed: self.revoke(&request).await, pending: false })
             }
             "/state" => Ok(self.read_state(&serde_json::from_str(&body)?).await?.into()),
             "/history" => Ok(self.read_history(&serde_json::from_str(&body)?)?.into()),
