@@ -156,13 +156,17 @@ impl Revocations {
         std::mem::replace(&mut self.asked, true)
     }
 
-    /// A lease on `shard` until `trusted_until`, with the shard's live revocations.
+    /// A lease on `shard` until `trusted_until`, with the shard's live revocations; not taken
+    /// when they do not all fit the room's memory (the room then asks about each user).
     pub fn grant(&mut self, shard: &str, trusted_until: i64, revoked: &[(String, i64)], now_ms: i64) {
+        let mut kept = true;
         for (sub, at) in revoked {
-            self.revoke(sub, *at, now_ms);
+            kept &= self.remember(sub, *at, now_ms);
         }
-        let until = self.leases.entry(shard.to_owned()).or_insert(trusted_until);
-        *until = (*until).max(trusted_until);
+        if kept {
+            let until = self.leases.entry(shard.to_owned()).or_insert(trusted_until);
+            *until = (*until).max(trusted_until);
+        }
     }
 
     /// Records the directory's answer; returns the revocation to apply (the later of the
@@ -196,11 +200,29 @@ impl Revocations {
         self.recorded.get(sub).is_none_or(|at| now_ms - at >= RECORD_RENEW_MS)
     }
 
-    /// A revocation pushed by `/revoke`: always kept.
+    /// A revocation pushed by `/revoke`. The user's sockets here carry it in their
+    /// attachments whatever happens to this memory (see [`super::room::Memory::apply_revocation`]).
     pub fn revoke(&mut self, sub: &str, revoked_at: i64, now_ms: i64) {
+        self.remember(sub, revoked_at, now_ms);
+    }
+
+    /// Keeps a revocation until it expires, within [`MAX_ENTRIES`]: when the map is full,
+    /// expired entries and "not revoked" answers go first. A map still full of live
+    /// revocations keeps no more and drops every lease, so that the room asks the directory
+    /// (which knows every revocation) about each new user rather than welcome one from a
+    /// memory that could not keep what it was told. Returns whether it was kept.
+    fn remember(&mut self, sub: &str, revoked_at: i64, now_ms: i64) -> bool {
+        if self.entries.len() >= MAX_ENTRIES && !self.entries.contains_key(sub) {
+            self.entries.retain(|_, (revoked, at)| revoked.is_some() && now_ms - *at < TTL_MS);
+            if self.entries.len() >= MAX_ENTRIES {
+                self.leases.clear();
+                return false;
+            }
+        }
         let entry = self.entries.entry(sub.to_owned()).or_insert((None, now_ms));
         entry.0 = entry.0.max(Some(revoked_at));
         entry.1 = now_ms;
+        true
     }
 }
 
@@ -330,5 +352,32 @@ mod tests {
         // Once the old answers expire they make room again.
         r.learn("later", None, T + TTL_MS);
         assert_eq!(r.lookup("later", T + TTL_MS), Some(None));
+    }
+
+    #[test]
+    fn pushed_revocations_are_bounded_and_a_full_memory_gives_up_its_leases_not_a_revocation() {
+        let mut r = Revocations::default();
+        let shard = directory_shard("newcomer");
+        r.grant(&shard, T + 60_000, &[], T);
+        assert!(matches!(r.verdict("newcomer", true, T), Verdict::Leased(_)));
+        // Not-revoked answers and expired entries make room first.
+        r.learn("answer", None, T);
+        for i in 0..MAX_ENTRIES - 1 {
+            r.revoke(&format!("old-{i}"), 1, T - TTL_MS);
+        }
+        r.revoke("fresh", 1, T);
+        assert_eq!(r.entries.len(), 1, "the expired and the answer went");
+        assert!(matches!(r.verdict("newcomer", true, T), Verdict::Leased(_)));
+        // Full of live revocations: the next is not kept, and no lease is trusted any more.
+        for i in 0..MAX_ENTRIES - 1 {
+            r.revoke(&format!("live-{i}"), 1, T);
+        }
+        r.revoke("one-too-many", 1, T);
+        assert_eq!(r.entries.len(), MAX_ENTRIES);
+        assert_eq!(r.lookup("one-too-many", T), None);
+        assert_eq!(r.verdict("newcomer", true, T), Verdict::Ask(shard.clone()), "the directory is asked, it knows");
+        // A lease whose revocations do not fit is not taken.
+        r.grant(&shard, T + 60_000, &[("another".into(), 1)], T);
+        assert_eq!(r.verdict("newcomer", true, T), Verdict::Ask(shard));
     }
 }

@@ -620,10 +620,13 @@ impl<'a, S: Store> Room<'a, S> {
                     // The old grant must not outlive the token it came with: close instead.
                     return vec![Effect::Close(close::INTERNAL, "internal error")];
                 }
-                let mut effects = vec![Effect::Reply(frame::refreshed(claims.exp))];
+                // A renewal first: a revocation in its answer closes the socket 4401, and a
+                // `refreshed` must never come before that close.
+                let mut effects = Vec::new();
                 if self.memory.revocations.needs_record(&member.sub, incoming.now_ms) {
                     effects.push(Effect::RenewRecord);
                 }
+                effects.push(Effect::Reply(frame::refreshed(claims.exp)));
                 effects
             }
             _ => vec![Effect::Close(close::UNAUTHENTICATED, "refresh refused")],
@@ -1427,7 +1430,7 @@ mod tests {
         };
         let f = r#"{"type":"refresh","token":"t"}"#;
         let effects = room.on_text(&mut m, f, &Incoming { now_ms: T0, verify: &fresh("u", "payment:o1") }).unwrap();
-        assert!(matches!(&effects[1], Effect::Reply(r) if json(r)["type"] == "refreshed"));
+        assert!(effects.iter().any(|e| matches!(e, Effect::Reply(r) if json(r)["type"] == "refreshed")), "{effects:?}");
         assert_eq!(m.exp, T0 / 1000 + 1500);
         for verify in [fresh("other", "payment:o1"), fresh("u", "payment:o2")] {
             let mut m = member("c", "u", &ch);
@@ -1456,6 +1459,11 @@ mod tests {
             room.on_text(m, f, &Incoming { now_ms, verify: &verify }).unwrap().contains(&Effect::RenewRecord)
         };
         assert!(renews(&mut room, &mut m, T0), "a record this instance cannot date is renewed");
+        // ...before the socket is told `refreshed`: a revocation in the renewal's answer
+        // closes it first.
+        let effects = room.on_text(&mut m, f, &Incoming { now_ms: T0, verify: &verify }).unwrap();
+        let at = |wanted: fn(&Effect) -> bool| effects.iter().position(wanted);
+        assert!(at(|e| *e == Effect::RenewRecord) < at(|e| matches!(e, Effect::Reply(r) if r.contains("refreshed"))), "{effects:?}");
         room.memory.revocations.learn("u", None, T0);
         assert!(!renews(&mut room, &mut m, T0 + 1000));
         assert!(renews(&mut room, &mut m, T0 + RECORD_RENEW_MS));
@@ -1501,9 +1509,8 @@ mod tests {
             c.iat = Some(T0 / 1000 + 11);
             Ok(c)
         };
-        assert!(
-            matches!(&room.on_text(&mut m, f, &Incoming { now_ms: T0, verify: &newer }).unwrap()[1], Effect::Reply(r) if json(r)["type"] == "refreshed")
-        );
+        let effects = room.on_text(&mut m, f, &Incoming { now_ms: T0, verify: &newer }).unwrap();
+        assert!(effects.iter().any(|e| matches!(e, Effect::Reply(r) if json(r)["type"] == "refreshed")), "{effects:?}");
     }
 
     #[test]
