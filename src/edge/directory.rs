@@ -288,6 +288,7 @@ impl RevocationDirectory {
             let request = RevokeRequest { sub: p.sub.clone(), revoked_at: p.at as i64 };
             self.push(&p.channel, &request).await
         });
+        let max_lifetime = config(&self.env).tokens.as_ref().map_or(KEPT_SECS, |(_, expect)| expect.max_lifetime);
         let (mut closed, mut failed) = (0, 0);
         for (p, reply) in due.iter().zip(join_all(calls).await) {
             match reply {
@@ -296,6 +297,15 @@ impl RevocationDirectory {
                         closed += reply.closed;
                     }
                     // Only the revocation that was sent: a newer one queued meanwhile stays.
+                    meter::run(
+                        &self.sql,
+                        "DELETE FROM pending WHERE sub = ? AND channel = ? AND at <= ?",
+                        vec![p.sub.as_str().into(), p.channel.as_str().into(), p.at.into()],
+                    )?;
+                }
+                Err(e) if !revocation::push_matters(p.at as i64, now / 1000, max_lifetime) => {
+                    // Every token it could refuse has expired: nothing left for it to do.
+                    log::internal(&self.env, None, "revocation given up for a room it could not reach (moot now)", e);
                     meter::run(
                         &self.sql,
                         "DELETE FROM pending WHERE sub = ? AND channel = ? AND at <= ?",

@@ -104,6 +104,14 @@ pub fn oldest_live(now_secs: i64, max_lifetime: i64) -> i64 {
     now_secs - max_lifetime - crate::protocol::token::LEEWAY_SECS - CLOCK_SLACK_SECS
 }
 
+/// Whether a push of a revocation at `revoked_at` (Unix seconds) still matters at `now`: once
+/// every token it could refuse has expired, the sockets it would close are closed by their
+/// expiry and a reconnect with such a token is refused anyway, so a push that keeps failing
+/// is given up rather than retried for ever.
+pub fn push_matters(revoked_at: i64, now_secs: i64, max_lifetime: i64) -> bool {
+    revoked_at >= oldest_live(now_secs, max_lifetime)
+}
+
 /// How a room answers "is this user revoked?" at connect.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -379,5 +387,14 @@ mod tests {
         // A lease whose revocations do not fit is not taken.
         r.grant(&shard, T + 60_000, &[("another".into(), 1)], T);
         assert_eq!(r.verdict("newcomer", true, T), Verdict::Ask(shard));
+    }
+
+    #[test]
+    fn a_failing_push_matters_until_every_token_it_could_refuse_has_expired() {
+        let (at, lifetime) = (1_800_000_000, 900);
+        let last = at + lifetime + crate::protocol::token::LEEWAY_SECS + CLOCK_SLACK_SECS;
+        assert!(push_matters(at, at, lifetime));
+        assert!(push_matters(at, last, lifetime), "a token issued at the revocation may still live");
+        assert!(!push_matters(at, last + 1, lifetime));
     }
 }
