@@ -35,15 +35,7 @@ class Client:
         cap = _capture.current()
         if cap:
             return cap.publish(msgs)
-        results = []
-        for batch in w.batches(msgs):
-            try:
-                answer = self.request("POST", "/publish", w.publish_body(batch), retry_for=retry_for)
-            except w.FoyerError as e:
-                e.results = results + e.results
-                raise
-            results.extend(answer.get("results", []))
-        return {"results": results}
+        return self._in_batches("/publish", (w.publish_body(batch) for batch in w.batches(msgs)), retry_for)
 
     def link(self, channel: str, inbox: str, retry_for: Optional[float] = None) -> dict:
         """Links `channel` into `inbox` (PROTOCOL v1.2 "Inboxes"): every event the channel
@@ -66,10 +58,15 @@ class Client:
         cap = _capture.current()
         if cap:
             return cap.link(entries)
+        return self._in_batches("/links", (w.links_body(batch) for batch in w.chunks(entries, w.MAX_LINKS)), retry_for)
+
+    def _in_batches(self, path: str, bodies: Iterable[bytes], retry_for: Optional[float]) -> dict:
+        """POSTs `bodies` to `path` one after another, joining their `results` in order; a
+        failure carries the results of the requests that did succeed (`FoyerError.results`)."""
         results: list = []
-        for batch in w.chunks(entries, w.MAX_LINKS):
+        for body in bodies:
             try:
-                answer = self.request("POST", "/links", w.links_body(batch), retry_for=retry_for)
+                answer = self.request("POST", path, body, retry_for=retry_for)
             except w.FoyerError as e:
                 e.results = results + e.results
                 raise

@@ -52,15 +52,7 @@ class AsyncClient:
         cap = _capture.current()
         if cap:
             return cap.publish(msgs)
-        results = []
-        for batch in w.batches(msgs):
-            try:
-                answer = await self.request("POST", "/publish", w.publish_body(batch), retry_for=retry_for)
-            except w.FoyerError as e:
-                e.results = results + e.results
-                raise
-            results.extend(answer.get("results", []))
-        return {"results": results}
+        return await self._in_batches("/publish", (w.publish_body(batch) for batch in w.batches(msgs)), retry_for)
 
     async def link(self, channel: str, inbox: str, retry_for: Optional[float] = None) -> dict:
         """Links `channel` into `inbox`; the one result (see `foyer_backend.Client.link`)."""
@@ -76,10 +68,15 @@ class AsyncClient:
         cap = _capture.current()
         if cap:
             return cap.link(entries)
+        return await self._in_batches("/links", (w.links_body(batch) for batch in w.chunks(entries, w.MAX_LINKS)), retry_for)
+
+    async def _in_batches(self, path: str, bodies: Iterable[bytes], retry_for: Optional[float]) -> dict:
+        """POSTs `bodies` to `path` one after another, joining their `results` in order (see
+        `foyer_backend.Client._in_batches`)."""
         results: list = []
-        for batch in w.chunks(entries, w.MAX_LINKS):
+        for body in bodies:
             try:
-                answer = await self.request("POST", "/links", w.links_body(batch), retry_for=retry_for)
+                answer = await self.request("POST", path, body, retry_for=retry_for)
             except w.FoyerError as e:
                 e.results = results + e.results
                 raise
