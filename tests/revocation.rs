@@ -121,15 +121,22 @@ async fn a_revocation_racing_the_record_of_a_join_refuses_the_socket_before_any_
 async fn a_refresh_in_a_room_that_forgot_its_users_renews_their_record_and_keeps_the_socket() {
     // A room renews a staying user's record in the directory at refresh when it cannot date
     // the last one: here the room was evicted (locally after about 10 s idle) and woke empty.
-    let gw = shared();
+    // The usage meter counts object invocations: the renewal is one more in the directory.
+    let gw = &Gateway::start("renewal", &[("METER", "log")]);
     let sub = unique("cust-stay");
     let key = unique("stay");
     let ch = format!("orders:{key}");
     let mut c = connect(gw, &format!("/ws/orders/{key}"), &token_issued(&sub, &[&ch], 5)).await;
     assert_eq!(c.frame().await["type"], "welcome");
     tokio::time::sleep(std::time::Duration::from_secs(13)).await;
+    assert_eq!(invocations(gw), vec![1, 1], "the room's connect and the directory's record");
     c.send_json(&json!({"type": "refresh", "token": token_issued(&sub, &[&ch], 1)})).await;
     assert_eq!(c.frame().await["type"], "refreshed");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while invocations(gw) != [1, 2] && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(invocations(gw), vec![1, 2], "the refresh renewed the record: one more directory call");
     assert_eq!(gw.publish(&json!({"id": unique("after"), "channels": [&ch], "event": "x"})).await.status, 200);
     assert_eq!(c.until("event").await.0["seq"], 1, "the socket stays open after the renewal");
     // The record is there: a revocation without channels finds the room.
