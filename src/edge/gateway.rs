@@ -41,9 +41,10 @@ async fn fetch(req: web_sys::Request, env: Env, _ctx: Context) -> Result<web_sys
 async fn route(req: web_sys::Request, env: &Env, origin: &str, path: &str, query: &str) -> Result<web_sys::Response> {
     match path {
         "/healthz" => Ok(Response::from_json(&serde_json::json!({"ok": true, "build": BUILD_ID}))?.into()),
-        "/publish" => Ok(publish(&req, env).await?.into()),
-        "/revoke" => Ok(revoke(&req, env).await?.into()),
-        "/links" => Ok(link(&req, env).await?.into()),
+        "/publish" => Ok(logged(env, "publish", &[200], publish(&req, env)).await?.into()),
+        // A revoke's 503 (`pending`) is logged with its counts where it is decided.
+        "/revoke" => Ok(logged(env, "revoke", &[200, 503], revoke(&req, env)).await?.into()),
+        "/links" => Ok(logged(env, "links", &[200], link(&req, env)).await?.into()),
         p if p.starts_with("/channels/") => Ok(read_channel(&req, p, query, env).await?.into()),
         p if p == "/ws" || p.starts_with("/ws/") => connect(&req, origin, p, &handshake::query_pairs(query), env).await,
         // Everything else is a static asset (the platform serves those before the Worker runs).
@@ -145,14 +146,15 @@ struct PublishResult<'a> {
 
 /// `POST /publish`. Checks run in the order PROTOCOL.md fixes: method, content type, size,
 /// signature, body. The body is validated whole before any channel sees any of it.
-async fn publish(req: &web_sys::Request, env: &Env) -> Result<Response> {
+/// A signed endpoint's answer, with a line for every status the endpoint does not log itself
+/// with its counts (`counted`): refusals before its body is read, and failures.
+async fn logged(env: &Env, event: &str, counted: &[u16], answer: impl std::future::Future<Output = Result<Response>>) -> Result<Response> {
     let started = runtime::now_ms();
-    let answer = publish_answer(req, env).await?;
-    let (status, body) = (answer.status_code(), answer);
-    if status != 200 {
-        request_line(env, "publish", status, started, serde_json::json!({}));
+    let answer = answer.await?;
+    if !counted.contains(&answer.status_code()) {
+        request_line(env, event, answer.status_code(), started, serde_json::json!({}));
     }
-    Ok(body)
+    Ok(answer)
 }
 
 /// A signed endpoint's line and data point: its status, how long it took, and `more`.
@@ -178,7 +180,7 @@ fn request_line(env: &Env, event: &str, status: u16, started_ms: i64, more: serd
     }
 }
 
-async fn publish_answer(req: &web_sys::Request, env: &Env) -> Result<Response> {
+async fn publish(req: &web_sys::Request, env: &Env) -> Result<Response> {
     let started = runtime::now_ms();
     let body = match signed_body(req, env, "/publish").await? {
         Ok((body, _)) => body,
@@ -242,15 +244,6 @@ struct PublishResults<'a> {
 /// channel, in parallel) and keeps its links.
 async fn link(req: &web_sys::Request, env: &Env) -> Result<Response> {
     let started = runtime::now_ms();
-    let answer = link_answer(req, env).await?;
-    if answer.status_code() != 200 {
-        request_line(env, "links", answer.status_code(), started, serde_json::json!({}));
-    }
-    Ok(answer)
-}
-
-async fn link_answer(req: &web_sys::Request, env: &Env) -> Result<Response> {
-    let started = runtime::now_ms();
     let body = match signed_body(req, env, "/links").await? {
         Ok((body, _)) => body,
         Err(refusal) => return Ok(refusal),
@@ -292,16 +285,6 @@ async fn link_answer(req: &web_sys::Request, env: &Env) -> Result<Response> {
 /// revocation (at the signature's `t`, so a retry never revokes a newer token) and reaches
 /// the rooms: a first batch before it answers, the rest from its alarm (directory.rs).
 async fn revoke(req: &web_sys::Request, env: &Env) -> Result<Response> {
-    let started = runtime::now_ms();
-    let answer = revoke_answer(req, env).await?;
-    // 200 and 503 (`pending`) are logged with their counts where they are decided.
-    if !matches!(answer.status_code(), 200 | 503) {
-        request_line(env, "revoke", answer.status_code(), started, serde_json::json!({}));
-    }
-    Ok(answer)
-}
-
-async fn revoke_answer(req: &web_sys::Request, env: &Env) -> Result<Response> {
     let started = runtime::now_ms();
     let (body, t) = match signed_body(req, env, "/revoke").await? {
         Ok(signed) => signed,
