@@ -153,7 +153,7 @@ async fn refresh_is_refused_with_a_token_revoked_after_the_socket_connected() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn revoke_without_channels_reaches_every_room_in_bounded_batches() {
+async fn revoke_without_channels_reaches_every_room_of_the_user_before_it_answers_200() {
     let gw = shared();
     let sub = unique("cust-wide");
     let keys: Vec<String> = (0..40).map(|i| unique(&format!("wide{i}"))).collect();
@@ -168,8 +168,10 @@ async fn revoke_without_channels_reaches_every_room_in_bounded_batches() {
     }
     let r = revoke_at(gw, &json!({"sub": sub}), unix_now()).await;
     assert_eq!(r.status, 200);
-    assert_eq!(r.json(), json!({"closed": 32}), "one batch reached before the answer");
-    let deadline = Instant::now() + Duration::from_secs(20);
+    // 200 is true: every room was reached (a user with more rooms than one round of
+    // pushes gets 503 pending until the retries reach the rest: host-tested).
+    assert_eq!(r.json(), json!({"closed": 40}), "every room reached before the answer");
+    let deadline = Instant::now() + Duration::from_secs(5);
     for c in sockets.iter_mut() {
         let left = deadline.saturating_duration_since(Instant::now()).as_secs().max(1);
         loop {

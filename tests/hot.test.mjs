@@ -83,6 +83,15 @@ test("post addresses the object by name and path, and throws on any status but 2
   await assert.rejects(hot.post(failing, "ROOMS", "orders:v1", "/publish", "{}"), /answered 500 on \/publish/);
 });
 
+test("post within a bound fails a call not answered in time, and answers one that is", async () => {
+  const never = { ROOMS: namespace(() => new Promise(() => {}), []) };
+  const started = Date.now();
+  await assert.rejects(hot.post(never, "ROOMS", "orders:v1", "/revoke", "{}", 50), /no answer on \/revoke within 50 ms/);
+  assert.ok(Date.now() - started < 1000);
+  const quick = { ROOMS: namespace(new Response("{\"closed\":1}"), []) };
+  assert.equal(await hot.post(quick, "ROOMS", "orders:v1", "/revoke", "{}", 50), "{\"closed\":1}");
+});
+
 test("open_socket hands the ticket to the room's /connect as an upgrade", async () => {
   const seen = [];
   const env = { PAYMENT: namespace("the room's 101", seen) };

@@ -192,67 +192,58 @@ fn invocations(gw: &Gateway) -> Vec<usize> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_room_holding_a_lease_welcomes_new_users_before_recording_them_and_still_refuses_revoked_ones() {
-    // The failpoint holds every directory call back 2 s, so a record made before a welcome
-    // would be in the log by the welcome, and one made after it would not.
-    let gw = Gateway::start("lease", &[("TEST_FAILPOINT", "slow_join_record"), ("METER", "log")]);
+async fn a_room_holding_a_lease_welcomes_new_users_without_asking_and_still_refuses_revoked_ones() {
+    let gw = Gateway::start("lease", &[("METER", "log")]);
     let key = unique("venue");
     let ch = format!("orders:{key}");
     let path = format!("/ws/orders/{key}");
-    let users = users_of_one_shard("guest", 4);
+    let users = users_of_one_shard("guest", 5);
     let mut sockets = Vec::new();
-    for user in &users[..3] {
+    for user in &users[..4] {
         let mut c = connect(&gw, &path, &token_issued(user, &[&ch], 5)).await;
         assert_eq!(c.frame().await["type"], "welcome");
         sockets.push(c);
     }
-    // The first user was recorded alone, the second with a lease on the shard; the third was
-    // welcomed under the lease, its record still held back.
-    assert_eq!(invocations(&gw), vec![2, 3], "no directory call before the third welcome");
+    // The first two users were recorded, the third with a lease on the shard; the fourth
+    // was welcomed under the lease: no directory call for it.
+    assert_eq!(invocations(&gw), vec![3, 4], "three directory calls for four welcomes");
 
     // A revocation of a user of the shard the room has never seen reaches it at once: that
     // user is refused under the lease, not welcomed.
-    let absent = &users[3];
+    let absent = &users[4];
     assert_eq!(revoke(&gw, json!({"sub": absent})).await, json!({"closed": 0}));
     let mut refused = connect(&gw, &path, &token_issued(absent, &[&ch], 5)).await;
     assert_eq!(refused.next().await, Got::Closed(Some(4401)), "refused, and nothing (no welcome) before the close");
-    // And the user welcomed under the lease is reached, record or not.
-    assert_eq!(revoke(&gw, json!({"sub": users[2]})).await, json!({"closed": 1}));
-    assert_eq!(sockets[2].close_code().await, Some(4401));
+    // And the user welcomed under the lease, never recorded, is reached.
+    assert_eq!(revoke(&gw, json!({"sub": users[3]})).await, json!({"closed": 1}));
+    assert_eq!(sockets[3].close_code().await, Some(4401));
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_user_welcomed_under_a_lease_is_recorded_so_a_revoke_after_the_lease_still_reaches_them() {
-    revoke_after_a_short_lease_reaches_the_user_welcomed_under_it("lease-ends", "short_lease").await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_record_after_the_welcome_that_fails_is_retried_so_a_revoke_after_the_lease_still_reaches_the_user() {
-    // The room's first record after a welcome fails: its retry (1 s later) is what lets the
-    // `/revoke` after the lease find the room.
-    let gw = revoke_after_a_short_lease_reaches_the_user_welcomed_under_it("late-record-fails", "short_lease,late_record_fails_once").await;
-    assert!(gw.log().contains("failpoint late_record_fails_once"), "the first record after a welcome did not fail");
-}
-
-/// Leases last 2 s (`short_lease`): three users of one shard join (the third under the
-/// lease), and once the lease has ended, only the record made after the third's welcome
-/// lets a `/revoke` without channels find the room and close their socket.
-async fn revoke_after_a_short_lease_reaches_the_user_welcomed_under_it(name: &str, failpoints: &str) -> Gateway {
-    let gw = Gateway::start(name, &[("TEST_FAILPOINT", failpoints)]);
+async fn a_user_welcomed_under_a_lease_is_reached_after_it_ends_and_recorded_at_their_first_refresh() {
+    // Leases last 2 s here (`short_lease`): long after, the shard still pushes to the room
+    // for the life of a token welcomed under it, and the first refresh records the user.
+    let gw = Gateway::start("lease-ends", &[("TEST_FAILPOINT", "short_lease"), ("METER", "log")]);
     let key = unique("venue");
     let ch = format!("orders:{key}");
     let path = format!("/ws/orders/{key}");
-    let users = users_of_one_shard("guest", 3);
+    let users = users_of_one_shard("guest", 5);
     let mut sockets = Vec::new();
     for user in &users {
         let mut c = connect(&gw, &path, &token_issued(user, &[&ch], 5)).await;
         assert_eq!(c.frame().await["type"], "welcome");
         sockets.push(c);
     }
+    assert_eq!(invocations(&gw), vec![3, 5], "the last two were welcomed under the lease, never asked about");
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-    assert_eq!(revoke(&gw, json!({"sub": users[2]})).await, json!({"closed": 1}));
-    assert_eq!(sockets[2].close_code().await, Some(4401));
-    gw
+    assert_eq!(revoke(&gw, json!({"sub": users[4]})).await, json!({"closed": 1}), "the lease ended, its pushes did not");
+    assert_eq!(sockets[4].close_code().await, Some(4401));
+    // The other one refreshes: recorded (one more directory call) before `refreshed`.
+    sockets[3].send_json(&json!({"type": "refresh", "token": token_issued(&users[3], &[&ch], 1)})).await;
+    assert_eq!(sockets[3].frame().await["type"], "refreshed");
+    // The directory: three records, the `/revoke`, the refresh's record; the room: five
+    // connects and one push.
+    assert_eq!(invocations(&gw), vec![5, 6], "the refresh made a record");
 }
 
 #[tokio::test(flavor = "multi_thread")]

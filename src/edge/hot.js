@@ -74,8 +74,26 @@ function stub(env, binding, name) {
   return namespace.get(namespace.idFromName(name));
 }
 
-/** A JSON request to a Durable Object; its text answer, or a throw on any status but 200. */
-export async function post(env, binding, name, path, body) {
+/**
+ * A JSON request to a Durable Object; its text answer, or a throw on any status but 200, or
+ * when `within_ms` (unless 0) passes first: the caller counts it failed and moves on (the
+ * call itself may still land later; every such call is idempotent).
+ */
+export async function post(env, binding, name, path, body, within_ms = 0) {
+  const call = ask(env, binding, name, path, body);
+  if (!within_ms) return call;
+  let timer;
+  const late = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer on ${path} within ${within_ms} ms`)), within_ms);
+  });
+  try {
+    return await Promise.race([call, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function ask(env, binding, name, path, body) {
   const response = await stub(env, binding, name).fetch(OBJECT_ORIGIN + path, { method: "POST", body });
   const text = await response.text();
   if (response.status !== 200) throw new Error(`object answered ${response.status} on ${path}`);

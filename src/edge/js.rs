@@ -26,7 +26,7 @@ extern "C" {
     pub fn upgraded(client: &worker::web_sys::WebSocket, subprotocol: &str) -> worker::web_sys::Response;
     /// A JSON answer between objects: `text` as is, with `status`.
     pub fn json_text(text: &str, status: u16) -> worker::web_sys::Response;
-    fn post(env: &JsValue, binding: &str, name: &str, path: &str, body: &str) -> Promise;
+    fn post(env: &JsValue, binding: &str, name: &str, path: &str, body: &str, within_ms: f64) -> Promise;
     fn open_socket(env: &JsValue, binding: &str, name: &str, ticket_header: &str, ticket: &str) -> Promise;
     /// One Analytics Engine data point to the `METRICS` binding; nothing without it, and
     /// never an error (metrics must not fail a request).
@@ -50,8 +50,19 @@ pub async fn body_capped(request: &worker::web_sys::Request, max: usize) -> Resu
 
 /// A JSON request to a Durable Object, answered with JSON (200, or an error).
 pub async fn call<B: serde::Serialize, T: serde::de::DeserializeOwned>(env: &Env, to: Object, path: &str, body: &B) -> Result<T> {
+    call_within(env, to, path, body, 0).await
+}
+
+/// [`call`], failed when not answered within `within_ms` (0: no bound).
+pub async fn call_within<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+    env: &Env,
+    to: Object,
+    path: &str,
+    body: &B,
+    within_ms: i64,
+) -> Result<T> {
     let body = serde_json::to_string(body)?;
-    let promise = post(env.as_ref(), to.binding, &to.name, path, &body);
+    let promise = post(env.as_ref(), to.binding, &to.name, path, &body, within_ms as f64);
     let text = JsFuture::from(promise).await.map_err(js_error)?;
     let text = text.as_string().ok_or_else(|| Error::from("object answered a non-text body"))?;
     // serde_json, not `.json()`: event data stays raw JSON text end to end.

@@ -58,8 +58,7 @@ pub struct ReadQuery {
     pub limit: usize,
 }
 
-/// A room's order to close a revoked user's sockets (from the directory, or from the room
-/// itself when a join's record came back with a revocation).
+/// A room's order to close a revoked user's sockets (from the directory).
 #[derive(Serialize, Deserialize)]
 pub struct RevokeRequest {
     pub sub: String,
@@ -86,14 +85,12 @@ pub struct RevokeOrder {
     pub at: i64,
 }
 
-/// A room's record in the directory of users it does not know (`/joined`): before their
-/// `welcome`, or just after it under a lease. `at_ms` is the room's clock at the record.
+/// A room's record in the directory of users it does not know (`/joined`), before their
+/// `welcome` or `refreshed`. The shard stamps it with its own clock.
 #[derive(Serialize, Deserialize)]
 pub struct Joined {
     pub channel: Channel,
     pub subs: Vec<String>,
-    #[serde(default)]
-    pub at_ms: i64,
     /// Asks for a lease on the shard as well (protocol/revocation.rs).
     #[serde(default)]
     pub lease: bool,

@@ -4,7 +4,7 @@
 //! Object is touched) → [`token`] (who is this) → [`channel`] (what may they see) → [`room`]
 //! (the channel's engine) → [`frame`] (what goes on the wire). Publishing: [`signature`] →
 //! [`publish`] → [`room`]; client chat messages go back out through [`webhook`]. [`wire`] names the protocol's words and codes; [`config`]
-//! reads the deployment's settings; [`reading`] is the backend's read of a channel; [`revocation`] is what a room remembers of revoked users.
+//! reads the deployment's settings; [`reading`] is the backend's read of a channel; [`revocation`] is `/revoke`: the directory's rules and a room's memory of them.
 //! [`links`] links channels into inboxes and forwards their events; [`retry`] is the one
 //! retry rule of every call a room keeps trying (webhook, forwards).
 

@@ -87,6 +87,8 @@ pub struct Memory {
     /// sub → a bound on the user's sockets here, never below the true count (see
     /// [`Memory::under_socket_cap`]).
     socket_bounds: HashMap<String, usize>,
+    /// The room's open sockets, once counted in this instance ([`Memory::socket_left`]).
+    open_sockets: Option<usize>,
     /// Forwarding calls under way, by inbox.
     forwarding: InFlight,
     /// Copies given up (a day of failures, or past [`links::FORWARD_QUEUE_MAX`]) since the
@@ -116,21 +118,45 @@ impl Memory {
         is_revoked(member.iat, member.revoked_before)
     }
 
-    /// A user left the room for good (their last socket closed): their socket bound goes.
+    /// A socket was accepted here (counted when the room's count is known).
+    pub fn socket_opened(&mut self) {
+        if let Some(n) = &mut self.open_sockets {
+            *n += 1;
+        }
+    }
+
+    /// A socket of `sub` left (once per socket): the user's bound and the room's count go
+    /// down by one, with no socket listed, so a storm of departures costs O(1) each. A
+    /// woken instance counts the room's sockets once (`count`: those still open). Returns
+    /// whether the room is now empty as far as it knows (the caller recomputes the alarm,
+    /// from the sockets themselves: a wrong count costs an alarm, never a missed one).
+    ///
     /// Their rate window stays for as long as it can matter (it expires with its period,
     /// [`MAX_TRACKED_RATES`] bounds the map): closing and reconnecting does not reset it.
     /// What the room knows of their revocation stays (until it expires): the directory's
     /// record of them here stays too, so a reconnect soon after costs no question.
-    pub fn forget_user(&mut self, sub: &str) {
-        self.socket_bounds.remove(sub);
+    pub fn socket_left(&mut self, sub: &str, count: impl FnOnce() -> usize) -> bool {
+        if let Some(bound) = self.socket_bounds.get_mut(sub) {
+            *bound = bound.saturating_sub(1);
+            if *bound == 0 {
+                self.socket_bounds.remove(sub);
+            }
+        }
+        let open = match self.open_sockets {
+            Some(n) => n.saturating_sub(1),
+            None => count(),
+        };
+        self.open_sockets = Some(open);
+        open == 0
     }
 
     /// Whether `sub` surely holds fewer than `cap` sockets here, counting one more for the
     /// socket now joining. Counting a user's sockets in the runtime lists every one of them
-    /// (a connect of a user with n sockets would cost O(n)); so the room keeps a bound that
-    /// only grows (+1 per join, nothing per departure: it can only overcount) and recounts
-    /// (`count`) when it is unknown (a woken instance) or has reached the cap. False: the
-    /// caller reads the user's sockets and lets [`Room::join`] decide.
+    /// (a connect of a user with n sockets would cost O(n)); so the room keeps a bound (+1
+    /// per join, -1 per departure, [`Memory::socket_left`]: every socket counted once, and
+    /// one not counted makes it overcount, never under) and recounts (`count`) when it is
+    /// unknown (a woken instance) or has reached the cap. False: the caller reads the
+    /// user's sockets and lets [`Room::join`] decide.
     pub fn under_socket_cap(&mut self, sub: &str, cap: usize, count: impl FnOnce() -> usize) -> bool {
         let known = self.socket_bounds.get(sub).copied().filter(|&n| n < cap);
         let n = known.unwrap_or_else(count);
@@ -1488,9 +1514,34 @@ mod tests {
         assert!(join(&mut memory, 99), "under the new bound (2): not read");
         assert!(!join(&mut memory, 3), "at the cap: counted, and the caller must look");
         assert_eq!(counted.get(), 3);
-        memory.forget_user("u");
+        // Departures lower the bound without a count: the bound (4) less two fits one more unread.
+        memory.socket_left("u", || 0);
+        memory.socket_left("u", || 0);
+        assert!(join(&mut memory, 99));
+        assert_eq!(counted.get(), 3);
+        for _ in 0..3 {
+            memory.socket_left("u", || 0);
+        }
         assert!(join(&mut memory, 0));
-        assert_eq!(counted.get(), 4, "a forgotten user is counted again");
+        assert_eq!(counted.get(), 4, "a user whose sockets all left is counted again");
+    }
+
+    #[test]
+    fn a_departure_knows_whether_the_room_emptied_without_listing_its_sockets() {
+        let mut memory = Memory::default();
+        let counted = std::cell::Cell::new(0);
+        let count = |n: usize| {
+            counted.set(counted.get() + 1);
+            n
+        };
+        memory.socket_opened();
+        assert!(!memory.socket_left("a", || count(2)), "a woken room counts once: two still open");
+        memory.socket_opened();
+        assert!(!memory.socket_left("b", || count(99)));
+        assert!(!memory.socket_left("c", || count(99)));
+        assert!(memory.socket_left("d", || count(99)), "the last one");
+        assert_eq!(counted.get(), 1, "counted once per instance");
+        assert!(memory.socket_left("e", || count(99)), "an extra departure never underflows");
     }
 
     #[test]
@@ -1651,7 +1702,7 @@ mod tests {
         assert_eq!(outcomes[39], "4429", "the socket that reaches twice the limit");
         // Closing every socket and reconnecting does not reset the user's window.
         for tab in &tabs {
-            room.memory.forget_user(&tab.sub);
+            room.memory.socket_left(&tab.sub, || 0);
         }
         let mut again = member("c9", "u", &ch);
         let effects =

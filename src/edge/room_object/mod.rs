@@ -58,8 +58,6 @@ pub struct RoomObject {
     recording: RefCell<HashMap<String, sockets::Asking>>,
     /// Leases under way, by shard: connects of the shard's users meanwhile share one.
     leasing: RefCell<HashMap<String, sockets::Asking>>,
-    /// Records of users welcomed under a lease, waiting to be sent, by shard.
-    unrecorded: RefCell<HashMap<String, sockets::Unrecorded>>,
     /// The test failpoint `revoke_push_fails_once` has failed its push.
     push_failed: Cell<bool>,
 }
@@ -79,7 +77,6 @@ impl RoomObject {
             memory: Default::default(),
             recording: Default::default(),
             leasing: Default::default(),
-            unrecorded: Default::default(),
             push_failed: Default::default(),
         }
     }
@@ -250,7 +247,7 @@ impl RoomObject {
             }
             "/revoke" => {
                 let request: RevokeRequest = serde_json::from_str(&body)?;
-                // A test failpoint: the runtime cannot be made to fail one call between objects.
+                // Justified failpoint: the runtime cannot be made to fail one call between objects.
                 if config(&self.env).failpoint("revoke_push_fails_once") && !self.push_failed.replace(true) {
                     return Err(Error::from("failpoint revoke_push_fails_once"));
                 }

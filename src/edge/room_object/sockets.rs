@@ -28,21 +28,8 @@ use crate::protocol::wire::{close, SUBPROTOCOL};
 pub(super) type Asking =
     futures::future::Shared<futures::future::LocalBoxFuture<'static, std::result::Result<(i64, Vec<String>, JoinedAnswer), String>>>;
 
-/// How long records after the welcome wait to be sent together (ms).
-const RECORD_WAIT_MS: u64 = 250;
-/// Users recorded in one call at most.
-const RECORDS_PER_CALL: usize = 200;
-/// A record after the welcome that fails is retried this many times, 1 s after the first
-/// failure and doubling (31 s in all), then left to the user's next refresh: a room does
-/// not stay awake for a directory that keeps failing.
-const RECORD_RETRIES: u32 = 5;
-
-/// Records after the welcome, by shard: the users waiting. A shard is listed exactly while
-/// a task sends its records ([`RoomObject::send_records`]).
-pub(super) type Unrecorded = Vec<String>;
-
-/// `/joined` to a directory shard. A test failpoint holds the call back, so a `/revoke`
-/// can race it.
+/// `/joined` to a directory shard. Justified failpoint: the runtime cannot hold a call
+/// back, and a `/revoke` racing a record needs one held back.
 async fn joined(env: &Env, shard: &str, joined: &Joined) -> Result<JoinedAnswer> {
     if config(env).failpoint("slow_join_record") {
         worker::Delay::from(std::time::Duration::from_millis(2_000)).await;
@@ -74,7 +61,7 @@ impl Attachment {
 }
 
 impl RoomObject {
-    pub(super) async fn connect(self: &Rc<Self>, req: &web_sys::Request) -> Result<web_sys::Response> {
+    pub(super) async fn connect(&self, req: &web_sys::Request) -> Result<web_sys::Response> {
         let raw = req.headers().get(TICKET_HEADER)?.ok_or_else(|| Error::from("no ticket"))?;
         let bytes = URL_SAFE_NO_PAD.decode(raw).map_err(|_| Error::from("bad ticket"))?;
         let mut ticket: Ticket = serde_json::from_slice(&bytes)?;
@@ -84,7 +71,7 @@ impl RoomObject {
 
         let now_ms = runtime::now_ms();
         member.joined_ms = now_ms;
-        let (revoked_before, record_later) = match self.revocation_of(&member, channel, now_ms).await {
+        let revoked_before = match self.revocation_of(&member, channel, now_ms).await {
             Ok(verdict) => verdict,
             Err(e) => {
                 // Unknown is not "not revoked": no welcome. The client sees 1011 and retries.
@@ -105,6 +92,7 @@ impl RoomObject {
         let socket = pair.server;
         // Hibernatable accept: the runtime owns the socket from here on.
         self.state.accept_websocket_with_tags(&socket, &[&room::member_tag(&member.sub)]);
+        self.memory.borrow_mut().socket_opened();
         let builds =
             Builds { server: runtime::BUILD_ID, client: ticket.build.as_deref(), require_current: config(&self.env).require_current_build };
         match self.admit(&socket, &member, &answers, ticket.since, builds, channel, &others, now_ms).await {
@@ -117,9 +105,6 @@ impl RoomObject {
                     Some((code, _)) => (code, "refused"),
                 };
                 self.connect_line(channel, code, reason, now_ms);
-                if let Some(shard) = record_later {
-                    self.record_later(shard, &member.sub, channel);
-                }
             }
             Err(e) => {
                 // A socket the room could not take must not linger: presence and the per-user
@@ -159,6 +144,7 @@ impl RoomObject {
     ) -> Result<Option<(u16, &'static str)>> {
         self.remember_channel(channel)?;
         Attachment { member: member.clone(), closing: false }.save(socket)?;
+        // Justified failpoint: the runtime cannot be made to fail an attachment write.
         if config(&self.env).failpoint("after_accept") {
             return Err(Error::from("failpoint after_accept"));
         }
@@ -182,20 +168,20 @@ impl RoomObject {
         Ok(join.close)
     }
 
-    /// The revocation that applies to the member here, and the shard whose record of the
-    /// join is still to be made (after the welcome), if any. A user the room remembers costs
-    /// nothing, nor does a user of a shard the room holds a lease on; any other is recorded
-    /// in the directory first ([`Self::record`]). From the room's second new user on, a
-    /// user of a shard the room holds no lease on takes one ([`Self::lease`]): a room with one
-    /// user (a payment page) never holds one, a room many users join (a venue's orders at an
-    /// intermission) soon holds one on every shard.
-    pub(super) async fn revocation_of(&self, member: &Member, channel: &Channel, now_ms: i64) -> Result<(Option<i64>, Option<String>)> {
+    /// The revocation that applies to the member here. A user the room remembers costs
+    /// nothing, nor does a user of a shard the room holds a lease on (protocol/revocation);
+    /// any other is recorded in the directory first ([`Self::record`]). From the room's
+    /// third question on ([`LEASE_FROM_ASK`]), a user of a shard the room holds no lease on
+    /// takes one ([`Self::lease`]): a payment page or a chat never holds one, a venue's
+    /// orders at an intermission soon holds one on every shard.
+    ///
+    /// [`LEASE_FROM_ASK`]: crate::protocol::revocation::LEASE_FROM_ASK
+    pub(super) async fn revocation_of(&self, member: &Member, channel: &Channel, now_ms: i64) -> Result<Option<i64>> {
         let sub = &member.sub;
-        // What the room's memory settles: the revocation and the shard to record in later;
-        // `Err(shard)`: ask that shard.
+        // What the room's memory settles; `Err(shard)`: ask that shard.
         let settled = || match self.memory.borrow().revocations.verdict(sub, member.iat.is_some(), now_ms) {
-            Verdict::Known(revoked) => Ok((revoked, None)),
-            Verdict::Leased(shard) => Ok((None, Some(shard))),
+            Verdict::Known(revoked) => Ok(revoked),
+            Verdict::Leased => Ok(None),
             Verdict::Ask(shard) => Err(shard),
         };
         let shard = match settled() {
@@ -204,14 +190,14 @@ impl RoomObject {
         };
         // A record of this user under way is shared rather than leased over (their tabs).
         let recording = self.recording.borrow().contains_key(sub);
-        if !recording && member.iat.is_some() && self.memory.borrow_mut().revocations.asked_before() {
+        if !recording && member.iat.is_some() && self.memory.borrow_mut().revocations.wants_lease() {
             self.lease(&shard, sub, channel, now_ms).await?;
             // Without a lease (the shard has too many revocations or leaseholders): recorded alone.
             if let Ok(settled) = settled() {
                 return Ok(settled);
             }
         }
-        Ok((self.record(&shard, sub, channel, now_ms).await?, None))
+        self.record(&shard, sub, channel, now_ms).await
     }
 
     /// Asks `shard` for a lease, recording `sub` with it. Connects of the shard's users
@@ -247,11 +233,11 @@ impl RoomObject {
             .entry(key.to_owned())
             .or_insert_with(|| {
                 let env = self.env.clone();
-                let request = Joined { channel: channel.clone(), subs: vec![sub.to_owned()], at_ms: now_ms, lease };
+                let request = Joined { channel: channel.clone(), subs: vec![sub.to_owned()], lease };
                 let shard = shard.to_owned();
                 async move {
                     let answer = joined(&env, &shard, &request).await.map_err(|e| e.to_string())?;
-                    Ok((request.at_ms, request.subs, answer))
+                    Ok((now_ms, request.subs, answer))
                 }
                 .boxed_local()
                 .shared()
@@ -269,84 +255,6 @@ impl RoomObject {
         answer.map_err(Error::from)
     }
 
-    /// Records a user welcomed under a lease. One call per shard at a time: users welcomed
-    /// while it is under way go together in the next. A revocation in the answer (one that
-    /// raced the record) closes the sockets it covers. A record that fails is retried
-    /// ([`RECORD_RETRIES`]): once the lease ends, only the record lets a `/revoke` without
-    /// channels find this room. After the last retry it is made at the user's next refresh
-    /// (the room has no note of it: [`Revocations::needs_record`]).
-    ///
-    /// [`Revocations::needs_record`]: crate::protocol::revocation::Revocations::needs_record
-    fn record_later(self: &Rc<Self>, shard: String, sub: &str, channel: &Channel) {
-        {
-            let mut queues = self.unrecorded.borrow_mut();
-            if let Some(queue) = queues.get_mut(&shard) {
-                // Its task is under way and takes this user too (a user's tabs: once).
-                if !queue.iter().any(|s| s == sub) {
-                    queue.push(sub.to_owned());
-                }
-                return;
-            }
-            queues.insert(shard.clone(), vec![sub.to_owned()]);
-        }
-        let (room, channel) = (Rc::clone(self), channel.clone());
-        worker::wasm_bindgen_futures::spawn_local(async move { room.send_records(&shard, &channel).await });
-    }
-
-    async fn send_records(&self, shard: &str, channel: &Channel) {
-        let mut failures = 0;
-        // A test failpoint fails this task's first call.
-        let mut fail_next = config(&self.env).failpoint("late_record_fails_once");
-        loop {
-            // A short wait gathers the users of a storm into few calls; the lease covers them
-            // meanwhile, and a revocation after it ends is in the record's answer. After a
-            // failure, the wait is the retry's backoff.
-            let wait = if failures == 0 { RECORD_WAIT_MS } else { 1_000 << (failures - 1) };
-            worker::Delay::from(std::time::Duration::from_millis(wait)).await;
-            let subs = {
-                let mut queues = self.unrecorded.borrow_mut();
-                let Some(queue) = queues.get_mut(shard) else { return };
-                if queue.is_empty() {
-                    queues.remove(shard);
-                    return;
-                }
-                let rest = queue.split_off(queue.len().min(RECORDS_PER_CALL));
-                std::mem::replace(queue, rest)
-            };
-            let now_ms = runtime::now_ms();
-            let request = Joined { channel: channel.clone(), subs, at_ms: now_ms, lease: false };
-            let answer = match std::mem::take(&mut fail_next) {
-                true => Err(Error::from("failpoint late_record_fails_once")),
-                false => joined(&self.env, shard, &request).await,
-            };
-            match answer {
-                Ok(answer) => {
-                    failures = 0;
-                    for (sub, revoked) in request.subs.iter().zip(answer.revoked) {
-                        let revoked = self.memory.borrow_mut().revocations.learn(sub, revoked, now_ms);
-                        if let Some(revoked_at) = revoked {
-                            self.revoke(&RevokeRequest { sub: sub.clone(), revoked_at }).await;
-                        }
-                    }
-                }
-                Err(e) if failures < RECORD_RETRIES => {
-                    failures += 1;
-                    log::warning(&self.env, None, "could not record users in the directory; retrying", e);
-                    // Back in the queue, ahead of those who came since (a user's tabs: once).
-                    let mut queues = self.unrecorded.borrow_mut();
-                    let queue = queues.entry(shard.to_owned()).or_default();
-                    let since: Vec<String> = queue.drain(..).filter(|s| !request.subs.contains(s)).collect();
-                    *queue = request.subs;
-                    queue.extend(since);
-                }
-                Err(e) => {
-                    failures = 0;
-                    log::warning(&self.env, None, "could not record users in the directory; recorded at their next refresh", e);
-                }
-            }
-        }
-    }
-
     /// Records in the directory that `sub` is here (`/joined`, one call to a warm object),
     /// answered with the revocation as of the record: a `/revoke` before it is in the answer,
     /// one after it finds the record and reaches this room. See protocol/revocation.rs.
@@ -359,24 +267,34 @@ impl RoomObject {
         Ok(self.memory.borrow_mut().revocations.learn(sub, answer.revoked.first().copied().flatten(), now_ms))
     }
 
-    /// A staying user's record renewed at refresh; a revocation in the answer that covers
-    /// the refreshed token closes the socket. A failed renewal is retried at the next refresh.
-    async fn renew_record(&self, ws: &WebSocket, attachment: &mut Attachment, channel: &Channel, now_ms: i64) {
+    /// A staying user's record renewed at refresh, before `refreshed`; a revocation in the
+    /// answer that covers the refreshed token closes the socket 4401. A renewal that fails
+    /// closes it 1011 (the client reconnects): a socket welcomed under a lease is reached by
+    /// the shard's pushes only for its first token's life, so the record is what reaches it
+    /// after a refresh. Returns whether the socket stays open.
+    async fn renew_record(&self, ws: &WebSocket, attachment: &mut Attachment, channel: &Channel, now_ms: i64) -> bool {
         let member = &mut attachment.member;
-        match self.record(&directory_shard(&member.sub), &member.sub, channel, now_ms).await {
-            Ok(revoked_at) => {
-                member.revoked_before = member.revoked_before.max(revoked_at);
-                if self.memory.borrow().refuses(&member.sub, member.iat, member.revoked_before, now_ms) {
-                    self.close_socket(ws, close::UNAUTHENTICATED, "token revoked").await;
-                } else if revoked_at.is_some() {
-                    if let Err(e) = attachment.save(ws) {
-                        log::internal(&self.env, None, "revocation not saved on a socket; closing it", e);
-                        self.close_socket(ws, close::INTERNAL, "internal error").await;
-                    }
-                }
+        let revoked_at = match self.record(&directory_shard(&member.sub), &member.sub, channel, now_ms).await {
+            Ok(revoked_at) => revoked_at,
+            Err(e) => {
+                log::internal(&self.env, Some(channel), "could not renew a user's record in the directory; closing", e);
+                self.close_socket(ws, close::INTERNAL, "internal error").await;
+                return false;
             }
-            Err(e) => log::warning(&self.env, None, "could not renew a user's record in the directory", e),
+        };
+        member.revoked_before = member.revoked_before.max(revoked_at);
+        if self.memory.borrow().refuses(&member.sub, member.iat, member.revoked_before, now_ms) {
+            self.close_socket(ws, close::UNAUTHENTICATED, "token revoked").await;
+            return false;
         }
+        if revoked_at.is_some() {
+            if let Err(e) = attachment.save(ws) {
+                log::internal(&self.env, None, "revocation not saved on a socket; closing it", e);
+                self.close_socket(ws, close::INTERNAL, "internal error").await;
+                return false;
+            }
+        }
+        true
     }
 
     /// A revocation pushed by the directory: closes the sockets it covers; the
@@ -416,8 +334,7 @@ impl RoomObject {
         }
     }
 
-    /// After a socket left: presence hears of it; when it was the user's last socket here,
-    /// the room drops their rate window; when it was the room's last socket, the alarm is
+    /// After a socket left: presence hears of it; when it was the room's last socket, the alarm is
     /// recomputed (and usually dropped: an idle room holds none). The leaving socket is
     /// excluded by identity: in its own close handler the runtime may still list it as open.
     pub(super) async fn depart(&self, ws: &WebSocket, member: &Member, code: u16) {
@@ -437,12 +354,9 @@ impl RoomObject {
             log::internal(&self.env, None, "an inbox socket's grant not dropped", e);
         }
         // No call to the directory: the user's record there stays, and expires (revocation.rs).
-        let raw = self.state.as_raw();
         let leaving: &wasm_bindgen::JsValue = ws.as_ref();
-        if js::count_open(raw, &room::member_tag(&member.sub), leaving) == 0 {
-            self.memory.borrow_mut().forget_user(&member.sub);
-        }
-        if js::count_open(raw, "", leaving) == 0 {
+        let emptied = self.memory.borrow_mut().socket_left(&member.sub, || js::count_open(self.state.as_raw(), "", leaving) as usize);
+        if emptied {
             if let Err(e) = self.schedule_alarm(Some(&member.conn)).await {
                 log::internal(&self.env, None, "alarm", e);
             }
@@ -517,7 +431,12 @@ impl RoomObject {
                     }
                 }
                 Effect::Close(code, reason) => self.close_socket(&ws, code, reason).await,
-                Effect::RenewRecord => self.renew_record(&ws, &mut attachment, &channel, now_ms).await,
+                Effect::RenewRecord => {
+                    if !self.renew_record(&ws, &mut attachment, &channel, now_ms).await {
+                        // Closed: no `refreshed` after it.
+                        return Ok(());
+                    }
+                }
             }
         }
         if failed {

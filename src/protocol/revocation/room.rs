@@ -1,125 +1,36 @@
-//! Revocation: where it is recorded, and what a room remembers of it.
+//! The room's side of revocation: what it remembers, and when it must ask its user's shard.
 //!
-//! Revocations live in a few long-lived *directory* objects, a user's in the shard named by a
-//! hash of their `sub` ([`directory_shard`]): a fixed, small set of objects that stay warm,
-//! instead of one fresh object per user on the connect path. Before a room welcomes a user
-//! it does not know, it records in the directory that the user is here; the record is
-//! answered with the revocation as of the record. So a `/revoke` either comes before the
-//! record (and is in the answer: no `welcome`) or after it (and finds the record, and pushes
-//! to the room).
-//!
-//! A room that many new users join takes a *lease* on a shard instead of recording each
-//! user first ([`Revocations::verdict`]): the shard answers with its live revocations that
-//! apply in the room ([`live_revocations`]) and, until the lease ends ([`LEASE_MS`]), pushes
-//! every later one to the room before `/revoke` answers. So the room knows every revocation
-//! that can refuse one of the shard's users, welcomes them from memory, and records where
-//! they joined after the welcome (a revocation racing that record is in its answer, and
-//! closes the socket).
-//!
-//! A departure costs no call: a record outlives the user's sockets, and a `/revoke` that
-//! reaches a room the user has left closes nothing there. Records expire instead
-//! ([`RECORD_KEPT_MS`]), and a room renews a user's record while the user stays
-//! ([`Revocations::needs_record`], at refresh), so a live socket's record never expires.
-//! Why not drop the record when the user leaves: at an intermission hundreds of pages close
-//! at once, and a call per departure to a shared directory object is what made deliveries
-//! wait (bench/README.md).
-//!
-//! What a room remembers ([`Revocations`]) spares a reconnect the question. It stays correct
-//! because an entry exists only for a user the directory has been asked about and recorded
-//! here, and from then on every revocation of that user is pushed to this room by `/revoke`.
-//! Answers and pushes merge by taking the later revocation, so neither is lost to the other.
-//! Entries expire, so a room forgets users it no longer sees and a push that failed (the
-//! backend retries `/revoke`) cannot be trusted away for long.
+//! No call here outlives the connect or refresh that made it: a room asks before it
+//! welcomes (a failure closes 1011: unknown is not "not revoked") and renews a record before
+//! it answers `refreshed`. So the room's side holds no deadline and no retry: a woken room
+//! starts with an empty memory, and asks.
 
 use std::collections::HashMap;
 
-/// The scope under which a revocation of all of a user's channels is recorded.
-pub const ALL_CHANNELS: &str = "*";
-
-/// Directory objects. Fixed for a deployment's life: a `sub` must always hash to the shard
-/// holding its revocations (changing it needs a migration that moves the rows).
-pub const DIRECTORY_SHARDS: u32 = 16;
-
-/// Revocations older than this are dropped from a directory (on its next `/revoke`). A token
-/// lives at most `TOKEN_MAX_LIFETIME` (15 minutes by default), so only the last quarter hour
-/// can refuse one; a day leaves room for any configured lifetime and clock skew.
-pub const KEPT_SECS: i64 = 24 * 60 * 60;
-
-/// The name of the directory object that holds `sub`'s revocations.
-pub fn directory_shard(sub: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(sub.as_bytes());
-    let n = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]) % DIRECTORY_SHARDS;
-    format!("shard-{n}")
-}
+use super::directory_shard;
 
 /// How long an answer is trusted.
 pub const TTL_MS: i64 = 10 * 60 * 1000;
-/// How long a directory keeps a record of where a user joined.
-pub const RECORD_KEPT_MS: i64 = 24 * 60 * 60 * 1000;
 /// A room renews a staying user's record when it is this old. A socket refreshes its token
 /// at least once per token lifetime (15 minutes by default) or is closed, so a live socket's
-/// record is never older than this plus one lifetime: far inside [`RECORD_KEPT_MS`].
+/// record is never older than this plus one lifetime: far inside [`super::RECORD_KEPT_MS`].
 pub const RECORD_RENEW_MS: i64 = 60 * 60 * 1000;
 /// Entries kept; beyond it, answers are not cached (pushes always are).
 pub const MAX_ENTRIES: usize = 10_000;
-
-/// How long a directory shard pushes every revocation of its users to a room it granted a
-/// lease (ms). See [`Revocations::verdict`].
-pub const LEASE_MS: i64 = 60 * 1000;
-/// A shard with more live revocations than this grants no lease: its rooms record each new
-/// user before the welcome instead (the answer stays small, and such a shard is rare).
-pub const MAX_LEASED: usize = 1_000;
-/// Slack between the backend's clock (a revocation's time) and the edge's (a token's age).
-pub const CLOCK_SLACK_SECS: i64 = 60;
-
-/// Until when a room trusts a lease (ms): 90% of it, counted from when the room *asked*. The
-/// shard counts the whole lease from when it *granted*, which is later, so the room stops
-/// trusting it before the shard stops pushing, with no two clocks compared.
-pub fn lease_trusted_until(asked_at_ms: i64, lease_ms: i64) -> i64 {
-    asked_at_ms.saturating_add(lease_ms / 10 * 9)
-}
-
-/// What a shard hands a room with a lease: the revocations (sub, Unix seconds) of its users
-/// that apply in `channel` and can still refuse a token (issued after `oldest`: a token
-/// issued earlier has expired); `None` when there are more than [`MAX_LEASED`].
-/// `revoked`: sub → [(scope, revoked at)].
-pub fn live_revocations(revoked: &HashMap<String, Vec<(String, i64)>>, channel: &str, oldest: i64) -> Option<Vec<(String, i64)>> {
-    let mut live = Vec::new();
-    for (sub, scopes) in revoked {
-        let applies = scopes.iter().filter(|(scope, at)| (scope == ALL_CHANNELS || scope == channel) && *at >= oldest);
-        if let Some(at) = applies.map(|(_, at)| *at).max() {
-            if live.len() == MAX_LEASED {
-                return None;
-            }
-            live.push((sub.clone(), at));
-        }
-    }
-    Some(live)
-}
-
-/// The oldest revocation that can refuse a token of `max_lifetime` seconds at `now` (a token
-/// without `iat` is never admitted under a lease: any revocation refuses it).
-pub fn oldest_live(now_secs: i64, max_lifetime: i64) -> i64 {
-    now_secs - max_lifetime - crate::protocol::token::LEEWAY_SECS - CLOCK_SLACK_SECS
-}
-
-/// Whether a push of a revocation at `revoked_at` (Unix seconds) still matters at `now`: once
-/// every token it could refuse has expired, the sockets it would close are closed by their
-/// expiry and a reconnect with such a token is refused anyway, so a push that keeps failing
-/// is given up rather than retried for ever.
-pub fn push_matters(revoked_at: i64, now_secs: i64, max_lifetime: i64) -> bool {
-    revoked_at >= oldest_live(now_secs, max_lifetime)
-}
+/// A room asks for a lease with its third question on: a payment page (one user) or a
+/// chat (a customer and a staff member) records each, and never becomes a leaseholder that
+/// every `/revoke` of the shard must reach; a venue's orders at an intermission soon holds
+/// a lease on every shard.
+pub const LEASE_FROM_ASK: u32 = 3;
 
 /// How a room answers "is this user revoked?" at connect.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
     /// The room knows: the revocation that applies, if any.
     Known(Option<i64>),
-    /// The room holds a lease on the user's shard (named): not revoked, and the record of
-    /// the join can follow the welcome.
-    Leased(String),
+    /// The room holds a lease on the user's shard: not revoked. The shard pushes to this
+    /// room for the life of the socket's token; its first refresh records it.
+    Leased,
     /// Ask the user's shard (named) first.
     Ask(String),
 }
@@ -130,10 +41,10 @@ pub struct Revocations {
     entries: HashMap<String, (Option<i64>, i64)>,
     /// sub → when this room last recorded the user in the directory (ms).
     recorded: HashMap<String, i64>,
-    /// shard → until when its lease is trusted (ms). At most [`DIRECTORY_SHARDS`] entries.
+    /// shard → until when its lease is trusted (ms). At most [`super::DIRECTORY_SHARDS`] entries.
     leases: HashMap<String, i64>,
-    /// The room has asked the directory about a user.
-    asked: bool,
+    /// Questions asked of the directory (saturating).
+    asked: u32,
 }
 
 impl Revocations {
@@ -153,15 +64,16 @@ impl Revocations {
         }
         let shard = directory_shard(sub);
         if has_iat && self.leases.get(&shard).is_some_and(|until| now_ms < *until) {
-            return Verdict::Leased(shard);
+            return Verdict::Leased;
         }
         Verdict::Ask(shard)
     }
 
-    /// Notes that the room asks the directory about a user; whether it had before. A lease
-    /// pays from the room's second new user on: a room with one user never needs one.
-    pub fn asked_before(&mut self) -> bool {
-        std::mem::replace(&mut self.asked, true)
+    /// Notes that the room asks the directory about a user; whether to ask for a lease with
+    /// it ([`LEASE_FROM_ASK`]).
+    pub fn wants_lease(&mut self) -> bool {
+        self.asked = self.asked.saturating_add(1);
+        self.asked >= LEASE_FROM_ASK
     }
 
     /// A lease on `shard` until `trusted_until`, with the shard's live revocations; not taken
@@ -237,6 +149,7 @@ impl Revocations {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::revocation::{lease_trusted_until, LEASE_MS, RECORD_KEPT_MS};
 
     const T: i64 = 1_800_000_000_000;
 
@@ -295,7 +208,7 @@ mod tests {
         let until = lease_trusted_until(T, LEASE_MS);
         assert_eq!(until, T + LEASE_MS * 9 / 10, "stops trusting before the shard stops pushing");
         r.grant(&shard, until, &[(revoked.clone(), 42)], T);
-        assert_eq!(r.verdict(&other, true, T + 1), Verdict::Leased(shard.clone()));
+        assert_eq!(r.verdict(&other, true, T + 1), Verdict::Leased);
         assert_eq!(r.verdict(&revoked, true, T + 1), Verdict::Known(Some(42)), "the lease's revocations refuse");
         assert_eq!(r.verdict(&other, false, T + 1), ask, "a token without iat is always asked about");
         assert_eq!(r.verdict(&outside, true, T + 1), Verdict::Ask(directory_shard(&outside)), "another shard's user");
@@ -305,46 +218,13 @@ mod tests {
         assert_eq!(r.verdict(&other, true, T + 3), Verdict::Known(Some(50)));
         // An older grant answered late never shortens a newer one.
         r.grant(&shard, T + 5, &[], T + 4);
-        assert_eq!(r.verdict(&sub_in(&shard, &["u", &other, &revoked]), true, until - 1), Verdict::Leased(shard.clone()));
+        assert_eq!(r.verdict(&sub_in(&shard, &["u", &other, &revoked]), true, until - 1), Verdict::Leased);
     }
 
     #[test]
-    fn a_room_asks_for_leases_from_its_second_new_user_on() {
+    fn a_room_asks_for_leases_from_its_third_question_on() {
         let mut r = Revocations::default();
-        assert!(!r.asked_before());
-        assert!(r.asked_before());
-    }
-
-    #[test]
-    fn a_lease_carries_only_revocations_that_apply_and_can_still_refuse_and_none_when_too_many() {
-        let mut revoked: HashMap<String, Vec<(String, i64)>> = HashMap::new();
-        revoked.insert("all".into(), vec![(ALL_CHANNELS.into(), 100), ("orders:a".into(), 120)]);
-        revoked.insert("here".into(), vec![("orders:a".into(), 90)]);
-        revoked.insert("elsewhere".into(), vec![("orders:b".into(), 200)]);
-        revoked.insert("old".into(), vec![(ALL_CHANNELS.into(), 10)]);
-        let mut live = live_revocations(&revoked, "orders:a", 50).unwrap_or_default();
-        live.sort();
-        assert_eq!(live, vec![("all".into(), 120), ("here".into(), 90)]);
-        // A token lives at most its lifetime (plus leeway): older revocations refuse nothing.
-        assert_eq!(oldest_live(10_000, 900), 10_000 - 900 - crate::protocol::token::LEEWAY_SECS - CLOCK_SLACK_SECS);
-        let many: HashMap<String, Vec<(String, i64)>> =
-            (0..=MAX_LEASED).map(|i| (format!("u{i}"), vec![(ALL_CHANNELS.to_owned(), 100)])).collect();
-        assert_eq!(live_revocations(&many, "orders:a", 0), None, "too many: no lease");
-        let enough: HashMap<String, Vec<(String, i64)>> =
-            (0..MAX_LEASED).map(|i| (format!("u{i}"), vec![(ALL_CHANNELS.to_owned(), 100)])).collect();
-        assert_eq!(live_revocations(&enough, "orders:a", 0).map(|l| l.len()), Some(MAX_LEASED));
-    }
-
-    #[test]
-    fn users_spread_over_a_fixed_set_of_directory_shards() {
-        let mut seen = std::collections::HashSet::new();
-        for i in 0..1000 {
-            let shard = directory_shard(&format!("customer-{i}"));
-            assert_eq!(shard, directory_shard(&format!("customer-{i}")), "stable");
-            seen.insert(shard);
-        }
-        assert_eq!(seen.len(), DIRECTORY_SHARDS as usize, "every shard used, no other name");
-        assert!(seen.iter().all(|s| s.starts_with("shard-")));
+        assert_eq!((0..4).map(|_| r.wants_lease()).collect::<Vec<_>>(), [false, false, true, true]);
     }
 
     #[test]
@@ -367,7 +247,7 @@ mod tests {
         let mut r = Revocations::default();
         let shard = directory_shard("newcomer");
         r.grant(&shard, T + 60_000, &[], T);
-        assert!(matches!(r.verdict("newcomer", true, T), Verdict::Leased(_)));
+        assert!(matches!(r.verdict("newcomer", true, T), Verdict::Leased));
         // Not-revoked answers and expired entries make room first.
         r.learn("answer", None, T);
         for i in 0..MAX_ENTRIES - 1 {
@@ -375,7 +255,7 @@ mod tests {
         }
         r.revoke("fresh", 1, T);
         assert_eq!(r.entries.len(), 1, "the expired and the answer went");
-        assert!(matches!(r.verdict("newcomer", true, T), Verdict::Leased(_)));
+        assert!(matches!(r.verdict("newcomer", true, T), Verdict::Leased));
         // Full of live revocations: the next is not kept, and no lease is trusted any more.
         for i in 0..MAX_ENTRIES - 1 {
             r.revoke(&format!("live-{i}"), 1, T);
@@ -387,14 +267,5 @@ mod tests {
         // A lease whose revocations do not fit is not taken.
         r.grant(&shard, T + 60_000, &[("another".into(), 1)], T);
         assert_eq!(r.verdict("newcomer", true, T), Verdict::Ask(shard));
-    }
-
-    #[test]
-    fn a_failing_push_matters_until_every_token_it_could_refuse_has_expired() {
-        let (at, lifetime) = (1_800_000_000, 900);
-        let last = at + lifetime + crate::protocol::token::LEEWAY_SECS + CLOCK_SLACK_SECS;
-        assert!(push_matters(at, at, lifetime));
-        assert!(push_matters(at, last, lifetime), "a token issued at the revocation may still live");
-        assert!(!push_matters(at, last + 1, lifetime));
     }
 }
