@@ -89,5 +89,21 @@ pub fn warning(env: &Env, at: Option<&Channel>, place: &str, reason: impl std::f
 
 /// One Analytics Engine data point (`index1` = `index`, blobs, doubles), when `METRICS` is bound.
 pub fn point(env: &Env, index: &str, blobs: &[&str], doubles: &[f64]) {
-    js::metric(env.as_ref(), index, blobs.iter().map(|b| b.to_string()).collect(), doubles.to_vec());
+    // Unbound (the default): nothing is built and nothing crosses into JS.
+    if metrics_bound(env) {
+        js::metric(env.as_ref(), index, blobs.iter().map(|b| b.to_string()).collect(), doubles.to_vec());
+    }
+}
+
+thread_local! {
+    /// Whether `METRICS` is bound, looked up once per isolate (bindings are fixed for its life).
+    static METRICS_BOUND: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+}
+
+fn metrics_bound(env: &Env) -> bool {
+    METRICS_BOUND.with(|bound| {
+        *bound.get().get_or_insert_with(|| {
+            worker::js_sys::Reflect::get(env.as_ref(), &"METRICS".into()).is_ok_and(|v| !v.is_undefined() && !v.is_null())
+        })
+    })
 }
