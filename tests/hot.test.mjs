@@ -55,6 +55,9 @@ test("read_capped returns the whole body up to the cap and null past it, while i
   assert.deepEqual(await hot.read_capped(chunked([3, 4]), 7), new Uint8Array(7).fill(97));
   assert.equal(await hot.read_capped(chunked([4, 4]), 7), null);
   assert.deepEqual(await hot.read_capped(new Request("https://x/"), 7), new Uint8Array(0), "no body");
+  const declared = (n) => new Request("https://x/", { method: "POST", body: "a".repeat(n), headers: { "Content-Length": String(n) } });
+  assert.deepEqual(await hot.read_capped(declared(7), 7), new Uint8Array(7).fill(97), "a declared length within the cap: read whole");
+  assert.equal(await hot.read_capped(declared(8), 7), null, "a declared length over the cap: read as it arrives, cut off");
   // A body that never ends is cut off once the cap is passed, not awaited.
   const endless = new Request("https://x/publish", {
     method: "POST",

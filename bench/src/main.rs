@@ -444,6 +444,7 @@ async fn run(g: &Gateway, quick: bool, only: Option<&str>, f: &mut Figures) {
             let ch = format!("orders:single-{subscribers}-{tag}");
             let sockets = clients(port, &ch, subscribers).await;
             let rx = tokio::spawn(receive(sockets, n as u64, Duration::from_secs(20)));
+            phase(&format!("single {label}"));
             let cpu0 = g.usage().0;
             let started = Instant::now();
             single(ch.clone(), n, "s").await;
@@ -469,6 +470,7 @@ async fn run(g: &Gateway, quick: bool, only: Option<&str>, f: &mut Figures) {
             sockets.extend(futures_util::future::join_all(opens).await.into_iter().map(|w| w.expect("socket")));
         }
         let rx = tokio::spawn(receive(sockets, 5, Duration::from_secs(20)));
+        phase("single new rooms");
         let cpu0 = g.usage().0;
         let started = Instant::now();
         let next = std::sync::atomic::AtomicUsize::new(0);

@@ -41,10 +41,10 @@ async fn fetch(req: web_sys::Request, env: Env, _ctx: Context) -> Result<web_sys
 async fn route(req: web_sys::Request, env: &Env, origin: &str, path: &str, query: &str) -> Result<web_sys::Response> {
     match path {
         "/healthz" => Ok(Response::from_json(&serde_json::json!({"ok": true, "build": BUILD_ID}))?.into()),
-        "/publish" => Ok(logged(env, "publish", &[200], publish(&req, env)).await?.into()),
+        "/publish" => logged(env, "publish", &[200], publish(&req, env)).await,
         // A revoke's 503 (`pending`) is logged with its counts where it is decided.
-        "/revoke" => Ok(logged(env, "revoke", &[200, 503], revoke(&req, env)).await?.into()),
-        "/links" => Ok(logged(env, "links", &[200], link(&req, env)).await?.into()),
+        "/revoke" => logged(env, "revoke", &[200, 503], async { revoke(&req, env).await.map(Into::into) }).await,
+        "/links" => logged(env, "links", &[200], async { link(&req, env).await.map(Into::into) }).await,
         p if p.starts_with("/channels/") => Ok(read_channel(&req, p, query, env).await?.into()),
         p if p == "/ws" || p.starts_with("/ws/") => connect(&req, origin, p, &handshake::query_pairs(query), env).await,
         // Everything else is a static asset (the platform serves those before the Worker runs).
@@ -148,18 +148,23 @@ struct PublishResult<'a> {
 /// signature, body. The body is validated whole before any channel sees any of it.
 /// A signed endpoint's answer, with a line for every status the endpoint does not log itself
 /// with its counts (`counted`): refusals before its body is read, and failures.
-async fn logged(env: &Env, event: &str, counted: &[u16], answer: impl std::future::Future<Output = Result<Response>>) -> Result<Response> {
+async fn logged(
+    env: &Env,
+    event: &str,
+    counted: &[u16],
+    answer: impl std::future::Future<Output = Result<web_sys::Response>>,
+) -> Result<web_sys::Response> {
     let started = runtime::now_ms();
     let answer = answer.await?;
-    if !counted.contains(&answer.status_code()) {
-        request_line(env, event, answer.status_code(), started, serde_json::json!({}));
+    if !counted.contains(&answer.status()) {
+        request_line(env, event, answer.status(), started, || serde_json::json!({}));
     }
     Ok(answer)
 }
 
-/// A signed endpoint's line and data point: its status, how long it took, and `more`.
-fn request_line(env: &Env, event: &str, status: u16, started_ms: i64, more: serde_json::Value) {
-    let ms = (runtime::now_ms() - started_ms) as f64;
+/// A signed endpoint's line and data point: its status, how long it took, and `more`, built
+/// only when a line or a data point is written (a publish at the default level: neither).
+fn request_line(env: &Env, event: &str, status: u16, started_ms: i64, more: impl FnOnce() -> serde_json::Value) {
     let level = match status {
         // A publish is the backend's everyday call (one per order change): its line is as
         // costly as the publish (bench/README.md), so only `debug` writes it; the metrics count it.
@@ -168,28 +173,33 @@ fn request_line(env: &Env, event: &str, status: u16, started_ms: i64, more: serd
         500.. => Level::Error,
         _ => Level::Warn,
     };
+    let point = event != "links" && log::metrics_bound(env);
+    if !point && !log::enabled(env, level) {
+        return;
+    }
+    let ms = (runtime::now_ms() - started_ms) as f64;
     let mut fields = serde_json::json!({"status": status, "ms": ms});
-    if let (Some(fields), serde_json::Value::Object(more)) = (fields.as_object_mut(), more) {
+    if let (Some(fields), serde_json::Value::Object(more)) = (fields.as_object_mut(), more()) {
         fields.extend(more);
     }
     let count = fields.get("messages").or(fields.get("closed")).and_then(|v| v.as_f64()).unwrap_or(0.0);
     let scope = fields.get("scope").map(|s| s.to_string().trim_matches('"').to_owned()).unwrap_or_default();
     log::line(env, level, event, fields);
-    if event != "links" {
+    if point {
         log::point(env, event, &[event, "", &status.to_string(), &scope], &[count, ms]);
     }
 }
 
-async fn publish(req: &web_sys::Request, env: &Env) -> Result<Response> {
+async fn publish(req: &web_sys::Request, env: &Env) -> Result<web_sys::Response> {
     let started = runtime::now_ms();
     let body = match signed_body(req, env, "/publish").await? {
         Ok((body, _)) => body,
-        Err(refusal) => return Ok(refusal),
+        Err(refusal) => return Ok(refusal.into()),
     };
     let messages = match publish::parse_body(&body) {
         Ok(messages) => messages,
-        Err(BodyError::Invalid(message)) => return json_error(400, "bad_request", &message),
-        Err(BodyError::DataTooLarge(message)) => return json_error(413, "too_large", &message),
+        Err(BodyError::Invalid(message)) => return Ok(json_error(400, "bad_request", &message)?.into()),
+        Err(BodyError::DataTooLarge(message)) => return Ok(json_error(413, "too_large", &message)?.into()),
     };
 
     // One request per channel, all channels in parallel; each channel's events keep request
@@ -210,7 +220,7 @@ async fn publish(req: &web_sys::Request, env: &Env) -> Result<Response> {
             Err(e) => {
                 // Channels that did accept keep their events; a retry is safe (dedupe by id).
                 log::internal(env, None, "publish", e);
-                return json_error(500, "internal", "a channel could not be reached; retrying the same request is safe");
+                return Ok(json_error(500, "internal", "a channel could not be reached; retrying the same request is safe")?.into());
             }
         };
         for ((slot, delivery), outcome) in events.iter().zip(reply.results) {
@@ -226,12 +236,13 @@ async fn publish(req: &web_sys::Request, env: &Env) -> Result<Response> {
         }
     }
     let results: Vec<PublishResult> = results.into_iter().flatten().collect();
-    let delivered: u32 = results.iter().map(|r| r.delivered).sum();
-    let duplicates = results.iter().filter(|r| r.duplicate).count();
-    let fields =
-        serde_json::json!({"messages": messages.len(), "channels": groups.len(), "delivered": delivered, "duplicates": duplicates});
-    request_line(env, "publish", 200, started, fields);
-    Response::from_json(&PublishResults { results })
+    request_line(env, "publish", 200, started, || {
+        let delivered: u32 = results.iter().map(|r| r.delivered).sum();
+        let duplicates = results.iter().filter(|r| r.duplicate).count();
+        serde_json::json!({"messages": messages.len(), "channels": groups.len(), "delivered": delivered, "duplicates": duplicates})
+    });
+    // Straight into the runtime's own response: no workers-rs `Response` to convert.
+    js::json(&PublishResults { results })
 }
 
 #[derive(Serialize)]
@@ -277,7 +288,7 @@ async fn link(req: &web_sys::Request, env: &Env) -> Result<Response> {
         }
     }
     let linked = results.iter().filter(|r| r["linked"] == true).count();
-    request_line(env, "links", 200, started, serde_json::json!({"entries": orders.len(), "linked": linked}));
+    request_line(env, "links", 200, started, || serde_json::json!({"entries": orders.len(), "linked": linked}));
     Response::from_json(&serde_json::json!({ "results": results }))
 }
 
@@ -299,7 +310,7 @@ async fn revoke(req: &web_sys::Request, env: &Env) -> Result<Response> {
     match js::call::<_, RevokeReply>(env, runtime::directory(&order.sub), "/revoke", &request).await {
         Ok(reply) if reply.pending => {
             // Recorded, not yet in force everywhere: the backend retries (the same `t`).
-            request_line(env, "revoke", 503, started, serde_json::json!({"scope": scope, "closed": reply.closed}));
+            request_line(env, "revoke", 503, started, || serde_json::json!({"scope": scope, "closed": reply.closed}));
             let mut answer = Response::from_json(&serde_json::json!({
                 "error": "pending", "closed": reply.closed,
                 "message": "the revocation is recorded, but a room could not be reached yet; retrying the same request is safe",
@@ -309,7 +320,7 @@ async fn revoke(req: &web_sys::Request, env: &Env) -> Result<Response> {
             Ok(answer)
         }
         Ok(reply) => {
-            request_line(env, "revoke", 200, started, serde_json::json!({"scope": scope, "closed": reply.closed}));
+            request_line(env, "revoke", 200, started, || serde_json::json!({"scope": scope, "closed": reply.closed}));
             Response::from_json(&serde_json::json!({"closed": reply.closed}))
         }
         Err(e) => {

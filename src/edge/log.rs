@@ -100,7 +100,8 @@ thread_local! {
     static METRICS_BOUND: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
 }
 
-fn metrics_bound(env: &Env) -> bool {
+/// Whether a data point would be written: callers skip building one when not.
+pub fn metrics_bound(env: &Env) -> bool {
     METRICS_BOUND.with(|bound| {
         *bound.get().get_or_insert_with(|| {
             worker::js_sys::Reflect::get(env.as_ref(), &"METRICS".into()).is_ok_and(|v| !v.is_undefined() && !v.is_null())

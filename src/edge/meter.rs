@@ -12,9 +12,20 @@ thread_local! {
     /// Rows read and written since the last line. Invocations of one isolate may interleave
     /// at an await, so a line's share can be off; the sum over lines is exact.
     static ROWS: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
+    /// Whether statements are counted: until the settings are read, yes; then only with
+    /// `METER=log` (two calls into JS per statement otherwise spent for nothing).
+    static ON: Cell<bool> = const { Cell::new(true) };
+}
+
+/// Set once the settings are read (runtime::config).
+pub fn set_on(on: bool) {
+    ON.with(|o| o.set(on));
 }
 
 fn count(cursor: &SqlCursor) {
+    if !ON.with(Cell::get) {
+        return;
+    }
     ROWS.with(|r| {
         let (read, written) = r.get();
         r.set((read + cursor.rows_read(), written + cursor.rows_written()));

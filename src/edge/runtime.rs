@@ -28,6 +28,7 @@ pub fn config(env: &Env) -> Rc<Config> {
             // The token keys load with the configuration; their curves must be ready first.
             super::crypto::install();
             let config = Config::from_lookup(|name| env.var(name).ok().map(|v| v.to_string()));
+            super::meter::set_on(config.meter);
             let problem = |text: String| super::log::write(Level::Error, "config", serde_json::json!({ "problem": text }));
             if let Err(reason) = &config.tokens {
                 problem(format!("sockets are refused: {reason}"));

@@ -217,12 +217,14 @@ impl RoomObject {
                     let fields = json!({"events": results.len(), "delivered": delivered, "duplicates": duplicates});
                     log::write(Level::Debug, "delivery", log::with(&channel, fields));
                 }
-                log::point(
-                    &self.env,
-                    channel.key(),
-                    &["delivery", channel.kind().as_str(), "", &channel.to_string()],
-                    &[results.len() as f64, delivered as f64],
-                );
+                if log::metrics_bound(&self.env) {
+                    log::point(
+                        &self.env,
+                        channel.key(),
+                        &["delivery", channel.kind().as_str(), "", &channel.to_string()],
+                        &[results.len() as f64, delivered as f64],
+                    );
+                }
                 js::json(&PublishReply { results })
             }
             "/links" => {

@@ -125,7 +125,9 @@ impl RoomObject {
         if log::enabled(&self.env, level) {
             log::write(level, "connect", log::with(channel, json!({"outcome": outcome, "code": code, "reason": reason, "ms": ms})));
         }
-        log::point(&self.env, channel.key(), &["connect", channel.kind().as_str(), &code.to_string(), reason], &[1.0, ms]);
+        if log::metrics_bound(&self.env) {
+            log::point(&self.env, channel.key(), &["connect", channel.kind().as_str(), &code.to_string(), reason], &[1.0, ms]);
+        }
     }
 
     /// Everything after the accept: attachment, what an inbox socket may answer, welcome and
