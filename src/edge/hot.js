@@ -107,6 +107,11 @@ async function ask(env, binding, name, path, body) {
   return text;
 }
 
+/** A room's share of a `/publish` over RPC (src/edge/entry.js): JSON text in, JSON text out. */
+export function publish_to(env, binding, name, body) {
+  return stub(env, binding, name).publish(body);
+}
+
 /** A socket accepted and closed at once with `code` (subprotocol "" selects none). */
 export function refuse(code, reason, subprotocol) {
   const pair = new WebSocketPair();

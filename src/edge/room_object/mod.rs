@@ -178,7 +178,47 @@ impl RoomObject {
         js::send_all(&js::sockets(self.state.as_raw()), frame)
     }
 
-    /// Requests from the Worker (connects, publishes, reads) and the directory (revocations),
+    /// A publish's share for this room (`PublishRequest` as JSON text), over RPC from the
+    /// Worker (entry.js): stored, sent to every socket, answered with a `PublishReply`.
+    async fn publish(self: &Rc<Self>, body: &str) -> Result<String> {
+        let request: PublishRequest = serde_json::from_str(body)?;
+        let channel = request.channel;
+        self.remember_channel(&channel)?;
+        let now_ms = runtime::now_ms();
+        let published = self.with_room(&channel, |room| room.publish(&request.events, now_ms))?;
+        let sockets = js::sockets(self.state.as_raw());
+        let forwarded = published.iter().any(|p| p.forwarded);
+        let results: Vec<PublishOutcome> = published
+            .into_iter()
+            .map(|p| PublishOutcome {
+                seq: p.seq,
+                // Serialized once; the same string goes to every socket.
+                delivered: p.frame.as_deref().map_or(0, |frame| js::send_all(&sockets, frame)),
+                duplicate: p.duplicate,
+            })
+            .collect();
+        if forwarded {
+            // After the sockets above, and not in the answer's way.
+            self.forward_soon(&channel);
+        }
+        let delivered: u32 = results.iter().map(|r| r.delivered).sum();
+        if log::enabled(&self.env, Level::Debug) {
+            let duplicates = results.iter().filter(|r| r.duplicate).count();
+            let fields = json!({"events": results.len(), "delivered": delivered, "duplicates": duplicates});
+            log::write(Level::Debug, "delivery", log::with(&channel, fields));
+        }
+        if log::metrics_bound(&self.env) {
+            log::point(
+                &self.env,
+                channel.key(),
+                &["delivery", channel.kind().as_str(), "", &channel.to_string()],
+                &[results.len() as f64, delivered as f64],
+            );
+        }
+        Ok(serde_json::to_string(&PublishReply { results })?)
+    }
+
+    /// Requests from the Worker (connects, reads, links) and the directory (revocations),
     /// in the runtime's own types: workers-rs' `Request` and `Response` conversions cost more
     /// than the work on these paths (bench/README.md).
     async fn fetch(self: &Rc<Self>, req: web_sys::Request) -> Result<web_sys::Response> {
@@ -190,43 +230,6 @@ impl RoomObject {
         // serde_json, not `.json()`: event data stays raw JSON text end to end.
         let body = js::text(&req).await?;
         match path {
-            "/publish" => {
-                let request: PublishRequest = serde_json::from_str(&body)?;
-                let channel = request.channel;
-                self.remember_channel(&channel)?;
-                let now_ms = runtime::now_ms();
-                let published = self.with_room(&channel, |room| room.publish(&request.events, now_ms))?;
-                let sockets = js::sockets(self.state.as_raw());
-                let forwarded = published.iter().any(|p| p.forwarded);
-                let results: Vec<PublishOutcome> = published
-                    .into_iter()
-                    .map(|p| PublishOutcome {
-                        seq: p.seq,
-                        // Serialized once; the same string goes to every socket.
-                        delivered: p.frame.as_deref().map_or(0, |frame| js::send_all(&sockets, frame)),
-                        duplicate: p.duplicate,
-                    })
-                    .collect();
-                if forwarded {
-                    // After the sockets above, and not in the answer's way.
-                    self.forward_soon(&channel);
-                }
-                let delivered: u32 = results.iter().map(|r| r.delivered).sum();
-                let duplicates = results.iter().filter(|r| r.duplicate).count();
-                if log::enabled(&self.env, Level::Debug) {
-                    let fields = json!({"events": results.len(), "delivered": delivered, "duplicates": duplicates});
-                    log::write(Level::Debug, "delivery", log::with(&channel, fields));
-                }
-                if log::metrics_bound(&self.env) {
-                    log::point(
-                        &self.env,
-                        channel.key(),
-                        &["delivery", channel.kind().as_str(), "", &channel.to_string()],
-                        &[results.len() as f64, delivered as f64],
-                    );
-                }
-                js::json(&PublishReply { results })
-            }
             "/links" => {
                 let request: LinkRequest = serde_json::from_str(&body)?;
                 self.remember_channel(&request.channel)?;
@@ -332,6 +335,17 @@ macro_rules! room_class {
                 };
                 self.room.meter("object");
                 Ok(response.into())
+            }
+
+            /// `/publish` over RPC (entry.js): JSON text in, JSON text out; a failure rejects,
+            /// and the Worker answers 500 (a retry is safe: dedupe by id).
+            pub async fn publish(&self, body: String) -> std::result::Result<String, JsValue> {
+                let reply = self.room.publish(&body).await;
+                if let Err(e) = &reply {
+                    crate::edge::log::internal(&self.room.env, self.room.channel().as_ref(), "publish", e);
+                }
+                self.room.meter("object");
+                reply.map_err(JsValue::from)
             }
 
             pub async fn alarm(&self) -> std::result::Result<JsValue, JsValue> {
