@@ -86,6 +86,20 @@ test("post addresses the object by name and path, and throws on any status but 2
   await assert.rejects(hot.post(failing, "ROOMS", "orders:v1", "/publish", "{}"), /answered 500 on \/publish/);
 });
 
+test("call_method calls the named method of the object named, with the text, and returns its answer", async () => {
+  const seen = [];
+  const env = {
+    ORDERS: {
+      idFromName: (name) => `id:${name}`,
+      get: (id) => ({ publish: async (body) => (seen.push({ id, body }), "{\"results\":[]}") }),
+    },
+  };
+  assert.equal(await hot.call_method(env, "ORDERS", "orders:v1", "publish", "{}"), "{\"results\":[]}");
+  assert.deepEqual(seen, [{ id: "id:orders:v1", body: "{}" }]);
+  const failing = { ORDERS: { idFromName: (n) => n, get: () => ({ publish: async () => { throw new Error("room down"); } }) } };
+  await assert.rejects(hot.call_method(failing, "ORDERS", "orders:v1", "publish", "{}"), /room down/);
+});
+
 test("post within a bound fails a call not answered in time, and answers one that is", async () => {
   const never = { ROOMS: namespace(() => new Promise(() => {}), []) };
   const started = Date.now();

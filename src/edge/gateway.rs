@@ -207,7 +207,7 @@ async fn publish(req: &web_sys::Request, env: &Env) -> Result<web_sys::Response>
     let groups = publish::group_by_channel(&messages);
     let calls = groups.iter().map(|(channel, events)| async move {
         let request = PublishRequest { channel: channel.clone(), events: events.iter().map(|(_, d)| d.clone()).collect() };
-        let reply: PublishReply = js::publish_to(env, runtime::room(channel), &request).await?;
+        let reply: PublishReply = js::call_method(env, runtime::room(channel), "publish", &request).await?;
         Ok::<_, worker::Error>((channel, reply))
     });
     let replies = join_all(calls).await;

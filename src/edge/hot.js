@@ -107,9 +107,12 @@ async function ask(env, binding, name, path, body) {
   return text;
 }
 
-/** A room's share of a `/publish` over RPC (src/edge/entry.js): JSON text in, JSON text out. */
-export function publish_to(env, binding, name, body) {
-  return stub(env, binding, name).publish(body);
+/**
+ * A room's method over RPC (src/edge/entry.js: `publish`, `forward`): JSON text in, JSON text
+ * out, with no Request, Response or body stream on either side.
+ */
+export function call_method(env, binding, name, method, body) {
+  return stub(env, binding, name)[method](body);
 }
 
 /** A socket accepted and closed at once with `code` (subprotocol "" selects none). */

@@ -27,8 +27,8 @@ extern "C" {
     /// A JSON answer between objects: `text` as is, with `status`.
     pub fn json_text(text: &str, status: u16) -> worker::web_sys::Response;
     fn post(env: &JsValue, binding: &str, name: &str, path: &str, body: &str, within_ms: f64) -> Promise;
-    #[wasm_bindgen(js_name = publish_to)]
-    fn publish_rpc(env: &JsValue, binding: &str, name: &str, body: &str) -> Promise;
+    #[wasm_bindgen(js_name = call_method)]
+    fn call_method_js(env: &JsValue, binding: &str, name: &str, method: &str, body: &str) -> Promise;
     fn open_socket(env: &JsValue, binding: &str, name: &str, ticket_header: &str, ticket: &str) -> Promise;
     /// One Analytics Engine data point to the `METRICS` binding; nothing without it, and
     /// never an error (metrics must not fail a request).
@@ -71,10 +71,10 @@ pub async fn call_within<B: serde::Serialize, T: serde::de::DeserializeOwned>(
     Ok(serde_json::from_str(&text)?)
 }
 
-/// A room's share of a `/publish`, over RPC (entry.js): its reply.
-pub async fn publish_to<B: serde::Serialize, T: serde::de::DeserializeOwned>(env: &Env, to: Object, body: &B) -> Result<T> {
+/// A room's `method` over RPC (entry.js: `publish`, `forward`), answered with JSON.
+pub async fn call_method<B: serde::Serialize, T: serde::de::DeserializeOwned>(env: &Env, to: Object, method: &str, body: &B) -> Result<T> {
     let body = serde_json::to_string(body)?;
-    let text = JsFuture::from(publish_rpc(env.as_ref(), to.binding, &to.name, &body)).await.map_err(js_error)?;
+    let text = JsFuture::from(call_method_js(env.as_ref(), to.binding, &to.name, method, &body)).await.map_err(js_error)?;
     let text = text.as_string().ok_or_else(|| Error::from("the room answered a non-text reply"))?;
     Ok(serde_json::from_str(&text)?)
 }

@@ -67,7 +67,7 @@ impl RoomObject {
         let calls = due.iter().map(|batch| async move {
             let request =
                 ForwardRequest { inbox: batch.inbox.clone(), source: channel.clone(), events: batch.events.iter().map(Copy::of).collect() };
-            js::call::<_, ForwardReply>(env, runtime::room(&batch.inbox), "/forward", &request).await
+            js::call_method::<_, ForwardReply>(env, runtime::room(&batch.inbox), "forward", &request).await
         });
         let mut retry: Option<i64> = None;
         for (batch, outcome) in due.iter().zip(join_all(calls).await) {
@@ -87,9 +87,12 @@ impl RoomObject {
                     ("retry", Level::Warn)
                 }
             };
-            let fields = json!({"source": channel.to_string(), "inbox": batch.inbox.to_string(), "kind": "inbox", "key": batch.inbox.key(),
-                "events": batch.events.len(), "outcome": outcome, "reason": failure});
-            log::line(&self.env, level, "forward", fields);
+            // Built only when written: a delivered batch's line is `debug`.
+            if log::enabled(&self.env, level) {
+                let fields = json!({"source": channel.to_string(), "inbox": batch.inbox.to_string(), "kind": "inbox",
+                    "key": batch.inbox.key(), "events": batch.events.len(), "outcome": outcome, "reason": failure});
+                log::write(level, "forward", fields);
+            }
         }
         self.log_dropped(channel);
         retry
@@ -103,8 +106,10 @@ impl RoomObject {
         }
     }
 
-    /// On an inbox: copies from one source, each stored once, sent to every socket.
-    pub(super) fn take_copies(&self, request: ForwardRequest) -> Result<ForwardReply> {
+    /// On an inbox: copies from one source (a `ForwardRequest` as JSON text, over RPC from
+    /// the source's object: entry.js), each stored once, sent to every socket.
+    pub(super) fn take_copies(&self, body: &str) -> Result<String> {
+        let request: ForwardRequest = serde_json::from_str(body)?;
         self.remember_channel(&request.inbox)?;
         let copies: Vec<StoredEvent> = request.events.into_iter().map(Copy::stored).collect();
         let frames = self.with_room(&request.inbox, |room| room.accept_copies(&request.source, &copies, runtime::now_ms()))?;
@@ -114,6 +119,6 @@ impl RoomObject {
                 js::send_all(&sockets, frame);
             }
         }
-        Ok(ForwardReply { stored: frames.len() as u32 })
+        Ok(serde_json::to_string(&ForwardReply { stored: frames.len() as u32 })?)
     }
 }

@@ -29,8 +29,7 @@ use worker::{web_sys, Env, Error, Response, Result, State, WebSocket, WebSocketI
 use super::js;
 use super::log;
 use super::messages::{
-    ForwardRequest, LinkReply, LinkRequest, PostRequest, PublishOutcome, PublishReply, PublishRequest, ReadQuery, RevokeReply,
-    RevokeRequest,
+    LinkReply, LinkRequest, PostRequest, PublishOutcome, PublishReply, PublishRequest, ReadQuery, RevokeReply, RevokeRequest,
 };
 use super::meter;
 use super::runtime::{self, config, json_error};
@@ -236,10 +235,6 @@ impl RoomObject {
                 let results = self.with_room(&request.channel, |room| room.link(&request.orders))?;
                 js::json(&LinkReply { results })
             }
-            "/forward" => {
-                let request: ForwardRequest = serde_json::from_str(&body)?;
-                js::json(&self.take_copies(request)?)
-            }
             "/post" => {
                 let request: PostRequest = serde_json::from_str(&body)?;
                 self.remember_channel(&request.channel)?;
@@ -343,6 +338,16 @@ macro_rules! room_class {
                 let reply = self.room.publish(&body).await;
                 if let Err(e) = &reply {
                     crate::edge::log::internal(&self.room.env, self.room.channel().as_ref(), "publish", e);
+                }
+                self.room.meter("object");
+                reply.map_err(JsValue::from)
+            }
+
+            /// On an inbox: copies forwarded by a linked channel, over RPC (entry.js).
+            pub fn forward(&self, body: String) -> std::result::Result<String, JsValue> {
+                let reply = self.room.take_copies(&body);
+                if let Err(e) = &reply {
+                    crate::edge::log::internal(&self.room.env, self.room.channel().as_ref(), "forward", e);
                 }
                 self.room.meter("object");
                 reply.map_err(JsValue::from)
