@@ -690,7 +690,11 @@ struct InboxPass {
 /// second), 10 each. Own delivery: send → the customer's own socket; forward: accepted by
 /// the chat (the event's `ts`) → the inbox socket. (At ten a second each, 500 messages a
 /// second into one inbox, the local runtime's one thread saturates: bench/README.md.)
-async fn inbox_pass(g: &Gateway, quick: bool, linked: bool, pass: usize) -> InboxPass {
+///
+/// `load`: no links, but as many single-event publishes to an unrelated orders channel, at
+/// the same pace as the chat messages: the control that tells the cost of any concurrent work
+/// in the local runtime's one thread from a cost of forwarding on the chats' own path.
+async fn inbox_pass(g: &Gateway, quick: bool, linked: bool, load: bool, pass: usize) -> InboxPass {
     let port = g.port;
     let (chats, customers, per) = (200, 50, if quick { 4 } else { 10 });
     let pace_ms: u64 = std::env::var("BENCH_INBOX_PACE_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
@@ -729,6 +733,16 @@ async fn inbox_pass(g: &Gateway, quick: bool, linked: bool, pass: usize) -> Inbo
         sockets.push(open(port, &format!("/ws/chat/{}", room.split_once(':').map_or("", |x| x.1)), &t).await.expect("chat socket"));
     }
     let cpu0 = g.usage().0;
+    let unrelated = load.then(|| {
+        let channel = format!("orders:inbox-load-{tag}");
+        tokio::spawn(async move {
+            let gap = Duration::from_micros(pace_ms * 1000 / customers as u64);
+            for i in 0..customers * per {
+                tokio::time::sleep(gap).await;
+                publish(port, &json!({"id": format!("load-{i}"), "channels": [&channel], "event": "x", "data": {}})).await;
+            }
+        })
+    });
     let tasks = sockets.into_iter().enumerate().map(|(u, ws)| async move {
         let (mut tx, mut rx) = ws.split();
         let sender = tokio::spawn(async move {
@@ -757,6 +771,9 @@ async fn inbox_pass(g: &Gateway, quick: bool, linked: bool, pass: usize) -> Inbo
         own
     });
     let mut own: Vec<f64> = futures_util::future::join_all(tasks).await.into_iter().flatten().collect();
+    if let Some(unrelated) = unrelated {
+        let _ = unrelated.await;
+    }
     let (unique, total, mut forward) = forwards.await.expect("inbox");
     let cpu = g.usage().0 - cpu0;
     own.sort_by(f64::total_cmp);
@@ -775,10 +792,11 @@ async fn inbox_pass(g: &Gateway, quick: bool, linked: bool, pass: usize) -> Inbo
 async fn inbox(quick: bool) -> (Vec<(String, f64)>, Vec<(&'static str, bool)>) {
     let g = Gateway::start("inbox", Some(&foyer_config()));
     let pairs = if quick { 1 } else { 3 };
-    let (mut without, mut with) = (Vec::new(), Vec::new());
+    let (mut without, mut with, mut loaded) = (Vec::new(), Vec::new(), Vec::new());
     for pass in 0..pairs {
-        without.push(inbox_pass(&g, quick, false, 2 * pass).await);
-        with.push(inbox_pass(&g, quick, true, 2 * pass + 1).await);
+        without.push(inbox_pass(&g, quick, false, false, 3 * pass).await);
+        with.push(inbox_pass(&g, quick, true, false, 3 * pass + 1).await);
+        loaded.push(inbox_pass(&g, quick, false, true, 3 * pass + 2).await);
     }
     let median = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
@@ -786,15 +804,20 @@ async fn inbox(quick: bool) -> (Vec<(String, f64)>, Vec<(&'static str, bool)>) {
     };
     let own_without = median(without.iter().map(|p| pct(&p.own, 0.99)).collect());
     let own_with = median(with.iter().map(|p| pct(&p.own, 0.99)).collect());
+    let own_loaded = median(loaded.iter().map(|p| pct(&p.own, 0.99)).collect());
+    let loaded_cpu = (loaded.iter().map(|p| p.cpu).sum::<f64>() - without.iter().map(|p| p.cpu).sum::<f64>()) * 1000.0
+        / loaded.iter().map(|p| p.own.len() as f64).sum::<f64>().max(1.0);
     let fwd_p50 = median(with.iter().map(|p| pct(&p.forward, 0.5)).collect());
     let fwd_p99 = median(with.iter().map(|p| pct(&p.forward, 0.99)).collect());
     let forwarded: u64 = with.iter().map(|p| p.forwarded).sum();
     let extra_cpu: f64 = with.iter().map(|p| p.cpu).sum::<f64>() - without.iter().map(|p| p.cpu).sum::<f64>();
     let cpu_per = extra_cpu * 1000.0 / forwarded.max(1) as f64;
-    let (lost, dup): (u64, u64) = with.iter().chain(&without).fold((0, 0), |(l, d), p| (l + p.lost, d + p.dup));
+    let (lost, dup): (u64, u64) = with.iter().chain(&without).chain(&loaded).fold((0, 0), |(l, d), p| (l + p.lost, d + p.dup));
     let figures = vec![
         ("chat own delivery p99 ms, no links".to_owned(), own_without),
         ("chat own delivery p99 ms, 200 linked".to_owned(), own_with),
+        ("chat own delivery p99 ms, no links + unrelated publishes".to_owned(), own_loaded),
+        ("server CPU ms per unrelated publish".to_owned(), loaded_cpu),
         ("forward p50 ms (accepted -> inbox socket)".to_owned(), fwd_p50),
         ("forward p99 ms (accepted -> inbox socket)".to_owned(), fwd_p99),
         ("server CPU ms per forwarded event".to_owned(), cpu_per),
