@@ -143,7 +143,11 @@ async fn every_thing_that_happened_is_one_json_line_with_its_fields_and_no_secre
     assert!(cells[3].contains("4401:1") && cells[3].contains("4403:1"), "{row}");
     assert_eq!((cells[4], cells[5]), ("1", "1"), "one event published to the venue, delivered to one socket: {row}");
     let chats = text.lines().find(|l| l.starts_with("(chat)")).unwrap_or_else(|| panic!("no chat row in:\n{text}"));
-    assert!(chats.split_whitespace().nth(6).is_some_and(|f| f.starts_with('1') || f.starts_with('2')), "webhook failures: {chats}");
+    // Every failed attempt the log held when the stats read it: at least the two awaited
+    // above, and a third when the machine is slow enough for its retry (2 s later) to land.
+    let failures: usize = chats.split_whitespace().nth(6).and_then(|f| f.parse().ok()).unwrap_or(0);
+    let logged = lines(&gw).iter().filter(|l| l["event"] == "webhook" && l["outcome"] != "delivered").count();
+    assert!((2..=logged).contains(&failures), "webhook failures: {chats} (lines of failed attempts: {logged})");
 }
 
 #[tokio::test(flavor = "multi_thread")]
