@@ -2,8 +2,8 @@
 //!
 //! # Invariants
 //!
-//! Each is a host test here (`directory.rs`, `room.rs`) and a real-runtime test
-//! (tests/revocation.rs); 1 and 2 are contract (docs/protocol.md, "Revocation").
+//! Each is a host test here (`directory.rs`, `room.rs`); 1 and 2 are also real-runtime tests
+//! (tests/revocation.rs, tests/bounds.rs) and contract (docs/protocol.md, "Revocation").
 //!
 //! 1. **Refused once answered.** A token whose `sub` was revoked at `t` (in a scope covering
 //!    the channel) with `iat ≤ t` never receives a `welcome` or a `refreshed`, in any room,
