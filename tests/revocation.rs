@@ -177,6 +177,33 @@ fn users_of_one_shard(prefix: &str, n: usize) -> Vec<String> {
     (0..).map(|i| format!("{base}-{i}")).filter(|s| directory_shard(s) == shard).take(n).collect()
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revoke_updates_the_shards_revocations_in_memory_so_the_next_record_reads_no_table() {
+    // A shard used to drop its cached revocations on every `/revoke` and reload the whole
+    // table at its next record. The usage meter logs the rows each invocation read.
+    let gw = Gateway::start("revoked-cache", &[("METER", "log")]);
+    let users = users_of_one_shard("gone", 13);
+    let revokes = users[..12].iter().map(|user| revoke(&gw, json!({"sub": user})));
+    for answer in futures_util::future::join_all(revokes).await {
+        assert_eq!(answer, json!({"closed": 0}));
+    }
+    let key = unique("cache");
+    let ch = format!("payment:{key}");
+    let mut c = connect(&gw, &format!("/ws/payment/{key}"), &token_issued(&users[12], &[&ch], 5)).await;
+    assert_eq!(c.frame().await["type"], "welcome");
+    // The shard's invocations: 12 revokes, then the record.
+    let mut per_object = std::collections::HashMap::<String, Vec<serde_json::Value>>::new();
+    for line in gw.log().lines().filter_map(|l| l.split_once("foyer-meter ").map(|x| x.1)) {
+        let line: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+        if line["what"] == "object" {
+            per_object.entry(line["object"].as_str().unwrap().to_owned()).or_default().push(line);
+        }
+    }
+    let shard = per_object.values().find(|lines| lines.len() == 13).expect("the shard's 13 invocations");
+    let record = &shard[12];
+    assert!(record["rows_read"].as_u64().is_some_and(|n| n < 12), "the record reloaded the revocations: {record}");
+}
+
 /// Invocations per object so far (the usage meter logs one line per object invocation).
 fn invocations(gw: &Gateway) -> Vec<usize> {
     let mut per_object = std::collections::HashMap::<String, usize>::new();
