@@ -189,7 +189,7 @@ impl RevocationDirectory {
         f(directory, store).map_err(worker::Error::from)
     }
 
-    fn joined(&self, q: Joined) -> Result<JoinedAnswer> {
+    fn record(&self, q: Joined) -> Result<JoinedAnswer> {
         let channel = q.channel.to_string();
         let (revoked, lease) = self.with_shard(|d, s| d.joined(s, &channel, &q.subs, q.lease, runtime::now_ms()))?;
         Ok(JoinedAnswer { revoked, lease: lease.map(|l| LeaseGrant { ms: l.ms, revoked: l.revoked }) })
@@ -243,7 +243,6 @@ impl RevocationDirectory {
         let body = js::text(&req).await?;
         let url = req.url();
         match handshake::split_url(&url).1 {
-            "/joined" => js::json(&self.joined(serde_json::from_str(&body)?)?),
             "/revoke" => js::json(&self.revoke(serde_json::from_str(&body)?).await?),
             _ => Ok(json_error(404, "not_found", "no such endpoint")?.into()),
         }
@@ -261,6 +260,19 @@ impl RevocationDirectory {
         let response = self.answer(req).await;
         self.meter("object");
         response.map(JsValue::from).map_err(JsValue::from)
+    }
+
+    /// A room's record of users it does not know (`Joined` as JSON text), over RPC (entry.js):
+    /// the `JoinedAnswer` as JSON text. One call per new user on the connect path, so no
+    /// Request, Response or body stream on either side.
+    pub fn joined(&self, body: String) -> std::result::Result<String, JsValue> {
+        let answer = serde_json::from_str(&body).map_err(worker::Error::from).and_then(|q| self.record(q));
+        let answer = answer.and_then(|a| serde_json::to_string(&a).map_err(worker::Error::from));
+        if let Err(e) = &answer {
+            log::internal(&self.env, None, "directory record", e);
+        }
+        self.meter("object");
+        answer.map_err(JsValue::from)
     }
 
     /// Set exactly while pushes are queued: the core's `poll_timeout`.

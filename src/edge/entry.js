@@ -1,6 +1,6 @@
 // The module wrangler runs: worker-build's output (the Worker and the Durable Object classes
-// compiled from Rust), with each room class wrapped in a `DurableObject` subclass so the
-// Worker can call it over RPC. A publish, and a batch of copies forwarded to an inbox, is a
+// compiled from Rust), with each class wrapped in a `DurableObject` subclass so it can be
+// called over RPC: a room's `publish` and `forward`, a directory shard's `joined`. Each is a
 // method call with the request's JSON text and the reply's JSON text: no Request, Response or
 // body stream on either side (bench/README.md, "Single-event publishes"). Everything else
 // still arrives through `fetch`.
@@ -43,5 +43,20 @@ export const OrdersRoom = room(built.OrdersRoom);
 export const PaymentRoom = room(built.PaymentRoom);
 export const ChatRoom = room(built.ChatRoom);
 export const InboxRoom = room(built.InboxRoom);
-export const RevocationDirectory = built.RevocationDirectory;
+export class RevocationDirectory extends DurableObject {
+  constructor(ctx, env) {
+    super(ctx, env);
+    this.inner = new built.RevocationDirectory(ctx, env);
+  }
+  fetch(request) {
+    return this.inner.fetch(request);
+  }
+  /** A room's record of users it does not know, before their welcome (JSON text in and out). */
+  joined(body) {
+    return this.inner.joined(body);
+  }
+  alarm() {
+    return this.inner.alarm();
+  }
+}
 export default worker;

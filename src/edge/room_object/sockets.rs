@@ -34,7 +34,7 @@ async fn joined(env: &Env, shard: &str, joined: &Joined) -> Result<JoinedAnswer>
     if config(env).failpoint("slow_join_record") {
         worker::Delay::from(std::time::Duration::from_millis(2_000)).await;
     }
-    js::call(env, runtime::shard(shard), "/joined", joined).await
+    js::call_method(env, runtime::shard(shard), "joined", joined).await
 }
 
 /// A socket's attachment: the member, plus whether the server already closed it.
