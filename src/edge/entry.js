@@ -7,7 +7,8 @@
 import { DurableObject } from "cloudflare:workers";
 import worker, * as built from "../../build/index.js";
 
-function room(Inner) {
+/** A `DurableObject` holding an instance of the compiled class `Inner`. */
+function wrapping(Inner) {
   return class extends DurableObject {
     constructor(ctx, env) {
       super(ctx, env);
@@ -16,6 +17,14 @@ function room(Inner) {
     fetch(request) {
       return this.inner.fetch(request);
     }
+    alarm() {
+      return this.inner.alarm();
+    }
+  };
+}
+
+function room(Inner) {
+  return class extends wrapping(Inner) {
     /** The Worker's `/publish` share for this room (JSON text); its reply (JSON text). */
     publish(body) {
       return this.inner.publish(body);
@@ -23,9 +32,6 @@ function room(Inner) {
     /** On an inbox: copies forwarded by a linked channel (JSON text); the reply (JSON text). */
     forward(body) {
       return this.inner.forward(body);
-    }
-    alarm() {
-      return this.inner.alarm();
     }
     webSocketMessage(ws, message) {
       return this.inner.webSocketMessage(ws, message);
@@ -43,20 +49,12 @@ export const OrdersRoom = room(built.OrdersRoom);
 export const PaymentRoom = room(built.PaymentRoom);
 export const ChatRoom = room(built.ChatRoom);
 export const InboxRoom = room(built.InboxRoom);
-export class RevocationDirectory extends DurableObject {
-  constructor(ctx, env) {
-    super(ctx, env);
-    this.inner = new built.RevocationDirectory(ctx, env);
-  }
-  fetch(request) {
-    return this.inner.fetch(request);
-  }
+
+export class RevocationDirectory extends wrapping(built.RevocationDirectory) {
   /** A room's record of users it does not know, before their welcome (JSON text in and out). */
   joined(body) {
     return this.inner.joined(body);
   }
-  alarm() {
-    return this.inner.alarm();
-  }
 }
+
 export default worker;
