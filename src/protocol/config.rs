@@ -197,8 +197,8 @@ mod tests {
 
     #[test]
     fn test_failpoints_are_a_list_and_none_is_set_by_default() {
-        let c = config(&[("TEST_FAILPOINT", "short_lease, late_record_fails_once")]);
-        assert!(c.failpoint("short_lease") && c.failpoint("late_record_fails_once"));
+        let c = config(&[("TEST_FAILPOINT", "short_lease, slow_join_record")]);
+        assert!(c.failpoint("short_lease") && c.failpoint("slow_join_record"));
         assert!(!c.failpoint("short") && !config(&[]).failpoint("short_lease"));
     }
 
