@@ -108,8 +108,9 @@ async function ask(env, binding, name, path, body) {
 }
 
 /**
- * A room's method over RPC (src/edge/entry.js: `publish`, `forward`): JSON text in, JSON text
- * out, with no Request, Response or body stream on either side.
+ * An object's method over RPC (src/edge/entry.js: a room's `publish` and `forward`, a
+ * directory shard's `joined`): JSON text in, JSON text out, with no Request, Response or
+ * body stream on either side.
  */
 export function call_method(env, binding, name, method, body) {
   return stub(env, binding, name)[method](body);

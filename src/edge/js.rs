@@ -64,18 +64,21 @@ pub async fn call_within<B: serde::Serialize, T: serde::de::DeserializeOwned>(
     within_ms: i64,
 ) -> Result<T> {
     let body = serde_json::to_string(body)?;
-    let promise = post(env.as_ref(), to.binding, &to.name, path, &body, within_ms as f64);
+    json_answer(post(env.as_ref(), to.binding, &to.name, path, &body, within_ms as f64)).await
+}
+
+/// An object's `method` over RPC (entry.js: a room's `publish` and `forward`, a directory
+/// shard's `joined`), answered with JSON.
+pub async fn call_method<B: serde::Serialize, T: serde::de::DeserializeOwned>(env: &Env, to: Object, method: &str, body: &B) -> Result<T> {
+    let body = serde_json::to_string(body)?;
+    json_answer(call_method_js(env.as_ref(), to.binding, &to.name, method, &body)).await
+}
+
+/// The JSON text an object's promise resolves to, parsed.
+async fn json_answer<T: serde::de::DeserializeOwned>(promise: Promise) -> Result<T> {
     let text = JsFuture::from(promise).await.map_err(js_error)?;
     let text = text.as_string().ok_or_else(|| Error::from("object answered a non-text body"))?;
     // serde_json, not `.json()`: event data stays raw JSON text end to end.
-    Ok(serde_json::from_str(&text)?)
-}
-
-/// A room's `method` over RPC (entry.js: `publish`, `forward`), answered with JSON.
-pub async fn call_method<B: serde::Serialize, T: serde::de::DeserializeOwned>(env: &Env, to: Object, method: &str, body: &B) -> Result<T> {
-    let body = serde_json::to_string(body)?;
-    let text = JsFuture::from(call_method_js(env.as_ref(), to.binding, &to.name, method, &body)).await.map_err(js_error)?;
-    let text = text.as_string().ok_or_else(|| Error::from("the room answered a non-text reply"))?;
     Ok(serde_json::from_str(&text)?)
 }
 

@@ -80,6 +80,16 @@ impl RoomObject {
         }
     }
 
+    /// Ends an RPC invocation (entry.js): a failure is logged where it happened and rejects
+    /// the caller's promise; either way the usage meter counts the invocation.
+    fn rpc_answer(&self, place: &str, reply: Result<String>) -> std::result::Result<String, JsValue> {
+        if let Err(e) = &reply {
+            log::internal(&self.env, self.channel().as_ref(), place, e);
+        }
+        self.meter("object");
+        reply.map_err(JsValue::from)
+    }
+
     /// Ends an invocation for the usage meter (off unless `METER=log`).
     fn meter(&self, what: &str) {
         meter::line(&self.env, what, || Some((self.state.id().to_string(), self.state.storage().sql().database_size())));
@@ -309,7 +319,7 @@ macro_rules! room_class {
     ($class:ident) => {
         #[wasm_bindgen]
         pub struct $class {
-            /// Shared with the records sent after a welcome (sockets.rs).
+            /// Shared with the copies forwarded after an accept (forward.rs).
             room: Rc<RoomObject>,
         }
 
@@ -336,21 +346,12 @@ macro_rules! room_class {
             /// and the Worker answers 500 (a retry is safe: dedupe by id).
             pub async fn publish(&self, body: String) -> std::result::Result<String, JsValue> {
                 let reply = self.room.publish(&body).await;
-                if let Err(e) = &reply {
-                    crate::edge::log::internal(&self.room.env, self.room.channel().as_ref(), "publish", e);
-                }
-                self.room.meter("object");
-                reply.map_err(JsValue::from)
+                self.room.rpc_answer("publish", reply)
             }
 
             /// On an inbox: copies forwarded by a linked channel, over RPC (entry.js).
             pub fn forward(&self, body: String) -> std::result::Result<String, JsValue> {
-                let reply = self.room.take_copies(&body);
-                if let Err(e) = &reply {
-                    crate::edge::log::internal(&self.room.env, self.room.channel().as_ref(), "forward", e);
-                }
-                self.room.meter("object");
-                reply.map_err(JsValue::from)
+                self.room.rpc_answer("forward", self.room.take_copies(&body))
             }
 
             pub async fn alarm(&self) -> std::result::Result<JsValue, JsValue> {
