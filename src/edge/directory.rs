@@ -18,7 +18,7 @@ use worker::{web_sys, Env, Result, SqlStorage, SqlStorageValue, State};
 
 use super::js;
 use super::log;
-use super::messages::{Joined, JoinedAnswer, LeaseGrant, RevokeOrder, RevokeReply, RevokeRequest};
+use super::messages::{Joined, JoinedAnswer, RevokeOrder, RevokeReply, RevokeRequest};
 use super::meter;
 use super::runtime::{self, config, json_error};
 use super::sql_store::Num;
@@ -192,7 +192,7 @@ impl RevocationDirectory {
     fn record(&self, q: Joined) -> Result<JoinedAnswer> {
         let channel = q.channel.to_string();
         let (revoked, lease) = self.with_shard(|d, s| d.joined(s, &channel, &q.subs, q.lease, runtime::now_ms()))?;
-        Ok(JoinedAnswer { revoked, lease: lease.map(|l| LeaseGrant { ms: l.ms, revoked: l.revoked }) })
+        Ok(JoinedAnswer { revoked, lease })
     }
 
     async fn revoke(&self, order: RevokeOrder) -> Result<RevokeReply> {

@@ -10,6 +10,7 @@ use crate::protocol::channel::Channel;
 use crate::protocol::frame::StoredEvent;
 use crate::protocol::links::{LinkOrder, LinkResult};
 use crate::protocol::publish::Delivery;
+use crate::protocol::revocation::directory::Lease;
 use crate::protocol::room::{Post, Verified};
 
 /// Internal header carrying the Worker's verified [`Ticket`].
@@ -102,15 +103,7 @@ pub struct Joined {
 pub struct JoinedAnswer {
     pub revoked: Vec<Option<i64>>,
     #[serde(default)]
-    pub lease: Option<LeaseGrant>,
-}
-
-/// A lease: for `ms` from its grant the shard pushes every revocation of its users to the
-/// room; `revoked` are the live ones already recorded, as (sub, Unix seconds).
-#[derive(Clone, Serialize, Deserialize)]
-pub struct LeaseGrant {
-    pub ms: i64,
-    pub revoked: Vec<(String, i64)>,
+    pub lease: Option<Lease>,
 }
 
 /// `/links` to one source channel: its share of a request's orders, in request order.

@@ -6,6 +6,8 @@
 
 use std::collections::HashMap;
 
+use serde::{Deserialize, Serialize};
+
 use super::{live_revocations, oldest_live, push_matters, watch_ms, ALL_CHANNELS, KEPT_SECS, RECORD_KEPT_MS};
 use crate::protocol::retry::backoff_ms;
 
@@ -62,8 +64,10 @@ pub trait DirectoryStore {
     fn next_due(&mut self) -> Result<Option<i64>, String>;
 }
 
-/// A lease granted with a `/joined`: its length, and the live revocations that apply.
-#[derive(Debug, PartialEq, Eq)]
+/// A lease granted with a `/joined`: for `ms` from its grant the shard pushes every
+/// revocation of its users to the room; `revoked` are the live ones already recorded, as
+/// (sub, Unix seconds). Sent to the room as is (`JoinedAnswer`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
     pub ms: i64,
     pub revoked: Vec<(String, i64)>,
