@@ -221,6 +221,21 @@ async fn native_microbench() -> Vec<(&'static str, f64, f64)> {
     ["EdDSA", "ES256"].into_iter().map(|alg| (alg, us(alg, "gateway"), us(alg, "runtime"))).collect()
 }
 
+/// A floor of the runtime (bench/floor): ms for parallel first calls to 16 Durable Objects
+/// never used before (each creating a table and writing a row), the same 16 again warm, and
+/// 16 fresh ones touching no storage. Foyer's first storm wakes its room and 16 directory
+/// shards; the baseline's, its room alone.
+async fn floor_microbench() -> (f64, f64, f64) {
+    let g = Gateway::start("floor", Some("bench/floor/wrangler.toml"));
+    let answer = http_json(g.port, "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".into()).await;
+    let ms = |what: &str| answer[what].as_f64().unwrap_or(f64::NAN);
+    (ms("fresh"), ms("warm"), ms("fresh_no_sql"))
+}
+
+fn print_floor((fresh, warm, bare): (f64, f64, f64)) {
+    println!("16 objects' first calls in parallel (runtime, ms) {fresh:>10.1}   (the same 16 warm: {warm:.1}; first calls touching no storage: {bare:.1})");
+}
+
 /// One publish of 25 events to `channel` (ids `{prefix}{batch}-{i}`), each stamped with the
 /// time it was sent, for the receivers' latency.
 async fn publish_batch(port: u16, channel: &str, prefix: &str, batch: usize) {
@@ -1046,6 +1061,7 @@ async fn main() {
         for (alg, us, floor) in native_microbench().await {
             println!("token verify {alg:<6} (gateway, µs/op) {us:>8.2}   (the runtime's own verify alone: {floor:.2})");
         }
+        print_floor(floor_microbench().await);
         return;
     }
     println!("Foyer benchmark ({}), same machine, same load generator, wrangler dev", if quick { "quick" } else { "full" });
@@ -1112,6 +1128,9 @@ async fn main() {
     let native = native_microbench().await;
     for (alg, us, floor) in &native {
         println!("token verify {alg:<6} (gateway, µs/op)               {us:>12.2}   (the runtime's own verify alone: {floor:.2})");
+    }
+    if only.as_deref().is_none_or(|o| o == "storm") {
+        print_floor(floor_microbench().await);
     }
     let wasm = root().join("build/index_bg.wasm");
     let gz = Command::new("sh")
