@@ -1,13 +1,24 @@
-// What the first storm of a fresh gateway pays the runtime for each Durable Object it wakes
-// for the first time: Foyer's first batch reaches its room and 16 directory shards, the
-// baseline's its room alone. GET / answers, in ms (median of 7 trials, each on objects never
-// used before), the wall time of calls made in parallel to 16 objects, as the first batch
-// makes them:
-// - `fresh`: each object's first call, which creates one table and writes one row (the least
-//   a directory shard does on its first record);
-// - `warm`: the same 16 objects again, writing one row each;
-// - `fresh_no_sql`: objects of the same class called for the first time, touching no storage.
-// Under `wrangler dev` every object shares one thread, so the wall time is that thread's work.
+// Floors of the runtime, measured under the same `wrangler dev` as Foyer and the baseline:
+// what the hot paths cost with nothing of a gateway's own around them. No gateway can go
+// below these on this machine; a budget above them is out of reach by measurement.
+//
+// 1. A floor gateway (`BENCH_FLOOR=1 scripts/bench --only=single|storm` runs it as a third
+//    column): the same routes and frames as the baseline, and only the runtime's steps. A
+//    connect reaches its channel's object, which accepts the socket (Hibernation API) and
+//    sends a welcome; a `/publish` reads and parses its body, calls each channel's object
+//    over RPC, which numbers the event in memory and sends it to every socket. No token, no
+//    signature, no SQL, no dedupe: nothing the contract asks for beyond moving the bytes.
+//
+// 2. `GET /objects`: what the first storm of a fresh gateway pays for each Durable Object it
+//    wakes for the first time (Foyer's first batch reaches its room and 16 directory shards,
+//    the baseline's its room alone), in ms, the median of 7 trials each on objects never used
+//    before: the wall time of calls made in parallel to 16 objects, as that batch makes them:
+//    - `fresh`: each object's first call, which creates one table and writes one row (the
+//      least a directory shard does on its first record);
+//    - `warm`: the same 16 objects again, writing one row each;
+//    - `fresh_no_sql`: objects of the same class called for the first time, touching no
+//      storage.
+//    Under `wrangler dev` every object shares one thread, so the wall time is that thread's work.
 import { DurableObject } from "cloudflare:workers";
 
 export class Shard extends DurableObject {
@@ -20,6 +31,31 @@ export class Shard extends DurableObject {
   ping() {
     return 1;
   }
+
+  // The floor gateway's channel object.
+  connect(request) {
+    const [client, server] = Object.values(new WebSocketPair());
+    this.ctx.acceptWebSocket(server);
+    server.send(`{"type":"welcome","seq":${this.seq ?? 0}}`);
+    return new Response(null, { status: 101, webSocket: client, headers: { "Sec-WebSocket-Protocol": "foyer.v1" } });
+  }
+  fetch(request) {
+    return this.connect(request);
+  }
+  publish(channel, events) {
+    const sockets = this.ctx.getWebSockets();
+    return events.map((e) => {
+      this.seq = (this.seq ?? 0) + 1;
+      const frame = `{"type":"event","channel":${JSON.stringify(channel)},"seq":${this.seq},"id":${JSON.stringify(e.id)},"event":${JSON.stringify(e.event)},"data":${JSON.stringify(e.data ?? null)},"ts":${Date.now()}}`;
+      for (const ws of sockets) ws.send(frame);
+      return { seq: this.seq, delivered: sockets.length, duplicate: false };
+    });
+  }
+  webSocketMessage() {}
+  webSocketClose(ws) {
+    try { ws.close(1000); } catch {}
+  }
+  webSocketError() {}
 }
 
 const N = 16;
@@ -34,7 +70,23 @@ const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
 
 export default {
   async fetch(request, env) {
-    if (new URL(request.url).pathname === "/healthz") return new Response("ok");
+    const url = new URL(request.url);
+    if (url.pathname === "/healthz") return new Response("ok");
+    const m = url.pathname.match(/^\/ws\/(orders|payment|chat)\/([A-Za-z0-9_-]{1,64})\/?$/);
+    if (m) return env.SHARD.get(env.SHARD.idFromName(`${m[1]}:${m[2]}`)).fetch(request);
+    if (url.pathname === "/publish" && request.method === "POST") {
+      const parsed = JSON.parse(await request.text());
+      const groups = new Map();
+      for (const msg of parsed.messages ?? [parsed]) {
+        for (const ch of msg.channels) {
+          if (!groups.has(ch)) groups.set(ch, []);
+          groups.get(ch).push(msg);
+        }
+      }
+      const results = await Promise.all([...groups].map(([ch, events]) => env.SHARD.get(env.SHARD.idFromName(ch)).publish(ch, events)));
+      return Response.json({ results: results.flat() });
+    }
+    if (url.pathname !== "/objects") return new Response("not found", { status: 404 });
     const fresh = [];
     const warm = [];
     const bare = [];
