@@ -45,10 +45,12 @@ function room(Inner) {
   };
 }
 
-export const OrdersRoom = room(built.OrdersRoom);
-export const PaymentRoom = room(built.PaymentRoom);
-export const ChatRoom = room(built.ChatRoom);
-export const InboxRoom = room(built.InboxRoom);
+// One compiled class (the kinds differ by policy, which comes from the channel) under the
+// four names wrangler.toml binds.
+export const OrdersRoom = room(built.RoomClass);
+export const PaymentRoom = room(built.RoomClass);
+export const ChatRoom = room(built.RoomClass);
+export const InboxRoom = room(built.RoomClass);
 
 export class RevocationDirectory extends wrapping(built.RevocationDirectory) {
   /** A room's record of users it does not know, before their welcome (JSON text in and out). */

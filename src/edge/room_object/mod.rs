@@ -308,94 +308,87 @@ impl RoomObject {
     }
 }
 
-/// Declares a Durable Object class for a kind. The classes differ only in name: the kind's
-/// policy comes from the channel, so all four run the same engine by construction.
+/// The one compiled class behind the four kinds' Durable Object classes (`OrdersRoom`,
+/// `PaymentRoom`, `ChatRoom`, `InboxRoom`: entry.js names it four times). The kinds differ
+/// only in name: a kind's policy comes from the channel, so all four run the same engine by
+/// construction, and the module carries its glue once.
 ///
 /// Written out rather than through workers-rs' `#[durable_object]`, which converts every
 /// request and response to its own types and back: the runtime's own types go straight
 /// through here (bench/README.md). Every handler the runtime can call is defined (a
 /// missing one would fail the call), and none can panic on what a client sends.
-macro_rules! room_class {
-    ($class:ident) => {
-        #[wasm_bindgen]
-        pub struct $class {
-            /// Shared with the copies forwarded after an accept (forward.rs).
-            room: Rc<RoomObject>,
-        }
-
-        #[wasm_bindgen(wasm_bindgen_futures = ::worker::wasm_bindgen_futures, js_sys = ::worker::js_sys)]
-        impl $class {
-            #[wasm_bindgen(constructor)]
-            pub fn new(state: worker::worker_sys::DurableObjectState, env: Env) -> Self {
-                Self { room: Rc::new(RoomObject::new(State::from(state), env)) }
-            }
-
-            pub async fn fetch(&self, req: web_sys::Request) -> std::result::Result<JsValue, JsValue> {
-                let response = match self.room.fetch(req).await {
-                    Ok(response) => response,
-                    Err(e) => {
-                        crate::edge::log::internal(&self.room.env, self.room.channel().as_ref(), "request", e);
-                        json_error(500, "internal", "the room could not complete the request").map(web_sys::Response::from)?
-                    }
-                };
-                self.room.meter("object");
-                Ok(response.into())
-            }
-
-            /// `/publish` over RPC (entry.js): JSON text in, JSON text out; a failure rejects,
-            /// and the Worker answers 500 (a retry is safe: dedupe by id).
-            pub async fn publish(&self, body: String) -> std::result::Result<String, JsValue> {
-                let reply = self.room.publish(&body).await;
-                self.room.rpc_answer("publish", reply)
-            }
-
-            /// On an inbox: copies forwarded by a linked channel, over RPC (entry.js).
-            pub fn forward(&self, body: String) -> std::result::Result<String, JsValue> {
-                self.room.rpc_answer("forward", self.room.take_copies(&body))
-            }
-
-            pub async fn alarm(&self) -> std::result::Result<JsValue, JsValue> {
-                let done = self.room.alarm().await;
-                self.room.meter("alarm");
-                done.map(|()| JsValue::UNDEFINED).map_err(JsValue::from)
-            }
-
-            #[wasm_bindgen(js_name = webSocketMessage)]
-            pub async fn websocket_message(&self, ws: web_sys::WebSocket, message: JsValue) -> std::result::Result<JsValue, JsValue> {
-                let message = match message.as_string() {
-                    Some(text) => WebSocketIncomingMessage::String(text),
-                    None => WebSocketIncomingMessage::Binary(worker::js_sys::Uint8Array::new(&message).to_vec()),
-                };
-                let done = self.room.message(ws.into(), message).await;
-                self.room.meter("ws_message");
-                done.map(|()| JsValue::UNDEFINED).map_err(JsValue::from)
-            }
-
-            #[wasm_bindgen(js_name = webSocketClose)]
-            pub async fn websocket_close(
-                &self,
-                ws: web_sys::WebSocket,
-                code: u16,
-                _reason: String,
-                _clean: bool,
-            ) -> std::result::Result<JsValue, JsValue> {
-                let done = self.room.closed(ws.into(), code).await;
-                self.room.meter("ws_close");
-                done.map(|()| JsValue::UNDEFINED).map_err(JsValue::from)
-            }
-
-            #[wasm_bindgen(js_name = webSocketError)]
-            pub async fn websocket_error(&self, ws: web_sys::WebSocket, _error: JsValue) -> std::result::Result<JsValue, JsValue> {
-                // 1006: closed abnormally (no close frame).
-                let done = self.room.closed(ws.into(), 1006).await;
-                self.room.meter("ws_close");
-                done.map(|()| JsValue::UNDEFINED).map_err(JsValue::from)
-            }
-        }
-    };
+#[wasm_bindgen]
+pub struct RoomClass {
+    /// Shared with the copies forwarded after an accept (forward.rs).
+    room: Rc<RoomObject>,
 }
 
-room_class!(OrdersRoom);
-room_class!(PaymentRoom);
-room_class!(ChatRoom);
-room_class!(InboxRoom);
+#[wasm_bindgen(wasm_bindgen_futures = ::worker::wasm_bindgen_futures, js_sys = ::worker::js_sys)]
+impl RoomClass {
+    #[wasm_bindgen(constructor)]
+    pub fn new(state: worker::worker_sys::DurableObjectState, env: Env) -> Self {
+        Self { room: Rc::new(RoomObject::new(State::from(state), env)) }
+    }
+
+    pub async fn fetch(&self, req: web_sys::Request) -> std::result::Result<JsValue, JsValue> {
+        let response = match self.room.fetch(req).await {
+            Ok(response) => response,
+            Err(e) => {
+                crate::edge::log::internal(&self.room.env, self.room.channel().as_ref(), "request", e);
+                json_error(500, "internal", "the room could not complete the request").map(web_sys::Response::from)?
+            }
+        };
+        self.room.meter("object");
+        Ok(response.into())
+    }
+
+    /// `/publish` over RPC (entry.js): JSON text in, JSON text out; a failure rejects,
+    /// and the Worker answers 500 (a retry is safe: dedupe by id).
+    pub async fn publish(&self, body: String) -> std::result::Result<String, JsValue> {
+        let reply = self.room.publish(&body).await;
+        self.room.rpc_answer("publish", reply)
+    }
+
+    /// On an inbox: copies forwarded by a linked channel, over RPC (entry.js).
+    pub fn forward(&self, body: String) -> std::result::Result<String, JsValue> {
+        self.room.rpc_answer("forward", self.room.take_copies(&body))
+    }
+
+    pub async fn alarm(&self) -> std::result::Result<JsValue, JsValue> {
+        let done = self.room.alarm().await;
+        self.room.meter("alarm");
+        done.map(|()| JsValue::UNDEFINED).map_err(JsValue::from)
+    }
+
+    #[wasm_bindgen(js_name = webSocketMessage)]
+    pub async fn websocket_message(&self, ws: web_sys::WebSocket, message: JsValue) -> std::result::Result<JsValue, JsValue> {
+        let message = match message.as_string() {
+            Some(text) => WebSocketIncomingMessage::String(text),
+            None => WebSocketIncomingMessage::Binary(worker::js_sys::Uint8Array::new(&message).to_vec()),
+        };
+        let done = self.room.message(ws.into(), message).await;
+        self.room.meter("ws_message");
+        done.map(|()| JsValue::UNDEFINED).map_err(JsValue::from)
+    }
+
+    #[wasm_bindgen(js_name = webSocketClose)]
+    pub async fn websocket_close(
+        &self,
+        ws: web_sys::WebSocket,
+        code: u16,
+        _reason: String,
+        _clean: bool,
+    ) -> std::result::Result<JsValue, JsValue> {
+        let done = self.room.closed(ws.into(), code).await;
+        self.room.meter("ws_close");
+        done.map(|()| JsValue::UNDEFINED).map_err(JsValue::from)
+    }
+
+    #[wasm_bindgen(js_name = webSocketError)]
+    pub async fn websocket_error(&self, ws: web_sys::WebSocket, _error: JsValue) -> std::result::Result<JsValue, JsValue> {
+        // 1006: closed abnormally (no close frame).
+        let done = self.room.closed(ws.into(), 1006).await;
+        self.room.meter("ws_close");
+        done.map(|()| JsValue::UNDEFINED).map_err(JsValue::from)
+    }
+}
