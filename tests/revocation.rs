@@ -192,6 +192,14 @@ async fn a_revoke_updates_the_shards_revocations_in_memory_so_the_next_record_re
     let mut c = connect(&gw, &format!("/ws/payment/{key}"), &token_issued(&users[12], &[&ch], 5)).await;
     assert_eq!(c.frame().await["type"], "welcome");
     // The shard's invocations: 12 revokes, then the record.
+    let per_object = invocation_lines(&gw);
+    let shard = per_object.values().find(|lines| lines.len() == 13).expect("the shard's 13 invocations");
+    let record = &shard[12];
+    assert!(record["rows_read"].as_u64().is_some_and(|n| n < 12), "the record reloaded the revocations: {record}");
+}
+
+/// The usage meter's line for each object invocation so far, by object, in order.
+fn invocation_lines(gw: &Gateway) -> std::collections::HashMap<String, Vec<serde_json::Value>> {
     let mut per_object = std::collections::HashMap::<String, Vec<serde_json::Value>>::new();
     for line in gw.log().lines().filter_map(|l| l.split_once("foyer-meter ").map(|x| x.1)) {
         let line: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
@@ -199,21 +207,12 @@ async fn a_revoke_updates_the_shards_revocations_in_memory_so_the_next_record_re
             per_object.entry(line["object"].as_str().unwrap().to_owned()).or_default().push(line);
         }
     }
-    let shard = per_object.values().find(|lines| lines.len() == 13).expect("the shard's 13 invocations");
-    let record = &shard[12];
-    assert!(record["rows_read"].as_u64().is_some_and(|n| n < 12), "the record reloaded the revocations: {record}");
+    per_object
 }
 
-/// Invocations per object so far (the usage meter logs one line per object invocation).
+/// Invocations per object so far, fewest first.
 fn invocations(gw: &Gateway) -> Vec<usize> {
-    let mut per_object = std::collections::HashMap::<String, usize>::new();
-    for line in gw.log().lines().filter_map(|l| l.split_once("foyer-meter ").map(|x| x.1)) {
-        let line: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
-        if line["what"] == "object" {
-            *per_object.entry(line["object"].as_str().unwrap().to_owned()).or_default() += 1;
-        }
-    }
-    let mut counts: Vec<usize> = per_object.into_values().collect();
+    let mut counts: Vec<usize> = invocation_lines(gw).into_values().map(|lines| lines.len()).collect();
     counts.sort();
     counts
 }

@@ -236,7 +236,7 @@ impl RevocationDirectory {
     }
 
     fn meter(&self, what: &str) {
-        meter::line(&self.env, what, || Some((self.state.id().to_string(), self.state.storage().sql().database_size())));
+        meter::object(&self.env, &self.state, what);
     }
 
     async fn answer(&self, req: web_sys::Request) -> Result<web_sys::Response> {
@@ -268,11 +268,7 @@ impl RevocationDirectory {
     pub fn joined(&self, body: String) -> std::result::Result<String, JsValue> {
         let answer = serde_json::from_str(&body).map_err(worker::Error::from).and_then(|q| self.record(q));
         let answer = answer.and_then(|a| serde_json::to_string(&a).map_err(worker::Error::from));
-        if let Err(e) = &answer {
-            log::internal(&self.env, None, "directory record", e);
-        }
-        self.meter("object");
-        answer.map_err(JsValue::from)
+        meter::rpc_answer(&self.env, &self.state, None, "directory record", answer)
     }
 
     /// Set exactly while pushes are queued: the core's `poll_timeout`.

@@ -6,7 +6,9 @@
 use std::cell::Cell;
 
 use serde::de::DeserializeOwned;
-use worker::{Env, Result, SqlCursor, SqlStorage, SqlStorageValue};
+use worker::{Env, Result, SqlCursor, SqlStorage, SqlStorageValue, State};
+
+use crate::protocol::channel::Channel;
 
 thread_local! {
     /// Rows read and written since the last line. Invocations of one isolate may interleave
@@ -59,4 +61,26 @@ pub fn line(env: &Env, what: &str, stored: impl FnOnce() -> Option<(String, usiz
         None => serde_json::json!({"what": what, "rows_read": read, "rows_written": written}),
     };
     worker::console_log!("foyer-meter {line}");
+}
+
+/// Ends an object's invocation ([`line`], with the object's id and stored bytes).
+pub fn object(env: &Env, state: &State, what: &str) {
+    line(env, what, || Some((state.id().to_string(), state.storage().sql().database_size())));
+}
+
+/// Ends an object's RPC invocation (entry.js): a failure is logged where it happened
+/// (`place`, in channel `at`) and rejects the caller's promise; either way the invocation
+/// is metered.
+pub fn rpc_answer(
+    env: &Env,
+    state: &State,
+    at: Option<&Channel>,
+    place: &str,
+    reply: Result<String>,
+) -> std::result::Result<String, wasm_bindgen::JsValue> {
+    if let Err(e) = &reply {
+        super::log::internal(env, at, place, e);
+    }
+    object(env, state, "object");
+    reply.map_err(wasm_bindgen::JsValue::from)
 }

@@ -80,19 +80,14 @@ impl RoomObject {
         }
     }
 
-    /// Ends an RPC invocation (entry.js): a failure is logged where it happened and rejects
-    /// the caller's promise; either way the usage meter counts the invocation.
+    /// Ends an RPC invocation ([`meter::rpc_answer`]).
     fn rpc_answer(&self, place: &str, reply: Result<String>) -> std::result::Result<String, JsValue> {
-        if let Err(e) = &reply {
-            log::internal(&self.env, self.channel().as_ref(), place, e);
-        }
-        self.meter("object");
-        reply.map_err(JsValue::from)
+        meter::rpc_answer(&self.env, &self.state, self.channel().as_ref(), place, reply)
     }
 
     /// Ends an invocation for the usage meter (off unless `METER=log`).
     fn meter(&self, what: &str) {
-        meter::line(&self.env, what, || Some((self.state.id().to_string(), self.state.storage().sql().database_size())));
+        meter::object(&self.env, &self.state, what);
     }
 
     /// Runs `f` with the room engine for `channel` over this object's storage.
