@@ -1,6 +1,7 @@
 // Floors of the runtime, measured under the same `wrangler dev` as Foyer and the baseline:
-// what the hot paths cost with nothing of a gateway's own around them. No gateway can go
-// below these on this machine; a budget above them is out of reach by measurement.
+// what the hot paths cost with nothing of a gateway's own around them. A budget a floor
+// cannot meet is out of reach by measurement (bench/README.md reads each figure; one of them,
+// 200 subscribers' publishes, came out above the baseline and is not taken as a floor).
 //
 // 1. A floor gateway (`BENCH_FLOOR=1 scripts/bench --only=single|storm` runs it as a third
 //    column): the same routes and frames as the baseline, and only the runtime's steps. A
@@ -32,15 +33,12 @@ export class Shard extends DurableObject {
     return 1;
   }
 
-  // The floor gateway's channel object.
-  connect(request) {
+  // The floor gateway's channel object: a connect (the Worker hands it every /ws/* request).
+  fetch() {
     const [client, server] = Object.values(new WebSocketPair());
     this.ctx.acceptWebSocket(server);
     server.send(`{"type":"welcome","seq":${this.seq ?? 0}}`);
     return new Response(null, { status: 101, webSocket: client, headers: { "Sec-WebSocket-Protocol": "foyer.v1" } });
-  }
-  fetch(request) {
-    return this.connect(request);
   }
   publish(channel, events) {
     const sockets = this.ctx.getWebSockets();
