@@ -132,11 +132,7 @@ async fn a_refresh_in_a_room_that_forgot_its_users_renews_their_record_and_keeps
     assert_eq!(invocations(gw), vec![1, 1], "the room's connect and the directory's record");
     c.send_json(&json!({"type": "refresh", "token": token_issued(&sub, &[&ch], 1)})).await;
     assert_eq!(c.frame().await["type"], "refreshed");
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-    while invocations(gw) != [1, 2] && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
-    assert_eq!(invocations(gw), vec![1, 2], "the refresh renewed the record: one more directory call");
+    assert_eq!(settled_invocations(gw, &[1, 2]).await, vec![1, 2], "the refresh renewed the record: one more directory call");
     assert_eq!(gw.publish(&json!({"id": unique("after"), "channels": [&ch], "event": "x"})).await.status, 200);
     assert_eq!(c.until("event").await.0["seq"], 1, "the socket stays open after the renewal");
     // The record is there: a revocation without channels finds the room.
@@ -169,12 +165,10 @@ async fn concurrent_connects_of_a_user_the_room_does_not_know_share_one_director
     assert_eq!(again.close_code().await, Some(4401));
 }
 
-/// `n` users of one directory shard (there are 16), unique to this run.
-fn users_of_one_shard(prefix: &str, n: usize) -> Vec<String> {
-    use foyer::protocol::revocation::directory_shard;
+/// `n` users unique to this run.
+fn users(prefix: &str, n: usize) -> Vec<String> {
     let base = unique(prefix);
-    let shard = directory_shard(&format!("{base}-0"));
-    (0..).map(|i| format!("{base}-{i}")).filter(|s| directory_shard(s) == shard).take(n).collect()
+    (0..n).map(|i| format!("{base}-{i}")).collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -182,7 +176,7 @@ async fn a_revoke_updates_the_shards_revocations_in_memory_so_the_next_record_re
     // A shard used to drop its cached revocations on every `/revoke` and reload the whole
     // table at its next record. The usage meter logs the rows each invocation read.
     let gw = Gateway::start("revoked-cache", &[("METER", "log")]);
-    let users = users_of_one_shard("gone", 13);
+    let users = users("gone", 13);
     let revokes = users[..12].iter().map(|user| revoke(&gw, json!({"sub": user})));
     for answer in futures_util::future::join_all(revokes).await {
         assert_eq!(answer, json!({"closed": 0}));
@@ -210,6 +204,16 @@ fn invocation_lines(gw: &Gateway) -> std::collections::HashMap<String, Vec<serde
     per_object
 }
 
+/// [`invocations`] once they read `want`, or after 5 s: a line reaches the log a moment after
+/// its invocation answered (here, 16 shards' at once).
+async fn settled_invocations(gw: &Gateway, want: &[usize]) -> Vec<usize> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while invocations(gw) != want && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    invocations(gw)
+}
+
 /// Invocations per object so far, fewest first.
 fn invocations(gw: &Gateway) -> Vec<usize> {
     let mut counts: Vec<usize> = invocation_lines(gw).into_values().map(|lines| lines.len()).collect();
@@ -223,19 +227,20 @@ async fn a_room_holding_a_lease_welcomes_new_users_without_asking_and_still_refu
     let key = unique("venue");
     let ch = format!("orders:{key}");
     let path = format!("/ws/orders/{key}");
-    let users = users_of_one_shard("guest", 5);
+    let users = users("guest", 5);
     let mut sockets = Vec::new();
     for user in &users[..4] {
         let mut c = connect(&gw, &path, &token_issued(user, &[&ch], 5)).await;
         assert_eq!(c.frame().await["type"], "welcome");
         sockets.push(c);
     }
-    // The first two users were recorded, the third with a lease on the shard; the fourth
-    // was welcomed under the lease: no directory call for it.
+    // The first two users were recorded in the room's shard, the third with a lease on it;
+    // the fourth was welcomed under the lease: no directory call for it.
     assert_eq!(invocations(&gw), vec![3, 4], "three directory calls for four welcomes");
 
-    // A revocation of a user of the shard the room has never seen reaches it at once: that
-    // user is refused under the lease, not welcomed.
+    // A revocation of a user the room has never seen reaches it at once (every shard takes
+    // it, and the room's pushes it to its leaseholders): that user is refused under the
+    // lease, not welcomed.
     let absent = &users[4];
     assert_eq!(revoke(&gw, json!({"sub": absent})).await, json!({"closed": 0}));
     let mut refused = connect(&gw, &path, &token_issued(absent, &[&ch], 5)).await;
@@ -253,7 +258,7 @@ async fn a_user_welcomed_under_a_lease_is_reached_after_it_ends_and_recorded_at_
     let key = unique("venue");
     let ch = format!("orders:{key}");
     let path = format!("/ws/orders/{key}");
-    let users = users_of_one_shard("guest", 5);
+    let users = users("guest", 5);
     let mut sockets = Vec::new();
     for user in &users {
         let mut c = connect(&gw, &path, &token_issued(user, &[&ch], 5)).await;
@@ -267,9 +272,10 @@ async fn a_user_welcomed_under_a_lease_is_reached_after_it_ends_and_recorded_at_
     // The other one refreshes: recorded (one more directory call) before `refreshed`.
     sockets[3].send_json(&json!({"type": "refresh", "token": token_issued(&users[3], &[&ch], 1)})).await;
     assert_eq!(sockets[3].frame().await["type"], "refreshed");
-    // The directory: three records, the `/revoke`, the refresh's record; the room: five
-    // connects and one push.
-    assert_eq!(invocations(&gw), vec![5, 6], "the refresh made a record");
+    // The room's shard: three records, the `/revoke`, the refresh's record; the room: five
+    // connects and one push; the 15 other shards: the `/revoke` (it goes to every shard).
+    let want = [vec![1; 15], vec![5, 6]].concat();
+    assert_eq!(settled_invocations(&gw, &want).await, want, "the refresh made a record");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,12 +1,12 @@
 //! The revocation directory: a fixed set of Durable Objects
-//! ([`DIRECTORY_SHARDS`](crate::protocol::revocation::DIRECTORY_SHARDS)), a user's in the
-//! shard named by a hash of their `sub`, holding revocations, records of where users joined
-//! and the rooms holding a lease. Its rules are protocol/revocation/directory.rs; this file
+//! ([`DIRECTORY_SHARDS`](crate::protocol::revocation::DIRECTORY_SHARDS)); a room talks to
+//! the one named by a hash of its channel. Each holds every revocation (`/revoke` goes to
+//! all), its rooms' records of where users joined, and its rooms holding a lease. Its rules are protocol/revocation/directory.rs; this file
 //! is its storage (SQLite, [`SqlDirectory`]) and its calls: pushes to rooms, made in
 //! parallel, each bounded by [`PUSH_TIMEOUT_MS`], and the one alarm set to the core's
 //! `poll_timeout`.
 //!
-//! Few, warm objects instead of one per user: a storm of new customers costs one call to an
+//! Few, warm objects instead of one per user: a storm of new customers costs its room one
 //! object that is already running, never a fresh object per customer.
 
 use std::cell::RefCell;

@@ -19,6 +19,7 @@ use crate::protocol::handshake::{self, AuthFailures, ConnectRequest, Guard, Verd
 use crate::protocol::links;
 use crate::protocol::publish::{self, BodyError, MAX_BODY_BYTES};
 use crate::protocol::reading::{self, Read};
+use crate::protocol::revocation;
 use crate::protocol::room::Verified;
 use crate::protocol::signature;
 
@@ -292,9 +293,10 @@ async fn link(req: &web_sys::Request, env: &Env) -> Result<Response> {
     Response::from_json(&serde_json::json!({ "results": results }))
 }
 
-/// `POST /revoke`: signed like `/publish`. The user's directory shard records the
+/// `POST /revoke`: signed like `/publish`. Every directory shard the scope reaches
+/// (protocol/revocation `revoke_routes`; all of them without `channels`) records the
 /// revocation (at the signature's `t`, so a retry never revokes a newer token) and reaches
-/// the rooms: a first batch before it answers, the rest from its alarm (directory.rs).
+/// its rooms, all in parallel; the answer is 200 only when every shard's is.
 async fn revoke(req: &web_sys::Request, env: &Env) -> Result<Response> {
     let started = runtime::now_ms();
     let (body, t) = match signed_body(req, env, "/revoke").await? {
@@ -306,8 +308,15 @@ async fn revoke(req: &web_sys::Request, env: &Env) -> Result<Response> {
         Err(BodyError::Invalid(message) | BodyError::DataTooLarge(message)) => return json_error(400, "bad_request", &message),
     };
     let scope = order.channels.as_ref().map_or_else(|| serde_json::json!("all"), |c| serde_json::json!(c.len()));
-    let request = RevokeOrder { sub: order.sub.clone(), channels: order.channels, at: t };
-    match js::call::<_, RevokeReply>(env, runtime::directory(&order.sub), "/revoke", &request).await {
+    let calls = revocation::revoke_routes(order.channels.as_deref()).into_iter().map(|(shard, channels)| {
+        let request = RevokeOrder { sub: order.sub.clone(), channels, at: t };
+        async move { js::call::<_, RevokeReply>(env, runtime::shard(&shard), "/revoke", &request).await }
+    });
+    // A shard that failed may or may not have recorded it: a 500, and a retry is safe.
+    let replies: Result<Vec<RevokeReply>> = join_all(calls).await.into_iter().collect();
+    let merged =
+        replies.map(|replies| RevokeReply { closed: replies.iter().map(|r| r.closed).sum(), pending: replies.iter().any(|r| r.pending) });
+    match merged {
         Ok(reply) if reply.pending => {
             // Recorded, not yet in force everywhere: the backend retries (the same `t`).
             request_line(env, "revoke", 503, started, || serde_json::json!({"scope": scope, "closed": reply.closed}));

@@ -87,11 +87,6 @@ pub fn room(channel: &Channel) -> super::js::Object {
     super::js::Object { binding, name: channel.to_string() }
 }
 
-/// The directory shard that holds `sub`'s revocations and where they are.
-pub fn directory(sub: &str) -> super::js::Object {
-    shard(&crate::protocol::revocation::directory_shard(sub))
-}
-
 /// A directory shard by name.
 pub fn shard(name: &str) -> super::js::Object {
     super::js::Object { binding: "DIRECTORY", name: name.to_owned() }

@@ -55,7 +55,8 @@ pub struct RoomObject {
     memory: RefCell<Memory>,
     /// Directory records under way, by user: concurrent connects of one user share one.
     recording: RefCell<HashMap<String, sockets::Asking>>,
-    /// Leases under way, by shard: connects of the shard's users meanwhile share one.
+    /// A lease under way, under its shard's name (the room's one): new users' connects
+    /// meanwhile share it.
     leasing: RefCell<HashMap<String, sockets::Asking>>,
     /// The test failpoint `revoke_push_fails_once` has failed its push.
     push_failed: Cell<bool>,

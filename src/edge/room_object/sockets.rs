@@ -171,38 +171,38 @@ impl RoomObject {
     }
 
     /// The revocation that applies to the member here. A user the room remembers costs
-    /// nothing, nor does a user of a shard the room holds a lease on (protocol/revocation);
-    /// any other is recorded in the directory first ([`Self::record`]). From the room's
-    /// third question on ([`LEASE_FROM_ASK`]), a user of a shard the room holds no lease on
-    /// takes one ([`Self::lease`]): a payment page or a chat never holds one, a venue's
-    /// orders at an intermission soon holds one on every shard.
+    /// nothing, nor does any user while the room holds a lease on its shard
+    /// (protocol/revocation); any other is recorded in the room's shard first
+    /// ([`Self::record`]). From the room's third question on ([`LEASE_FROM_ASK`]), a room
+    /// without a lease takes one ([`Self::lease`]): a payment page or a chat never holds one, a
+    /// venue's orders at an intermission holds one after its third new user.
     ///
     /// [`LEASE_FROM_ASK`]: crate::protocol::revocation::LEASE_FROM_ASK
     pub(super) async fn revocation_of(&self, member: &Member, channel: &Channel, now_ms: i64) -> Result<Option<i64>> {
         let sub = &member.sub;
-        // What the room's memory settles; `Err(shard)`: ask that shard.
+        // What the room's memory settles; `None`: ask the room's shard.
         let settled = || match self.memory.borrow().revocations.verdict(sub, member.iat.is_some(), now_ms) {
-            Verdict::Known(revoked) => Ok(revoked),
-            Verdict::Leased => Ok(None),
-            Verdict::Ask(shard) => Err(shard),
+            Verdict::Known(revoked) => Some(revoked),
+            Verdict::Leased => Some(None),
+            Verdict::Ask => None,
         };
-        let shard = match settled() {
-            Ok(settled) => return Ok(settled),
-            Err(shard) => shard,
-        };
+        if let Some(settled) = settled() {
+            return Ok(settled);
+        }
+        let shard = directory_shard(channel);
         // A record of this user under way is shared rather than leased over (their tabs).
         let recording = self.recording.borrow().contains_key(sub);
         if !recording && member.iat.is_some() && self.memory.borrow_mut().revocations.wants_lease() {
             self.lease(&shard, sub, channel, now_ms).await?;
             // Without a lease (the shard has too many revocations or leaseholders): recorded alone.
-            if let Ok(settled) = settled() {
+            if let Some(settled) = settled() {
                 return Ok(settled);
             }
         }
         self.record(&shard, sub, channel, now_ms).await
     }
 
-    /// Asks `shard` for a lease, recording `sub` with it. Connects of the shard's users
+    /// Asks the room's `shard` for a lease, recording `sub` with it. Connects of new users
     /// arriving meanwhile share the call, and are welcomed under the lease when it comes.
     async fn lease(&self, shard: &str, sub: &str, channel: &Channel, now_ms: i64) -> Result<()> {
         let (asked_at, subs, answer) = self.ask(&self.leasing, shard, shard, sub, channel, now_ms, true).await?;
@@ -212,7 +212,7 @@ impl RoomObject {
             memory.revocations.learn(sub, *revoked, now_ms);
         }
         if let Some(lease) = &answer.lease {
-            memory.revocations.grant(shard, lease_trusted_until(asked_at, lease.ms), &lease.revoked, now_ms);
+            memory.revocations.grant(lease_trusted_until(asked_at, lease.ms), &lease.revoked, now_ms);
         }
         Ok(())
     }
@@ -276,7 +276,7 @@ impl RoomObject {
     /// after a refresh. Returns whether the socket stays open.
     async fn renew_record(&self, ws: &WebSocket, attachment: &mut Attachment, channel: &Channel, now_ms: i64) -> bool {
         let member = &mut attachment.member;
-        let revoked_at = match self.record(&directory_shard(&member.sub), &member.sub, channel, now_ms).await {
+        let revoked_at = match self.record(&directory_shard(channel), &member.sub, channel, now_ms).await {
             Ok(revoked_at) => revoked_at,
             Err(e) => {
                 log::internal(&self.env, Some(channel), "could not renew a user's record in the directory; closing", e);

@@ -12,7 +12,7 @@ use super::{live_revocations, oldest_live, push_matters, watch_ms, ALL_CHANNELS,
 use crate::protocol::retry::backoff_ms;
 
 /// Rooms holding a lease on one shard at once, at most: beyond, rooms record each new user
-/// instead (every `/revoke` of the shard's users pushes to each leaseholder).
+/// instead (every `/revoke` pushes to each leaseholder it applies to).
 pub const MAX_WATCHERS: usize = 400;
 /// Pushes made by one invocation at most (a `/revoke`, or one alarm): every leaseholder and
 /// the user's recorded rooms fit; a user with more is reached over the kit's retries, and
@@ -65,7 +65,7 @@ pub trait DirectoryStore {
 }
 
 /// A lease granted with a `/joined`: for `ms` from its grant the shard pushes every
-/// revocation of its users to the room; `revoked` are the live ones already recorded, as
+/// later revocation to the room; `revoked` are the live ones already recorded, as
 /// (sub, Unix seconds). Sent to the room as is (`JoinedAnswer`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
@@ -289,7 +289,7 @@ impl Directory {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{directory_shard, lease_trusted_until, Revocations, Verdict, LEASE_MS};
+    use super::super::{lease_trusted_until, Revocations, Verdict, LEASE_MS};
     use super::*;
 
     /// The store in memory, as the SQL tables are.
@@ -550,11 +550,11 @@ mod tests {
             let mut room = Revocations::default();
             let shard_now = |t: i64| NOW + t;
             let room_now = |t: i64| NOW + skew + t;
-            let users: Vec<String> = (0..).map(|i| format!("fan-{i}")).filter(|u| directory_shard(u) == "shard-3").take(4).collect();
+            let users: Vec<String> = (0..4).map(|i| format!("fan-{i}")).collect();
             // The room asks at t=0 (its clock), the shard grants at t=50 (its clock).
             let (_, lease) = d.joined(&mut s, "orders:v", &users[..1], true, shard_now(50)).unwrap();
             let lease = lease.unwrap();
-            room.grant("shard-3", lease_trusted_until(room_now(0), lease.ms), &lease.revoked, room_now(100));
+            room.grant(lease_trusted_until(room_now(0), lease.ms), &lease.revoked, room_now(100));
             // A revocation at t=1000 reaches the room (the push lands).
             let pushes = d.revoke(&mut s, &users[1], None, (NOW + 1_000) / 1000, shard_now(1_000)).unwrap();
             assert_eq!(channels(&pushes), ["orders:v"], "skew {skew}");
@@ -566,7 +566,7 @@ mod tests {
             // At every moment the room trusts the lease, the shard still pushes to it.
             let last_trusted = lease_trusted_until(room_now(0), LEASE_MS) - 1 - room_now(0);
             assert_eq!(room.verdict(&users[2], true, room_now(last_trusted)), Verdict::Leased, "skew {skew}");
-            assert_eq!(room.verdict(&users[2], true, room_now(last_trusted + 1)), Verdict::Ask("shard-3".into()), "skew {skew}");
+            assert_eq!(room.verdict(&users[2], true, room_now(last_trusted + 1)), Verdict::Ask, "skew {skew}");
             let at = shard_now(last_trusted);
             assert_eq!(channels(&d.revoke(&mut s, &users[3], None, at / 1000, at).unwrap()), ["orders:v"], "skew {skew}");
         }

@@ -18,7 +18,7 @@
 //!    the shard pushes for a longer duration on its clock, counted from the grant; records
 //!    are stamped by the shard. Clock offsets between objects change nothing (host test).
 //! 4. **Everything bounded**, each by a named constant: a room's memory of users
-//!    ([`MAX_ENTRIES`]) and leases (one per shard, [`DIRECTORY_SHARDS`]); a shard's
+//!    ([`MAX_ENTRIES`]) and its one lease; a shard's
 //!    leaseholders ([`MAX_WATCHERS`]), the revocations a lease carries ([`MAX_LEASED`]), its
 //!    revocations ([`KEPT_SECS`]) and records ([`RECORD_KEPT_MS`]) by age, its queued pushes by
 //!    [`push_matters`] (given up once every token they could refuse has expired), and the
@@ -26,27 +26,32 @@
 //!
 //! # Design
 //!
-//! Revocations live in a few long-lived *directory* objects, a user's in the shard named by a
-//! hash of their `sub` ([`directory_shard`]): a fixed, small set that stays warm, instead of
-//! one fresh object per user on the connect path. The shard's rules are [`directory`]; the
-//! room's are [`room`].
+//! Revocations live in a few long-lived *directory* objects, a fixed, small set that stays
+//! warm. A room talks to one of them only: the shard named by a hash of its *channel*
+//! ([`directory_shard`]), which holds the room's records and its lease. So a room asks one
+//! object about every user it admits, and holds one lease, however many users it sees (a
+//! venue's first storm wakes one shard, not every shard its users hash to). `/revoke` goes to
+//! every shard (or, for named channels, to theirs: [`revoke_routes`]): each keeps the
+//! revocation, for its rooms' questions and leases, and reaches its own rooms. Revocations
+//! are rare; connects are not. The shard's rules are [`directory`]; the room's are [`room`].
 //!
 //! - **Record.** Before a room welcomes a user it does not know, it records in the shard
 //!   that the user is here, answered with the revocation as of the record: a `/revoke`
 //!   before it is in the answer (no `welcome`), one after it finds the record and pushes to
 //!   the room. Records outlive departures (a departure costs no call) and expire after a day;
 //!   a room renews a staying user's record at refresh, before it answers `refreshed`.
-//! - **Lease.** A room that many new users join takes a lease on a shard instead of
+//! - **Lease.** A room that many new users join takes a lease on its shard instead of
 //!   recording each: the shard answers with its live revocations that apply there and, for
 //!   [`watch_ms`] from the grant (the lease plus a token's whole life), pushes every later
-//!   one to the room. The room welcomes the shard's users from memory for 90% of the lease
+//!   one to the room. The room welcomes new users from memory for 90% of the lease
 //!   ([`lease_trusted_until`]). A socket welcomed so is reached by those pushes until its
 //!   token expires; its first refresh records it (before `refreshed`; a record that fails
 //!   closes the socket 1011), so from then on the record reaches it. No record after a
 //!   welcome, no timer in the room: a lost room instance loses only its memory, and asks.
-//! - **Reach.** `/revoke` records the revocation, queues every room to reach (leaseholders,
-//!   and the named channels or the user's recorded rooms) in the same write, and pushes the
-//!   user's queue at once, in parallel. What fails stays queued, retried with the one
+//! - **Reach.** In each shard it goes to, `/revoke` records the revocation, queues every room
+//!   of that shard to reach (leaseholders, and the named channels or the user's recorded
+//!   rooms) in the same write, and pushes the user's queue at once, in parallel; the Worker
+//!   answers 200 only when every shard did. What fails stays queued, retried with the one
 //!   backoff ([`crate::protocol::retry`]) from the shard's alarm.
 //!
 //! What a room remembers ([`Revocations`]) spares a reconnect the question. It stays correct
@@ -59,14 +64,16 @@ pub mod room;
 
 use std::collections::HashMap;
 
+use crate::protocol::channel::Channel;
+
 pub use directory::{Directory, DirectoryStore, Push, MAX_WATCHERS, PUSH_BATCH, PUSH_TIMEOUT_MS};
 pub use room::{Revocations, Verdict, LEASE_FROM_ASK, MAX_ENTRIES, RECORD_RENEW_MS, TTL_MS};
 
 /// The scope under which a revocation of all of a user's channels is recorded.
 pub const ALL_CHANNELS: &str = "*";
 
-/// Directory objects. Fixed for a deployment's life: a `sub` must always hash to the shard
-/// holding its revocations (changing it needs a migration that moves the rows).
+/// Directory objects. Fixed for a deployment's life: a channel must always hash to the shard
+/// holding its records and lease (changing it needs a migration that moves the rows).
 pub const DIRECTORY_SHARDS: u32 = 16;
 
 /// Revocations older than this are dropped from a directory (on its next `/revoke`). A token
@@ -87,12 +94,31 @@ pub const MAX_LEASED: usize = 1_000;
 /// and for a room's alarm that closes an expired socket a little late.
 pub const CLOCK_SLACK_SECS: i64 = 60;
 
-/// The name of the directory object that holds `sub`'s revocations.
-pub fn directory_shard(sub: &str) -> String {
+/// The name of the directory object a room of `channel` asks, records its users in and
+/// takes its lease from.
+pub fn directory_shard(channel: &Channel) -> String {
     use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(sub.as_bytes());
+    let digest = Sha256::digest(channel.to_string().as_bytes());
     let n = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]) % DIRECTORY_SHARDS;
     format!("shard-{n}")
+}
+
+/// Where a `/revoke` goes, with each shard's share of the scope: every shard when it covers
+/// all of the user's channels (`None`: any room may hold or admit the user, and every shard
+/// answers some room's questions); otherwise the named channels' shards, each with its own.
+pub fn revoke_routes(channels: Option<&[Channel]>) -> Vec<(String, Option<Vec<Channel>>)> {
+    let Some(named) = channels else {
+        return (0..DIRECTORY_SHARDS).map(|n| (format!("shard-{n}"), None)).collect();
+    };
+    let mut routes: Vec<(String, Option<Vec<Channel>>)> = Vec::new();
+    for channel in named {
+        let shard = directory_shard(channel);
+        match routes.iter_mut().find(|(s, _)| *s == shard) {
+            Some((_, Some(share))) => share.push(channel.clone()),
+            _ => routes.push((shard, Some(vec![channel.clone()]))),
+        }
+    }
+    routes
 }
 
 /// Until when a room trusts a lease (ms, its own clock): 90% of it, counted from when the
@@ -112,7 +138,7 @@ pub fn watch_ms(lease_ms: i64, max_lifetime_secs: i64) -> i64 {
     lease_ms.saturating_add(token_life.saturating_mul(1000))
 }
 
-/// What a shard hands a room with a lease: the revocations (sub, Unix seconds) of its users
+/// What a shard hands a room with a lease: the revocations (sub, Unix seconds) it holds
 /// that apply in `channel` and can still refuse a token (issued after `oldest`: a token
 /// issued earlier has expired); `None` when there are more than [`MAX_LEASED`].
 /// `revoked`: sub → [(scope, revoked at)].
@@ -168,16 +194,38 @@ mod tests {
         assert_eq!(live_revocations(&enough, "orders:a", 0).map(|l| l.len()), Some(MAX_LEASED));
     }
 
+    fn payment(i: usize) -> Channel {
+        Channel::parse(&format!("payment:order-{i}")).unwrap()
+    }
+
     #[test]
-    fn users_spread_over_a_fixed_set_of_directory_shards() {
+    fn channels_spread_over_a_fixed_set_of_directory_shards() {
         let mut seen = std::collections::HashSet::new();
         for i in 0..1000 {
-            let shard = directory_shard(&format!("customer-{i}"));
-            assert_eq!(shard, directory_shard(&format!("customer-{i}")), "stable");
+            let shard = directory_shard(&payment(i));
+            assert_eq!(shard, directory_shard(&payment(i)), "stable");
             seen.insert(shard);
         }
         assert_eq!(seen.len(), DIRECTORY_SHARDS as usize, "every shard used, no other name");
         assert!(seen.iter().all(|s| s.starts_with("shard-")));
+    }
+
+    #[test]
+    fn a_revoke_of_every_channel_goes_to_every_shard_and_a_named_one_to_its_channels_shards() {
+        let all = revoke_routes(None);
+        let names: std::collections::HashSet<&String> = all.iter().map(|(s, _)| s).collect();
+        assert_eq!(names.len(), DIRECTORY_SHARDS as usize);
+        assert!(all.iter().all(|(_, share)| share.is_none()), "each shard with the whole scope");
+        // Two channels of one shard travel together; each other channel to its own shard.
+        let a = payment(0);
+        let same = (1..).map(payment).find(|c| directory_shard(c) == directory_shard(&a)).unwrap();
+        let other = (1..).map(payment).find(|c| directory_shard(c) != directory_shard(&a)).unwrap();
+        let routes = revoke_routes(Some(&[a.clone(), other.clone(), same.clone()]));
+        assert_eq!(
+            routes,
+            vec![(directory_shard(&a), Some(vec![a, same])), (directory_shard(&other), Some(vec![other]))],
+            "in the order named"
+        );
     }
 
     #[test]

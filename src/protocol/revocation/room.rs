@@ -1,4 +1,4 @@
-//! The room's side of revocation: what it remembers, and when it must ask its user's shard.
+//! The room's side of revocation: what it remembers, and when it must ask its shard.
 //!
 //! No call here outlives the connect or refresh that made it: a room asks before it
 //! welcomes (a failure closes 1011: unknown is not "not revoked") and renews a record before
@@ -6,8 +6,6 @@
 //! starts with an empty memory, and asks.
 
 use std::collections::HashMap;
-
-use super::directory_shard;
 
 /// How long an answer is trusted.
 pub const TTL_MS: i64 = 10 * 60 * 1000;
@@ -28,11 +26,11 @@ pub const LEASE_FROM_ASK: u32 = 3;
 pub enum Verdict {
     /// The room knows: the revocation that applies, if any.
     Known(Option<i64>),
-    /// The room holds a lease on the user's shard: not revoked. The shard pushes to this
-    /// room for the life of the socket's token; its first refresh records it.
+    /// The room holds a lease on its shard: not revoked. The shard pushes to this room for
+    /// the life of the socket's token; its first refresh records it.
     Leased,
-    /// Ask the user's shard (named) first.
-    Ask(String),
+    /// Ask the room's shard first.
+    Ask,
 }
 
 #[derive(Debug, Default)]
@@ -41,8 +39,8 @@ pub struct Revocations {
     entries: HashMap<String, (Option<i64>, i64)>,
     /// sub → when this room last recorded the user in the directory (ms).
     recorded: HashMap<String, i64>,
-    /// shard → until when its lease is trusted (ms). At most [`super::DIRECTORY_SHARDS`] entries.
-    leases: HashMap<String, i64>,
+    /// Until when the lease on the room's shard is trusted (ms).
+    lease: Option<i64>,
     /// Questions asked of the directory (saturating).
     asked: u32,
 }
@@ -54,19 +52,19 @@ impl Revocations {
         self.entries.get(sub).filter(|(_, at)| now_ms - at < TTL_MS).map(|(revoked, _)| *revoked)
     }
 
-    /// Whether `sub` may be welcomed without asking the directory. Under a lease on the
-    /// user's shard the room knows every live revocation of the shard's users: those in the
-    /// lease, and every later one, pushed here by `/revoke` before it answers. A token
-    /// without `iat` is refused by any revocation, however old, so it is always asked about.
+    /// Whether `sub` may be welcomed without asking the directory. Under a lease on its
+    /// shard the room knows every live revocation that applies here: those in the lease, and
+    /// every later one, pushed here by `/revoke` (which reaches every shard) before it
+    /// answers. A token without `iat` is refused by any revocation, however old, so it is
+    /// always asked about.
     pub fn verdict(&self, sub: &str, has_iat: bool, now_ms: i64) -> Verdict {
         if let Some(known) = self.lookup(sub, now_ms) {
             return Verdict::Known(known);
         }
-        let shard = directory_shard(sub);
-        if has_iat && self.leases.get(&shard).is_some_and(|until| now_ms < *until) {
+        if has_iat && self.lease.is_some_and(|until| now_ms < until) {
             return Verdict::Leased;
         }
-        Verdict::Ask(shard)
+        Verdict::Ask
     }
 
     /// Notes that the room asks the directory about a user; whether to ask for a lease with
@@ -76,16 +74,16 @@ impl Revocations {
         self.asked >= LEASE_FROM_ASK
     }
 
-    /// A lease on `shard` until `trusted_until`, with the shard's live revocations; not taken
-    /// when they do not all fit the room's memory (the room then asks about each user).
-    pub fn grant(&mut self, shard: &str, trusted_until: i64, revoked: &[(String, i64)], now_ms: i64) {
+    /// A lease on the room's shard until `trusted_until`, with the shard's live revocations
+    /// that apply here; not taken when they do not all fit the room's memory (the room then
+    /// asks about each user).
+    pub fn grant(&mut self, trusted_until: i64, revoked: &[(String, i64)], now_ms: i64) {
         let mut kept = true;
         for (sub, at) in revoked {
             kept &= self.remember(sub, *at, now_ms);
         }
         if kept {
-            let until = self.leases.entry(shard.to_owned()).or_insert(trusted_until);
-            *until = (*until).max(trusted_until);
+            self.lease = Some(self.lease.map_or(trusted_until, |until| until.max(trusted_until)));
         }
     }
 
@@ -128,14 +126,14 @@ impl Revocations {
 
     /// Keeps a revocation until it expires, within [`MAX_ENTRIES`]: when the map is full,
     /// expired entries and "not revoked" answers go first. A map still full of live
-    /// revocations keeps no more and drops every lease, so that the room asks the directory
+    /// revocations keeps no more and drops its lease, so that the room asks the directory
     /// (which knows every revocation) about each new user rather than welcome one from a
     /// memory that could not keep what it was told. Returns whether it was kept.
     fn remember(&mut self, sub: &str, revoked_at: i64, now_ms: i64) -> bool {
         if self.entries.len() >= MAX_ENTRIES && !self.entries.contains_key(sub) {
             self.entries.retain(|_, (revoked, at)| revoked.is_some() && now_ms - *at < TTL_MS);
             if self.entries.len() >= MAX_ENTRIES {
-                self.leases.clear();
+                self.lease = None;
                 return false;
             }
         }
@@ -191,34 +189,24 @@ mod tests {
         assert!(r.needs_record("p", T));
     }
 
-    /// A sub in `shard` (there are only 16) other than those in `not`.
-    fn sub_in(shard: &str, not: &[&str]) -> String {
-        (0..).map(|i| format!("user-{i}")).find(|s| directory_shard(s) == shard && !not.contains(&s.as_str())).unwrap_or_default()
-    }
-
     #[test]
-    fn a_lease_admits_the_shards_other_users_until_the_room_stops_trusting_it() {
+    fn a_lease_admits_new_users_until_the_room_stops_trusting_it() {
         let mut r = Revocations::default();
-        let shard = directory_shard("u");
-        let other = sub_in(&shard, &["u"]);
-        let revoked = sub_in(&shard, &["u", &other]);
-        let outside = (0..).map(|i| format!("x-{i}")).find(|s| directory_shard(s) != shard).unwrap_or_default();
-        let ask = Verdict::Ask(shard.clone());
-        assert_eq!(r.verdict(&other, true, T), ask);
+        let (other, revoked, newcomer) = ("other", "revoked", "newcomer");
+        assert_eq!(r.verdict(other, true, T), Verdict::Ask);
         let until = lease_trusted_until(T, LEASE_MS);
         assert_eq!(until, T + LEASE_MS * 9 / 10, "stops trusting before the shard stops pushing");
-        r.grant(&shard, until, &[(revoked.clone(), 42)], T);
-        assert_eq!(r.verdict(&other, true, T + 1), Verdict::Leased);
-        assert_eq!(r.verdict(&revoked, true, T + 1), Verdict::Known(Some(42)), "the lease's revocations refuse");
-        assert_eq!(r.verdict(&other, false, T + 1), ask, "a token without iat is always asked about");
-        assert_eq!(r.verdict(&outside, true, T + 1), Verdict::Ask(directory_shard(&outside)), "another shard's user");
-        assert_eq!(r.verdict(&other, true, until), ask, "lapsed");
+        r.grant(until, &[(revoked.to_owned(), 42)], T);
+        assert_eq!(r.verdict(other, true, T + 1), Verdict::Leased);
+        assert_eq!(r.verdict(revoked, true, T + 1), Verdict::Known(Some(42)), "the lease's revocations refuse");
+        assert_eq!(r.verdict(other, false, T + 1), Verdict::Ask, "a token without iat is always asked about");
+        assert_eq!(r.verdict(other, true, until), Verdict::Ask, "lapsed");
         // A push under the lease is known from then on.
-        r.revoke(&other, 50, T + 2);
-        assert_eq!(r.verdict(&other, true, T + 3), Verdict::Known(Some(50)));
+        r.revoke(other, 50, T + 2);
+        assert_eq!(r.verdict(other, true, T + 3), Verdict::Known(Some(50)));
         // An older grant answered late never shortens a newer one.
-        r.grant(&shard, T + 5, &[], T + 4);
-        assert_eq!(r.verdict(&sub_in(&shard, &["u", &other, &revoked]), true, until - 1), Verdict::Leased);
+        r.grant(T + 5, &[], T + 4);
+        assert_eq!(r.verdict(newcomer, true, until - 1), Verdict::Leased);
     }
 
     #[test]
@@ -245,8 +233,7 @@ mod tests {
     #[test]
     fn pushed_revocations_are_bounded_and_a_full_memory_gives_up_its_leases_not_a_revocation() {
         let mut r = Revocations::default();
-        let shard = directory_shard("newcomer");
-        r.grant(&shard, T + 60_000, &[], T);
+        r.grant(T + 60_000, &[], T);
         assert!(matches!(r.verdict("newcomer", true, T), Verdict::Leased));
         // Not-revoked answers and expired entries make room first.
         r.learn("answer", None, T);
@@ -263,9 +250,9 @@ mod tests {
         r.revoke("one-too-many", 1, T);
         assert_eq!(r.entries.len(), MAX_ENTRIES);
         assert_eq!(r.lookup("one-too-many", T), None);
-        assert_eq!(r.verdict("newcomer", true, T), Verdict::Ask(shard.clone()), "the directory is asked, it knows");
+        assert_eq!(r.verdict("newcomer", true, T), Verdict::Ask, "the directory is asked, it knows");
         // A lease whose revocations do not fit is not taken.
-        r.grant(&shard, T + 60_000, &[("another".into(), 1)], T);
-        assert_eq!(r.verdict("newcomer", true, T), Verdict::Ask(shard));
+        r.grant(T + 60_000, &[("another".into(), 1)], T);
+        assert_eq!(r.verdict("newcomer", true, T), Verdict::Ask);
     }
 }
