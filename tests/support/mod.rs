@@ -119,7 +119,25 @@ impl Gateway {
         g
     }
 
+    /// Starts wrangler dev; again on another port when the one picked was taken meanwhile
+    /// (a free port is found by binding and releasing it, and tests start gateways in
+    /// parallel, so another launch can take it first: "Address already in use").
     fn launch(&mut self) {
+        for _ in 0..3 {
+            if self.try_launch() {
+                return;
+            }
+            let log = self.log();
+            if !log.contains("Address already in use") {
+                panic!("wrangler dev did not start; log:\n{log}");
+            }
+            self.stop();
+        }
+        panic!("wrangler dev did not start (its ports were taken three times); log:\n{}", self.log());
+    }
+
+    /// One start; whether it answered `ready`.
+    fn try_launch(&mut self) -> bool {
         ensure_built();
         self.port = free_port();
         let env_file = self.dir.join("env");
@@ -148,9 +166,7 @@ impl Gateway {
         let mut line = String::new();
         let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().expect("stdout")), &mut line);
         self.child = Some(child);
-        if !line.starts_with("ready ") {
-            panic!("wrangler dev did not start; log:\n{}", self.log());
-        }
+        line.starts_with("ready ")
     }
 
     pub fn log_path(&self) -> PathBuf {
