@@ -165,6 +165,46 @@ async fn concurrent_connects_of_a_user_the_room_does_not_know_share_one_director
     assert_eq!(again.close_code().await, Some(4401));
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn tabs_welcomed_together_keep_the_alarm_at_the_earliest_expiry() {
+    // Six tabs of one user the room does not know share one directory record (held 2 s by
+    // the failpoint), so they resume together and each sets the room's alarm for its token.
+    // The first tab's token expires in 5 s, the others' in a minute: the alarm must stay at
+    // the first, which closes 4401 on time. (The alarm used to end at whichever tab wrote
+    // last: a minute.)
+    let gw = Gateway::start("tabs-expiry", &[("TEST_FAILPOINT", "slow_join_record")]);
+    let key = unique("tabexp");
+    let ch = format!("orders:{key}");
+    let path = format!("/ws/orders/{key}");
+    let sub = unique("staff-tabs");
+    let minted = |secs: i64| {
+        let mut c = claims(&sub, &[&ch]);
+        c["iat"] = json!(unix_now() - 5);
+        c["exp"] = json!(unix_now() + secs);
+        hs256().mint(Some("hs"), &c)
+    };
+    let (short, long) = (minted(5), minted(60));
+    let first = connect(&gw, &path, &short);
+    let rest = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        futures_util::future::join_all((0..5).map(|_| connect(&gw, &path, &long))).await
+    };
+    let (mut first, mut rest) = futures_util::future::join(first, rest).await;
+    for c in std::iter::once(&mut first).chain(rest.iter_mut()) {
+        assert_eq!(c.frame().await["type"], "welcome");
+    }
+    let code = loop {
+        match first.next_within(20).await {
+            Some(Got::Closed(code)) => break code,
+            Some(_) => continue,
+            None => panic!("the 5 s token's socket was not closed within 20 s"),
+        }
+    };
+    assert_eq!(code, Some(4401));
+    // The others' tokens are still good: open.
+    assert_eq!(rest[0].next_within(1).await, None, "a live token's socket stays open");
+}
+
 /// `n` users unique to this run.
 fn users(prefix: &str, n: usize) -> Vec<String> {
     let base = unique(prefix);

@@ -47,8 +47,8 @@ pub struct RoomObject {
     state: State,
     env: Env,
     store: RefCell<Option<SqlStore>>,
-    /// When the alarm is known to be set for (ms), so hot paths skip storage round trips.
-    alarm_at: Cell<Option<i64>>,
+    /// What the alarm is known to be, so hot paths skip storage round trips.
+    alarm_at: Cell<timer::Alarm>,
     /// The channel this object serves, once known to be in storage.
     channel: RefCell<Option<Channel>>,
     /// The engine's in-memory state (rates, revocations learned, pruning bookkeeping).
