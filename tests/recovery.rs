@@ -197,13 +197,7 @@ async fn an_expired_token_closes_4401_even_while_the_room_hibernates() {
     let mut s = connect(gw, &format!("/ws/chat/{key}"), &hs256().mint(Some("hs"), &c)).await;
     assert_eq!(s.frame().await["type"], "welcome");
     let started = std::time::Instant::now();
-    let code = loop {
-        match s.next_within(45).await {
-            Some(Got::Closed(code)) => break code,
-            Some(_) => continue,
-            None => panic!("not closed within 45 s"),
-        }
-    };
+    let code = s.close_code_within(45).await.expect("closed within 45 s");
     assert_eq!(code, Some(4401));
     let waited = started.elapsed().as_secs();
     assert!((10..=14 + 30).contains(&waited), "closed after {waited} s");

@@ -193,13 +193,7 @@ async fn tabs_welcomed_together_keep_the_alarm_at_the_earliest_expiry() {
     for c in std::iter::once(&mut first).chain(rest.iter_mut()) {
         assert_eq!(c.frame().await["type"], "welcome");
     }
-    let code = loop {
-        match first.next_within(20).await {
-            Some(Got::Closed(code)) => break code,
-            Some(_) => continue,
-            None => panic!("the 5 s token's socket was not closed within 20 s"),
-        }
-    };
+    let code = first.close_code_within(20).await.expect("the 5 s token's socket closed within 20 s");
     assert_eq!(code, Some(4401));
     // The others' tokens are still good: open.
     assert_eq!(rest[0].next_within(1).await, None, "a live token's socket stays open");

@@ -446,6 +446,18 @@ impl Client {
     }
 
     /// Reads until the socket closes; returns the close code.
+    /// The close code once the socket closes, frames before it skipped; `None` when nothing
+    /// arrives for `secs`.
+    pub async fn close_code_within(&mut self, secs: u64) -> Option<Option<u16>> {
+        loop {
+            match self.next_within(secs).await {
+                Some(Got::Closed(code)) => return Some(code),
+                Some(_) => continue,
+                None => return None,
+            }
+        }
+    }
+
     pub async fn close_code(&mut self) -> Option<u16> {
         loop {
             match self.next().await {
