@@ -185,7 +185,7 @@ impl RoomObject {
 
     /// A publish's share for this room (`PublishRequest` as JSON text), over RPC from the
     /// Worker (entry.js): stored, sent to every socket, answered with a `PublishReply`.
-    async fn publish(self: &Rc<Self>, body: &str) -> Result<String> {
+    fn publish(self: &Rc<Self>, body: &str) -> Result<String> {
         let request: PublishRequest = serde_json::from_str(body)?;
         let channel = request.channel;
         self.remember_channel(&channel)?;
@@ -338,11 +338,11 @@ impl RoomClass {
         Ok(response.into())
     }
 
-    /// `/publish` over RPC (entry.js): JSON text in, JSON text out; a failure rejects,
-    /// and the Worker answers 500 (a retry is safe: dedupe by id).
-    pub async fn publish(&self, body: String) -> std::result::Result<String, JsValue> {
-        let reply = self.room.publish(&body).await;
-        self.room.rpc_answer("publish", reply)
+    /// `/publish` over RPC (entry.js): JSON text in, JSON text out; a failure throws, and
+    /// the Worker answers 500 (a retry is safe: dedupe by id). Synchronous, like the work:
+    /// an `async` export would cost every publish a promise and a task on wasm-bindgen's queue.
+    pub fn publish(&self, body: String) -> std::result::Result<String, JsValue> {
+        self.room.rpc_answer("publish", self.room.publish(&body))
     }
 
     /// On an inbox: copies forwarded by a linked channel, over RPC (entry.js).
