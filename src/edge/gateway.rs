@@ -5,6 +5,7 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use futures::future::join_all;
+use futures::FutureExt;
 use serde::Serialize;
 use worker::{event, web_sys, Context, Env, Request, Response, Result};
 
@@ -39,17 +40,21 @@ async fn fetch(req: web_sys::Request, env: Env, _ctx: Context) -> Result<web_sys
     response
 }
 
+/// Each endpoint's future is boxed: awaited in place, every handler's state machine would be
+/// inlined into this one function (20 KB of wasm), and V8 compiles a hot function whole, so
+/// a storm of connects would pay to optimize the publish, revoke and link code too
+/// (bench/README.md, "Where the first storm's extra CPU goes").
 async fn route(req: web_sys::Request, env: &Env, origin: &str, path: &str, query: &str) -> Result<web_sys::Response> {
     match path {
         "/healthz" => Ok(Response::from_json(&serde_json::json!({"ok": true, "build": BUILD_ID}))?.into()),
-        "/publish" => logged(env, "publish", &[200], publish(&req, env)).await,
+        "/publish" => logged(env, "publish", &[200], publish(&req, env).boxed_local()).await,
         // A revoke's 503 (`pending`) is logged with its counts where it is decided.
-        "/revoke" => logged(env, "revoke", &[200, 503], async { revoke(&req, env).await.map(Into::into) }).await,
-        "/links" => logged(env, "links", &[200], async { link(&req, env).await.map(Into::into) }).await,
-        p if p.starts_with("/channels/") => Ok(read_channel(&req, p, query, env).await?.into()),
-        p if p == "/ws" || p.starts_with("/ws/") => connect(&req, origin, p, &handshake::query_pairs(query), env).await,
+        "/revoke" => logged(env, "revoke", &[200, 503], async { revoke(&req, env).await.map(Into::into) }.boxed_local()).await,
+        "/links" => logged(env, "links", &[200], async { link(&req, env).await.map(Into::into) }.boxed_local()).await,
+        p if p.starts_with("/channels/") => Ok(read_channel(&req, p, query, env).boxed_local().await?.into()),
+        p if p == "/ws" || p.starts_with("/ws/") => connect(&req, origin, p, &handshake::query_pairs(query), env).boxed_local().await,
         // Everything else is a static asset (the platform serves those before the Worker runs).
-        _ => Ok(env.assets("ASSETS")?.fetch_request(Request::from(req)).await?.into()),
+        _ => Ok(env.assets("ASSETS")?.fetch_request(Request::from(req)).boxed_local().await?.into()),
     }
 }
 

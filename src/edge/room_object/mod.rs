@@ -22,6 +22,8 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use futures::FutureExt;
+
 use serde_json::json;
 use wasm_bindgen::prelude::{wasm_bindgen, JsValue};
 use worker::{web_sys, Env, Error, Response, Result, State, WebSocket, WebSocketIncomingMessage, WebSocketRequestResponsePair};
@@ -226,14 +228,22 @@ impl RoomObject {
     /// Requests from the Worker (connects, reads, links) and the directory (revocations),
     /// in the runtime's own types: workers-rs' `Request` and `Response` conversions cost more
     /// than the work on these paths (bench/README.md).
+    ///
+    /// A connect's future and the other endpoints' are boxed apart: inlined into one function,
+    /// V8 would optimize all of them whenever connects make it hot (gateway.rs `route`).
     async fn fetch(self: &Rc<Self>, req: web_sys::Request) -> Result<web_sys::Response> {
         let url = req.url();
         let path = handshake::split_url(&url).1;
         if path == "/connect" {
-            return self.connect(&req).await;
+            return self.connect(&req).boxed_local().await;
         }
+        self.endpoint(&req, path).boxed_local().await
+    }
+
+    /// Every request to the room but a connect: JSON in, JSON out.
+    async fn endpoint(self: &Rc<Self>, req: &web_sys::Request, path: &str) -> Result<web_sys::Response> {
         // serde_json, not `.json()`: event data stays raw JSON text end to end.
-        let body = js::text(&req).await?;
+        let body = js::text(req).await?;
         match path {
             "/links" => {
                 let request: LinkRequest = serde_json::from_str(&body)?;
