@@ -137,8 +137,8 @@ impl Gateway {
         g
     }
 
-    /// Its workerd processes: their /proc directories.
-    fn workerd(&self) -> Vec<PathBuf> {
+    /// Its workerd processes: their /proc directories, with the `stat` fields after the name.
+    fn workerd(&self) -> Vec<(PathBuf, Vec<String>)> {
         let pgid = self.child.id().to_string();
         let mut out = Vec::new();
         for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
@@ -150,7 +150,7 @@ impl Gateway {
             };
             let f: Vec<&str> = rest.split(' ').collect();
             if f.get(2) == Some(&pgid.as_str()) && stat.contains("(workerd)") {
-                out.push(entry.path());
+                out.push((entry.path(), f.iter().map(|s| s.to_string()).collect()));
             }
         }
         out
@@ -159,9 +159,7 @@ impl Gateway {
     /// CPU seconds and peak resident memory (MiB) of its workerd processes.
     fn usage(&self) -> (f64, f64) {
         let (mut cpu, mut peak) = (0.0, 0.0);
-        for dir in self.workerd() {
-            let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
-            let f: Vec<&str> = stat.rsplit_once(") ").map_or("", |(_, r)| r).split(' ').collect();
+        for (dir, f) in self.workerd() {
             let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
             cpu += (ticks(11) + ticks(12)) / 100.0;
             let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
@@ -176,7 +174,7 @@ impl Gateway {
     /// V8 compiles hot code with its optimizing compiler (and marks garbage concurrently).
     fn v8_background(&self) -> f64 {
         let mut ns = 0.0;
-        for dir in self.workerd() {
+        for (dir, _) in self.workerd() {
             for task in std::fs::read_dir(dir.join("task")).into_iter().flatten().flatten() {
                 let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
                 if name.starts_with("V8") {

@@ -349,8 +349,8 @@ impl RoomClass {
     }
 
     /// `/publish` over RPC (entry.js): JSON text in, JSON text out; a failure throws, and
-    /// the Worker answers 500 (a retry is safe: dedupe by id). Synchronous, like the work:
-    /// an `async` export would cost every publish a promise and a task on wasm-bindgen's queue.
+    /// the Worker answers 500 (a retry is safe: dedupe by id). Synchronous: the work awaits
+    /// nothing (copies to inboxes leave in a task of their own).
     pub fn publish(&self, body: String) -> std::result::Result<String, JsValue> {
         self.room.rpc_answer("publish", self.room.publish(&body))
     }
