@@ -1,12 +1,16 @@
 //! Verification of the backend's short-lived tokens (compact JWS), per PROTOCOL.md "Tokens".
 //!
-//! Foyer's own rules stand in front of `jsonwebtoken` and behind it. In front: the size cap,
-//! the compact form, canonical base64url, refused header parameters, `kid` selection and the
-//! key pinning the algorithm. `jsonwebtoken::decode` then checks the signature (through
-//! [`provider`], so only HS256, EdDSA and ES256 are linked), the required claims, `iss` and
-//! `aud`. Behind it: claim types, `sub`, the time claims and the lifetime, against the one
-//! `now` the caller passes (jsonwebtoken 10 reads the wall clock itself, which no test can
-//! set to a boundary), and the grants.
+//! Foyer's own rules stand around jsonwebtoken's part, the signature check
+//! (`jsonwebtoken::crypto::verify`, through [`provider`], so only HS256, EdDSA and ES256 are
+//! linked). Before it: the size cap, the compact form, canonical base64url, refused header
+//! parameters, `kid` selection, the key pinning the algorithm, and a header stricter than a
+//! JSON object ([`header_members_typed`]). After it, the claims, parsed once: the refusals
+//! jsonwebtoken's claim validation made that Foyer's would not ([`library_refusal`]), then
+//! Foyer's own: claim types, `sub`, `iss`, `aud`, the time claims and the lifetime, against
+//! the one `now` the caller passes (jsonwebtoken 10 reads the wall clock itself, which no
+//! test can set to a boundary), and the grants. jsonwebtoken's `decode` would parse the header
+//! into its typed `Header` and the claims twice more: code a fresh isolate compiles on its
+//! first connects (bench/README.md).
 
 mod provider;
 
@@ -16,8 +20,7 @@ pub use provider::{use_curves, Curves};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::{Map, Value};
 
 use super::channel::Grants;
@@ -40,8 +43,6 @@ pub const DEFAULT_MAX_LIFETIME_SECS: i64 = 900;
 const MIN_HMAC_KEY_BYTES: usize = 32;
 /// Header parameters that would let the token choose its own key: never honoured.
 const FORBIDDEN_HEADER_PARAMS: [&str; 5] = ["jku", "jwk", "x5u", "x5c", "crit"];
-/// The algorithms the contract accepts, each pinned by the key that uses it.
-const ALGORITHMS: [Algorithm; 3] = [Algorithm::HS256, Algorithm::EdDSA, Algorithm::ES256];
 
 /// An accepted algorithm's name as tokens and JWKS spell it.
 pub fn alg_name(alg: Algorithm) -> &'static str {
@@ -160,30 +161,11 @@ pub struct Expectations {
     pub issuer: String,
     pub audience: String,
     pub max_lifetime: i64,
-    /// jsonwebtoken's part, one per algorithm in [`ALGORITHMS`] (a `Validation` names the
-    /// one algorithm it accepts, the one the selected key pins).
-    validations: [Validation; 3],
 }
 
 impl Expectations {
     pub fn new(issuer: String, audience: String, max_lifetime: i64) -> Expectations {
-        let validations = ALGORITHMS.map(|alg| {
-            let mut v = Validation::new(alg);
-            v.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
-            v.set_issuer(&[&issuer]);
-            v.set_audience(&[&audience]);
-            // The time claims are checked against the caller's `now`, in `check_claims`.
-            v.validate_exp = false;
-            v.validate_nbf = false;
-            v
-        });
-        Expectations { issuer, audience, max_lifetime, validations }
-    }
-
-    fn validation(&self, alg: Algorithm) -> &Validation {
-        let i = ALGORITHMS.iter().position(|a| *a == alg);
-        // Keys are only ever built for the algorithms in the list.
-        &self.validations[i.unwrap_or(0)]
+        Expectations { issuer, audience, max_lifetime }
     }
 }
 
@@ -282,7 +264,8 @@ pub fn verify(token: &str, keys: &KeySet, expect: &Expectations, now: i64) -> Re
     };
     let (header, payload, signature) = (segment(h64)?, segment(p64)?, segment(s64)?);
 
-    let header = json_object(&header, TokenError::BadHeader)?;
+    let header_bytes = header;
+    let header = json_object(&header_bytes, TokenError::BadHeader)?;
     if FORBIDDEN_HEADER_PARAMS.iter().any(|p| header.contains_key(*p)) {
         return Err(TokenError::ForbiddenHeaderParam);
     }
@@ -300,12 +283,49 @@ pub fn verify(token: &str, keys: &KeySet, expect: &Expectations, now: i64) -> Re
     if signature.is_empty() {
         return Err(TokenError::BadSignature);
     }
-    // The JWS form of decode: it reads the header once (the compact form's reads it twice).
-    let jws = jsonwebtoken::jws::Jws { protected: h64.into(), payload: p64.into(), signature: s64.into(), _pd: Default::default() };
-    match jsonwebtoken::jws::decode::<Map<String, Value>>(&jws, &key.key, expect.validation(key.alg)) {
-        Ok(_) if !members_unique(&payload) => Err(TokenError::BadClaims),
-        Ok(data) => check_claims(&data.claims, expect, now),
-        Err(e) => Err(refusal(e.kind(), token, &payload, expect, now)),
+    if !header_members_typed(&header, &header_bytes) {
+        return Err(TokenError::BadHeader);
+    }
+    let signed = &token[..h64.len() + 1 + p64.len()];
+    match jsonwebtoken::crypto::verify(s64, signed.as_bytes(), &key.key, key.alg) {
+        Ok(true) => {}
+        Ok(false) => return Err(TokenError::BadSignature),
+        Err(_) => return Err(TokenError::Malformed),
+    }
+    let claims = json_object(&payload, TokenError::BadClaims)?;
+    match library_refusal(&claims, &payload) {
+        // Foyer's rules name the claim first, in their fixed order.
+        Some(refused) => Err(check_claims(&claims, expect, now).err().unwrap_or(refused)),
+        None if !members_unique(&payload) => Err(TokenError::BadClaims),
+        None => check_claims(&claims, expect, now),
+    }
+}
+
+/// A header stricter than a JSON object (docs/protocol.md, Tokens): no member repeated (two
+/// readers could take different copies), the parameters JWS defines as text (`typ`, `cty`,
+/// `x5t`, `x5t#S256`, `url`, `nonce`, `enc`, `zip`) a string or null, and any member Foyer
+/// does not know a string. `alg` and `kid` are checked where they are read.
+fn header_members_typed(header: &Map<String, Value>, bytes: &[u8]) -> bool {
+    const TEXT: [&str; 8] = ["typ", "cty", "x5t", "x5t#S256", "url", "nonce", "enc", "zip"];
+    members_unique(bytes)
+        && header.iter().all(|(name, value)| match name.as_str() {
+            "alg" | "kid" => true,
+            n if TEXT.contains(&n) => value.is_string() || value.is_null(),
+            _ => value.is_string(),
+        })
+}
+
+/// The claims jsonwebtoken's validation refused and Foyer's own checks would not, named as
+/// they were then: one of its fields (`exp`, `nbf`, `sub`, `iss`, `aud`) repeated, and an
+/// `aud` array holding a non-string. Every other claim it refused, Foyer's checks refuse too,
+/// and name first.
+fn library_refusal(claims: &Map<String, Value>, payload: &[u8]) -> Option<TokenError> {
+    if !members_unique_among(payload, &["exp", "nbf", "sub", "iss", "aud"]) {
+        return Some(TokenError::BadClaims);
+    }
+    match claims.get("aud") {
+        Some(Value::Array(items)) if !items.iter().all(Value::is_string) => Some(TokenError::WrongAudience),
+        _ => None,
     }
 }
 
@@ -313,8 +333,13 @@ pub fn verify(token: &str, keys: &KeySet, expect: &Expectations, now: i64) -> Re
 /// member, so a token repeating `channels` (or `iat`, `publish`, `name`, `role`) would be
 /// read as whichever copy came last: ambiguous, so refused (docs/protocol.md, Tokens).
 fn members_unique(bytes: &[u8]) -> bool {
-    struct Unique;
-    impl<'de> serde::de::Visitor<'de> for Unique {
+    members_unique_among(bytes, &[])
+}
+
+/// [`members_unique`] for the members named in `only` (all of them when empty).
+fn members_unique_among(bytes: &[u8], only: &[&str]) -> bool {
+    struct Unique<'o>(&'o [&'o str]);
+    impl<'de> serde::de::Visitor<'de> for Unique<'_> {
         type Value = ();
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
             f.write_str("a JSON object")
@@ -322,7 +347,7 @@ fn members_unique(bytes: &[u8]) -> bool {
         fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
             let mut seen = std::collections::HashSet::new();
             while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                if !seen.insert(key.into_owned()) {
+                if (self.0.is_empty() || self.0.contains(&key.as_ref())) && !seen.insert(key.into_owned()) {
                     return Err(serde::de::Error::custom("a member is repeated"));
                 }
                 map.next_value::<serde::de::IgnoredAny>()?;
@@ -331,39 +356,7 @@ fn members_unique(bytes: &[u8]) -> bool {
         }
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    serde::Deserializer::deserialize_map(&mut de, Unique).is_ok()
-}
-
-/// Names a refusal of jsonwebtoken's in Foyer's terms. Its claim checks run only after the
-/// signature held; Foyer's own rules then name the claim, in their fixed order (jsonwebtoken
-/// walks its required claims in a hash set's order).
-fn refusal(kind: &ErrorKind, token: &str, payload: &[u8], expect: &Expectations, now: i64) -> TokenError {
-    match kind {
-        ErrorKind::InvalidSignature => TokenError::BadSignature,
-        ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => TokenError::AlgorithmMismatch,
-        // jsonwebtoken's typed header is stricter than a JSON object (duplicate or mistyped
-        // members); this failure comes before the signature.
-        ErrorKind::Json(_) if jsonwebtoken::decode_header(token).is_err() => TokenError::BadHeader,
-        ErrorKind::Json(_)
-        | ErrorKind::MissingRequiredClaim(_)
-        | ErrorKind::InvalidClaimFormat(_)
-        | ErrorKind::InvalidIssuer
-        | ErrorKind::InvalidAudience => {
-            match json_object(payload, TokenError::BadClaims).and_then(|c| check_claims(&c, expect, now)) {
-                Err(named) => named,
-                // Refused by jsonwebtoken alone (a duplicate claim, an `aud` array holding a
-                // non-string): still refused.
-                Ok(_) => match kind {
-                    ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
-                    ErrorKind::InvalidAudience => TokenError::WrongAudience,
-                    ErrorKind::MissingRequiredClaim(claim) if claim == "iss" => TokenError::WrongIssuer,
-                    ErrorKind::MissingRequiredClaim(claim) if claim == "aud" => TokenError::WrongAudience,
-                    _ => TokenError::BadClaims,
-                },
-            }
-        }
-        _ => TokenError::Malformed,
-    }
+    serde::Deserializer::deserialize_map(&mut de, Unique(only)).is_ok()
 }
 
 /// A time claim: a JSON number (fractions are truncated), never a string.
@@ -697,6 +690,71 @@ mod tests {
             assert_eq!(check(&keys, &mint("aud", aud.clone())), Err(TokenError::WrongAudience), "{aud}");
         }
         assert!(check(&keys, &mint("aud", json!(["other", "foyer"]))).is_ok());
+    }
+
+    /// What jsonwebtoken's claim validation refused stays refused, under the same names, now
+    /// that Foyer parses the claims once (`library_refusal`); this test passed on the code
+    /// that called `jsonwebtoken::jws::decode` too.
+    #[test]
+    fn claim_refusals_jsonwebtoken_made_are_kept() {
+        let key = SigningKey::hs256(1);
+        let keys = one_key(&key);
+        let mint = |c: Value| key.mint(None, &c);
+        let sign = |h: &str, p: &str| sign_raw(&key, h, p);
+        // An audience array holding a non-string, even beside the right one.
+        assert_eq!(check(&keys, &mint(with(claims(), "aud", json!(["foyer", 1])))), Err(TokenError::WrongAudience));
+        assert_eq!(check(&keys, &mint(with(claims(), "iss", json!(["https://shop.example"])))), Err(TokenError::WrongIssuer));
+        // `nbf` is Foyer's to judge: any number in the past passes, anything else does not.
+        for nbf in [json!(null), json!("1")] {
+            assert_eq!(check(&keys, &mint(with(claims(), "nbf", nbf.clone()))), Err(TokenError::BadClaims), "{nbf}");
+        }
+        for nbf in [json!(-5), json!(NOW as f64 - 0.5)] {
+            assert!(check(&keys, &mint(with(claims(), "nbf", nbf.clone()))).is_ok(), "{nbf}");
+        }
+        // A repeated `exp`: Foyer's own rules name the claim first, else the repetition.
+        let body = claims().to_string();
+        let exp_twice = body.replacen('{', &format!(r#"{{"exp":{},"#, NOW + 100), 1);
+        assert_eq!(check(&keys, &sign(r#"{"alg":"HS256"}"#, &exp_twice)), Err(TokenError::BadClaims));
+        let exp_twice_wrong_iss = exp_twice.replace("https://shop.example", "https://other.example");
+        assert_eq!(check(&keys, &sign(r#"{"alg":"HS256"}"#, &exp_twice_wrong_iss)), Err(TokenError::WrongIssuer));
+        // Any other repeated member is refused before Foyer's rules, even on an expired token.
+        let expired = with(claims(), "exp", json!(NOW - 1_000)).to_string();
+        let channels_twice = expired.replacen('{', r#"{"channels":[],"#, 1);
+        assert_eq!(check(&keys, &sign(r#"{"alg":"HS256"}"#, &channels_twice)), Err(TokenError::BadClaims));
+        // The header: a member Foyer does not know must be a string, a text parameter JWS
+        // defines a string or null (and no member repeated: the next test).
+        for h in [
+            r#"{"alg":"HS256","custom":1}"#,
+            r#"{"alg":"HS256","x":null}"#,
+            r#"{"alg":"HS256","typ":7}"#,
+            r#"{"alg":"HS256","enc":5}"#,
+            r#"{"alg":"HS256","url":3}"#,
+            r#"{"alg":"HS256","typ":"a","typ":"b"}"#,
+        ] {
+            assert_eq!(check(&keys, &sign(h, &body)), Err(TokenError::BadHeader), "{h}");
+        }
+        for h in [
+            r#"{"alg":"HS256","custom":"x","typ":"JWT"}"#,
+            r#"{"alg":"HS256","typ":null}"#,
+            r#"{"alg":"HS256","zip":null}"#,
+            r#"{"alg":"HS256","enc":null}"#,
+            r#"{"alg":"HS256","x5t#S256":null}"#,
+            r#"{"alg":"HS256","nonce":"n","cty":"c","x5t":"t","enc":"e"}"#,
+        ] {
+            assert!(check(&keys, &sign(h, &body)).is_ok(), "{h}");
+        }
+    }
+
+    /// docs/protocol.md: a header that repeats a member is invalid. jsonwebtoken's typed
+    /// header refused a repeated parameter it knows, but kept the last copy of one it does
+    /// not (its unknown members are a map); this failed before the header became Foyer's.
+    #[test]
+    fn a_header_repeating_any_member_is_refused() {
+        let key = SigningKey::hs256(1);
+        let keys = one_key(&key);
+        let body = claims().to_string();
+        assert_eq!(check(&keys, &sign_raw(&key, r#"{"alg":"HS256","x":"a","x":"b"}"#, &body)), Err(TokenError::BadHeader));
+        assert!(check(&keys, &sign_raw(&key, r#"{"alg":"HS256","x":"a","y":"a"}"#, &body)).is_ok());
     }
 
     #[test]
