@@ -445,7 +445,6 @@ impl Client {
         }
     }
 
-    /// Reads until the socket closes; returns the close code.
     /// The close code once the socket closes, frames before it skipped; `None` when nothing
     /// arrives for `secs`.
     pub async fn close_code_within(&mut self, secs: u64) -> Option<Option<u16>> {
@@ -458,6 +457,7 @@ impl Client {
         }
     }
 
+    /// Reads until the socket closes; returns the close code.
     pub async fn close_code(&mut self) -> Option<u16> {
         loop {
             match self.next().await {
