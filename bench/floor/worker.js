@@ -20,6 +20,12 @@
 //    - `fresh_no_sql`: objects of the same class called for the first time, touching no
 //      storage.
 //    Under `wrangler dev` every object shares one thread, so the wall time is that thread's work.
+//
+// 3. A floor inbox (`BENCH_FLOOR=1 scripts/bench --only=inbox` runs the inbox scenario on it
+//    after Foyer): `POST /links` stores each chat's inboxes in the chat's object; a chat `send`
+//    is numbered in memory and sent to the chat's sockets, then handed to each linked inbox
+//    over RPC, which numbers it and sends it on. No token, no SQL per message, no dedupe, no
+//    retry: the least a forward can cost the local runtime's one thread.
 import { DurableObject } from "cloudflare:workers";
 
 export class Shard extends DurableObject {
@@ -34,9 +40,10 @@ export class Shard extends DurableObject {
   }
 
   // The floor gateway's channel object: a connect (the Worker hands it every /ws/* request).
-  fetch() {
+  fetch(request) {
     const [client, server] = Object.values(new WebSocketPair());
-    this.ctx.acceptWebSocket(server);
+    const m = new URL(request.url).pathname.match(/^\/ws\/([a-z]+)\/([^/]+)/);
+    this.ctx.acceptWebSocket(server, [m ? `${m[1]}:${m[2]}` : ""]);
     server.send(`{"type":"welcome","seq":${this.seq ?? 0}}`);
     return new Response(null, { status: 101, webSocket: client, headers: { "Sec-WebSocket-Protocol": "foyer.v1" } });
   }
@@ -49,7 +56,47 @@ export class Shard extends DurableObject {
       return { seq: this.seq, delivered: sockets.length, duplicate: false };
     });
   }
-  webSocketMessage() {}
+  // The floor inbox: links are stored (the objects sleep between set-up and use), read once
+  // an instance.
+  link(inbox) {
+    const sql = this.ctx.storage.sql;
+    sql.exec("CREATE TABLE IF NOT EXISTS links (inbox TEXT PRIMARY KEY)");
+    sql.exec("INSERT OR IGNORE INTO links (inbox) VALUES (?)", inbox);
+    this.links = undefined;
+    return true;
+  }
+  inboxes() {
+    if (this.links === undefined) {
+      const sql = this.ctx.storage.sql;
+      const table = sql.exec("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'links'").toArray().length > 0;
+      this.links = table ? sql.exec("SELECT inbox FROM links").toArray().map((r) => r.inbox) : [];
+    }
+    return this.links;
+  }
+  // A chat `send`: to the chat's sockets first, then a copy to each linked inbox.
+  async webSocketMessage(ws, message) {
+    let m;
+    try {
+      m = JSON.parse(message);
+    } catch {
+      return;
+    }
+    if (m?.type !== "send" || typeof m.text !== "string") return;
+    const channel = this.ctx.getTags(ws)[0];
+    this.seq = (this.seq ?? 0) + 1;
+    const seq = this.seq;
+    const body = `"id":${JSON.stringify(String(m.id))},"event":"chat.message","data":{"text":${JSON.stringify(m.text)}},"ts":${Date.now()}`;
+    const frame = `{"type":"event","channel":${JSON.stringify(channel)},"seq":${seq},${body}}`;
+    for (const s of this.ctx.getWebSockets()) s.send(frame);
+    const inboxes = this.inboxes();
+    await Promise.all(inboxes.map((i) => this.env.SHARD.get(this.env.SHARD.idFromName(i)).forward(i, channel, seq, body)));
+  }
+  forward(inbox, channel, seq, body) {
+    this.seq = (this.seq ?? 0) + 1;
+    const frame = `{"type":"event","channel":${JSON.stringify(inbox)},"seq":${this.seq},${body},"source":{"channel":${JSON.stringify(channel)},"seq":${seq}}}`;
+    for (const s of this.ctx.getWebSockets()) s.send(frame);
+    return 1;
+  }
   webSocketClose(ws) {
     try { ws.close(1000); } catch {}
   }
@@ -70,8 +117,13 @@ export default {
   async fetch(request, env) {
     const url = new URL(request.url);
     if (url.pathname === "/healthz") return new Response("ok");
-    const m = url.pathname.match(/^\/ws\/(orders|payment|chat)\/([A-Za-z0-9_-]{1,64})\/?$/);
+    const m = url.pathname.match(/^\/ws\/(orders|payment|chat|inbox)\/([A-Za-z0-9_-]{1,64})\/?$/);
     if (m) return env.SHARD.get(env.SHARD.idFromName(`${m[1]}:${m[2]}`)).fetch(request);
+    if (url.pathname === "/links" && request.method === "POST") {
+      const { links } = JSON.parse(await request.text());
+      await Promise.all(links.map((l) => env.SHARD.get(env.SHARD.idFromName(l.channel)).link(l.inbox)));
+      return Response.json({ results: links.map(() => ({ linked: true })) });
+    }
     if (url.pathname === "/publish" && request.method === "POST") {
       const parsed = JSON.parse(await request.text());
       const groups = new Map();

@@ -838,9 +838,10 @@ async fn inbox_pass(g: &Gateway, quick: bool, linked: bool, load: bool, pass: us
 }
 
 /// The inbox scenario: unlinked and linked passes alternating on one gateway; returns the
-/// figures and the budget verdicts.
-async fn inbox(quick: bool) -> (Vec<(String, f64)>, Vec<(&'static str, bool)>) {
-    let g = Gateway::start("inbox", Some(&foyer_config()));
+/// figures and the budget verdicts. `floor`: on the floor gateway (bench/floor) instead of
+/// Foyer, to tell what any forward costs the local runtime's one thread.
+async fn inbox(quick: bool, floor: bool) -> (Vec<(String, f64)>, Vec<(&'static str, bool)>) {
+    let g = if floor { Gateway::start("floor", Some("bench/floor/wrangler.toml")) } else { Gateway::start("inbox", Some(&foyer_config())) };
     let pairs = if quick { 1 } else { 3 };
     let (mut without, mut with, mut loaded) = (Vec::new(), Vec::new(), Vec::new());
     for pass in 0..pairs {
@@ -1103,13 +1104,18 @@ async fn main() {
         .unwrap_or(if quick { 1 } else { 3 })
         .max(1);
     if only.as_deref() == Some("inbox") {
-        let (figures, verdicts) = inbox(quick).await;
-        for (name, v) in figures {
-            println!("{name:<48} {v:>12.2}");
-        }
-        println!("\nbudgets");
-        for (name, ok) in verdicts {
-            println!("  {} {name}", if ok { "PASS" } else { "MISS" });
+        // BENCH_FLOOR=1: the same scenario on the floor gateway after Foyer's.
+        let floor = std::env::var_os("BENCH_FLOOR").is_some();
+        for on_floor in [false, true].into_iter().filter(|f| !f || floor) {
+            let (figures, verdicts) = inbox(quick, on_floor).await;
+            println!("\n{}", if on_floor { "floor gateway" } else { "foyer" });
+            for (name, v) in figures {
+                println!("{name:<48} {v:>12.2}");
+            }
+            println!("\nbudgets");
+            for (name, ok) in verdicts {
+                println!("  {} {name}", if ok { "PASS" } else { "MISS" });
+            }
         }
         return;
     }
@@ -1225,7 +1231,7 @@ async fn main() {
         ),
     ];
     let cost_verdicts = if only.is_none() { cost_report(quick).await } else { Vec::new() };
-    let (inbox_figures, inbox_verdicts) = if only.is_none() { inbox(quick).await } else { (Vec::new(), Vec::new()) };
+    let (inbox_figures, inbox_verdicts) = if only.is_none() { inbox(quick, false).await } else { (Vec::new(), Vec::new()) };
     for (name, v) in &inbox_figures {
         println!("{name:<48} {v:>12.2}");
     }
