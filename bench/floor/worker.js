@@ -9,6 +9,8 @@
 //    sends a welcome; a `/publish` reads and parses its body, calls each channel's object
 //    over RPC, which numbers the event in memory and sends it to every socket. No token, no
 //    signature, no SQL, no dedupe: nothing the contract asks for beyond moving the bytes.
+//    `BENCH_FLOOR=writes` adds the one write the contract needs: each event stored (one
+//    `INSERT`, its id unique) before it is answered.
 //
 // 2. `GET /objects`: what the first storm of a fresh gateway pays for each Durable Object it
 //    wakes for the first time (Foyer's first batch reaches its room and 16 directory shards,
@@ -49,9 +51,18 @@ export class Shard extends DurableObject {
   }
   publish(channel, events) {
     const sockets = this.ctx.getWebSockets();
+    // FLOOR_WRITES (BENCH_FLOOR=writes): the one write the contract cannot do without, each
+    // event stored before it is answered (its id unique: the dedupe is the index's).
+    const sql = this.env.FLOOR_WRITES ? this.ctx.storage.sql : null;
+    if (sql && !this.table) {
+      sql.exec("CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, id TEXT UNIQUE, event TEXT, data TEXT, ts INTEGER)");
+      this.table = true;
+    }
     return events.map((e) => {
       this.seq = (this.seq ?? 0) + 1;
-      const frame = `{"type":"event","channel":${JSON.stringify(channel)},"seq":${this.seq},"id":${JSON.stringify(e.id)},"event":${JSON.stringify(e.event)},"data":${JSON.stringify(e.data ?? null)},"ts":${Date.now()}}`;
+      const ts = Date.now(), data = JSON.stringify(e.data ?? null);
+      sql?.exec("INSERT INTO events VALUES (?, ?, ?, ?, ?)", this.seq, e.id, e.event, data, ts);
+      const frame = `{"type":"event","channel":${JSON.stringify(channel)},"seq":${this.seq},"id":${JSON.stringify(e.id)},"event":${JSON.stringify(e.event)},"data":${data},"ts":${ts}}`;
       for (const ws of sockets) ws.send(frame);
       return { seq: this.seq, delivered: sockets.length, duplicate: false };
     });

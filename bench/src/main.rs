@@ -100,7 +100,8 @@ impl Gateway {
         let env = format!(
             "JWT_KEYS='{}'\nJWT_ISSUER='{ISSUER}'\nPUBLISH_SECRETS='{SECRET}'\nRATE_LIMIT_MESSAGES='100000'\nMAX_SOCKETS_PER_USER='100000'\nAUTH_FAILURES_PER_MINUTE='1000000'\n",
             jwks(&[(&key(), Some("k"))])
-        ) + if metered { "METER='log'\n" } else { "" };
+        ) + if metered { "METER='log'\n" } else { "" }
+            + if name == "floor" && std::env::var("BENCH_FLOOR").is_ok_and(|v| v == "writes") { "FLOOR_WRITES='1'\n" } else { "" };
         std::fs::write(dir.join("env"), env).expect("env");
         let port = free_port();
         // scripts/gateway: wrangler dev with the project's Node in a process group of its own
