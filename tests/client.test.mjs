@@ -260,7 +260,8 @@ test("repeated 4401s refetch the token with a growing wait, never in a loop", as
   assert.ok(g[0] < 1000, `first refetch at once (${g[0]} ms)`);
   // Each gap is at least its wait (which doubles); connection set-up adds a little noise on top.
   for (let i = 1; i < g.length; i++) assert.ok(g[i] >= waits[i], `gap ${i} (${g[i]} ms) >= ${waits[i]} ms: ${g.join(", ")}`);
-  assert.ok(g.at(-1) > 2 * g[1], `gaps grow: ${g.join(", ")} ms`);
+  // The last wait is four times the first; a busy machine can add ~200 ms to any one gap.
+  assert.ok(g.at(-1) > 1.5 * g[1], `gaps grow: ${g.join(", ")} ms`);
   tokens.modes.auth = "good";
   await c.waitState("open", 0, 10000);
   await c.close();

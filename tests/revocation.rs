@@ -219,8 +219,14 @@ async fn a_revoke_updates_the_shards_revocations_in_memory_so_the_next_record_re
     let ch = format!("payment:{key}");
     let mut c = connect(&gw, &format!("/ws/payment/{key}"), &token_issued(&users[12], &[&ch], 5)).await;
     assert_eq!(c.frame().await["type"], "welcome");
-    // The shard's invocations: 12 revokes, then the record.
-    let per_object = invocation_lines(&gw);
+    // The shard's invocations: 12 revokes, then the record (its line reaches the log a moment
+    // after its answer: read until it is there, up to 5 s).
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut per_object = invocation_lines(&gw);
+    while !per_object.values().any(|lines| lines.len() == 13) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        per_object = invocation_lines(&gw);
+    }
     let shard = per_object.values().find(|lines| lines.len() == 13).expect("the shard's 13 invocations");
     let record = &shard[12];
     assert!(record["rows_read"].as_u64().is_some_and(|n| n < 12), "the record reloaded the revocations: {record}");
