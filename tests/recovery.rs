@@ -202,3 +202,35 @@ async fn an_expired_token_closes_4401_even_while_the_room_hibernates() {
     let waited = started.elapsed().as_secs();
     assert!((10..=14 + 30).contains(&waited), "closed after {waited} s");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_socket_that_relied_on_an_alarm_write_that_failed_still_closes_at_its_expiry() {
+    // The first socket's token expires first; its welcome starts the room's alarm write, held
+    // 1 s and failed by the failpoint. The second socket (a later expiry) arrives while the
+    // write is under way and is covered by it, until it fails. The first socket is closed
+    // (1011: the room could not keep its expiry); the second must still close at its own
+    // expiry. (It used to keep no alarm at all, and stayed open.)
+    let gw = Gateway::start("alarm-write", &[("TEST_FAILPOINT", "alarm_write_fails_once")]);
+    let key = unique("alarmw");
+    let ch = format!("orders:{key}");
+    let path = format!("/ws/orders/{key}");
+    let minted = |secs: i64| {
+        let mut c = claims("staff-alarm", &[&ch]);
+        c["exp"] = json!(unix_now() + secs);
+        hs256().mint(Some("hs"), &c)
+    };
+    let (first_token, second_token) = (minted(8), minted(10));
+    // A connect is answered once its alarm is set: the second starts while the first's waits.
+    let second = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        connect(&gw, &path, &second_token).await
+    };
+    let (mut first, mut second) = futures_util::future::join(connect(&gw, &path, &first_token), second).await;
+    assert_eq!(first.frame().await["type"], "welcome");
+    assert_eq!(second.frame().await["type"], "welcome");
+    assert_eq!(first.close_code_within(5).await.expect("the first socket closed"), Some(1011));
+    let started = std::time::Instant::now();
+    let code = second.close_code_within(40).await.expect("the second socket closed within 40 s");
+    assert_eq!(code, Some(4401));
+    assert!(started.elapsed().as_secs() <= 40);
+}

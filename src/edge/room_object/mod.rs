@@ -51,6 +51,8 @@ pub struct RoomObject {
     store: RefCell<Option<SqlStore>>,
     /// What the alarm is known to be, so hot paths skip storage round trips.
     alarm_at: Cell<timer::Alarm>,
+    /// The alarm write under way, if any: a call it covers waits for it to land.
+    alarm_write: RefCell<Option<timer::AlarmWrite>>,
     /// The channel this object serves, once known to be in storage.
     channel: RefCell<Option<Channel>>,
     /// The engine's in-memory state (rates, revocations learned, pruning bookkeeping).
@@ -62,6 +64,8 @@ pub struct RoomObject {
     leasing: RefCell<HashMap<String, sockets::Asking>>,
     /// The test failpoint `revoke_push_fails_once` has failed its push.
     push_failed: Cell<bool>,
+    /// The test failpoint `alarm_write_fails_once` has failed its write.
+    alarm_write_failed: Cell<bool>,
 }
 
 impl RoomObject {
@@ -75,11 +79,13 @@ impl RoomObject {
             env,
             store: RefCell::new(None),
             alarm_at: Default::default(),
+            alarm_write: Default::default(),
             channel: Default::default(),
             memory: Default::default(),
             recording: Default::default(),
             leasing: Default::default(),
             push_failed: Default::default(),
+            alarm_write_failed: Default::default(),
         }
     }
 

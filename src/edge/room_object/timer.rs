@@ -1,14 +1,23 @@
 //! The room's one timer: an alarm set to the engine's deadline ([`Room::poll_timeout`]) and
 //! nothing else. A room with no sockets and no pending call (webhook, forward) holds none.
 
+use futures::future::{LocalBoxFuture, Shared};
+use futures::FutureExt;
 use serde_json::json;
-use worker::Result;
+use worker::{Error, Result};
 
 use super::RoomObject;
+use crate::edge::runtime::config;
 use crate::edge::{log, runtime};
 use crate::protocol::config::Level;
 use crate::protocol::room::{self, Member};
 use crate::protocol::wire::close;
+
+/// An alarm write under way, shared with the calls whose time it covers.
+type Writing = Shared<LocalBoxFuture<'static, std::result::Result<(), String>>>;
+
+/// An alarm write under way: the time it sets, and its outcome.
+pub(super) type AlarmWrite = (i64, Writing);
 
 /// What this instance knows of its alarm (storage holds the truth).
 #[derive(Clone, Copy, Debug, Default)]
@@ -82,35 +91,70 @@ impl RoomObject {
     /// time is known before the write's await, and what a read found is checked against
     /// what was set meanwhile, so the earliest time wins, whoever writes last (the alarm
     /// used to end at the last writer's expiry, leaving an earlier token's socket open past
-    /// it); a failed write forgets it.
+    /// it). A time that a write still under way covers is covered once that write lands: when
+    /// it fails, this call writes its own (a failed write used to leave every socket that
+    /// relied on it with no alarm, open past its token's expiry).
     pub(super) async fn alarm_by(&self, at: i64) -> Result<()> {
-        let now = runtime::now_ms();
-        let storage = self.state.storage();
-        let current = match self.alarm_at.get() {
-            Alarm::At(c) if c <= at && c > now => return Ok(()),
-            // Known and pending: only the runtime could have moved it, by firing it.
-            Alarm::At(c) if c > now => Some(c),
-            Alarm::None => None,
-            Alarm::At(_) | Alarm::Unknown => {
-                let stored = storage.get_alarm().await?;
-                // A call that resumed meanwhile (connects sharing one directory answer) may
-                // have set it: that is newer than what was read.
-                match self.alarm_at.get() {
-                    Alarm::At(c) if c > now => Some(c),
-                    Alarm::None => None,
-                    _ => stored,
+        // A second round only after a write this call relied on failed.
+        for _ in 0..2 {
+            let now = runtime::now_ms();
+            let current = match self.alarm_at.get() {
+                // Known and pending: only the runtime could have moved it, by firing it.
+                Alarm::At(c) if c > now => Some(c),
+                Alarm::None => None,
+                Alarm::At(_) | Alarm::Unknown => {
+                    let stored = self.state.storage().get_alarm().await?;
+                    // A call that resumed meanwhile (connects sharing one directory answer)
+                    // may have set it: that is newer than what was read.
+                    match self.alarm_at.get() {
+                        Alarm::At(c) if c > now => Some(c),
+                        Alarm::None => None,
+                        _ => stored,
+                    }
                 }
+            };
+            if let Some(c) = current.filter(|c| *c <= at && *c > now) {
+                self.alarm_at.set(Alarm::At(c));
+                let under_way = self.alarm_write.borrow().as_ref().filter(|(t, _)| *t == c).map(|(_, w)| w.clone());
+                if let Some(write) = under_way {
+                    if write.await.is_err() {
+                        self.alarm_at.set(Alarm::Unknown);
+                        continue;
+                    }
+                }
+                return Ok(());
             }
-        };
-        if let Some(c) = current.filter(|c| *c <= at && *c > now) {
-            self.alarm_at.set(Alarm::At(c));
-            return Ok(());
+            self.alarm_at.set(Alarm::At(at));
+            let write = self.write_alarm(at, now);
+            *self.alarm_write.borrow_mut() = Some((at, write.clone()));
+            let done = write.clone().await;
+            // Landed or failed: `alarm_at` says which (unless a newer write took the slot).
+            let mut slot = self.alarm_write.borrow_mut();
+            if slot.as_ref().is_some_and(|(_, w)| w.ptr_eq(&write)) {
+                *slot = None;
+            }
+            return done.map_err(|e| {
+                self.alarm_at.set(Alarm::Unknown);
+                Error::from(e)
+            });
         }
-        self.alarm_at.set(Alarm::At(at));
-        if let Err(e) = storage.set_alarm(at.saturating_sub(now).max(1)).await {
-            self.alarm_at.set(Alarm::Unknown);
-            return Err(e);
+        Err(Error::from("the alarm could not be set"))
+    }
+
+    /// Starts setting the stored alarm to `at`. Justified failpoint: the runtime cannot be
+    /// made to fail an alarm write.
+    fn write_alarm(&self, at: i64, now: i64) -> Writing {
+        let fail = config(&self.env).failpoint("alarm_write_fails_once") && !self.alarm_write_failed.replace(true);
+        let storage = self.state.storage();
+        async move {
+            if fail {
+                worker::Delay::from(std::time::Duration::from_millis(1_000)).await;
+                return Err("failpoint alarm_write_fails_once".to_owned());
+            }
+            // An integer here is an offset from now, not a timestamp.
+            storage.set_alarm(at.saturating_sub(now).max(1)).await.map_err(|e| e.to_string())
         }
-        Ok(())
+        .boxed_local()
+        .shared()
     }
 }
