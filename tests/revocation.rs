@@ -177,13 +177,7 @@ async fn tabs_welcomed_together_keep_the_alarm_at_the_earliest_expiry() {
     let ch = format!("orders:{key}");
     let path = format!("/ws/orders/{key}");
     let sub = unique("staff-tabs");
-    let minted = |secs: i64| {
-        let mut c = claims(&sub, &[&ch]);
-        c["iat"] = json!(unix_now() - 5);
-        c["exp"] = json!(unix_now() + secs);
-        hs256().mint(Some("hs"), &c)
-    };
-    let (short, long) = (minted(5), minted(60));
+    let (short, long) = (token_expiring_in(&sub, &ch, 5), token_expiring_in(&sub, &ch, 60));
     let first = connect(&gw, &path, &short);
     let rest = async {
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;

@@ -256,6 +256,14 @@ pub fn token(sub: &str, channels: &[&str]) -> String {
     hs256().mint(Some("hs"), &claims(sub, channels))
 }
 
+/// A token for `sub` on `channel`, issued 5 s ago, that expires `secs` from now.
+pub fn token_expiring_in(sub: &str, channel: &str, secs: i64) -> String {
+    let mut c = claims(sub, &[channel]);
+    c["iat"] = json!(unix_now() - 5);
+    c["exp"] = json!(unix_now() + secs);
+    hs256().mint(Some("hs"), &c)
+}
+
 // ---------- HTTP ----------
 
 #[derive(Debug)]
