@@ -213,22 +213,19 @@ async fn a_revoke_updates_the_shards_revocations_in_memory_so_the_next_record_re
     let ch = format!("payment:{key}");
     let mut c = connect(&gw, &format!("/ws/payment/{key}"), &token_issued(&users[12], &[&ch], 5)).await;
     assert_eq!(c.frame().await["type"], "welcome");
-    // The shard's invocations: 12 revokes, then the record (its line reaches the log a moment
-    // after its answer: read until it is there, up to 5 s).
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-    let mut per_object = invocation_lines(&gw);
-    while !per_object.values().any(|lines| lines.len() == 13) && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        per_object = invocation_lines(&gw);
-    }
+    // The shard's invocations: 12 revokes, then the record.
+    let per_object = settled_lines(&gw, |per_object| per_object.values().any(|lines| lines.len() == 13)).await;
     let shard = per_object.values().find(|lines| lines.len() == 13).expect("the shard's 13 invocations");
     let record = &shard[12];
     assert!(record["rows_read"].as_u64().is_some_and(|n| n < 12), "the record reloaded the revocations: {record}");
 }
 
+/// Meter lines by object.
+type PerObject = std::collections::HashMap<String, Vec<serde_json::Value>>;
+
 /// The usage meter's line for each object invocation so far, by object, in order.
-fn invocation_lines(gw: &Gateway) -> std::collections::HashMap<String, Vec<serde_json::Value>> {
-    let mut per_object = std::collections::HashMap::<String, Vec<serde_json::Value>>::new();
+fn invocation_lines(gw: &Gateway) -> PerObject {
+    let mut per_object = PerObject::new();
     for line in gw.log().lines().filter_map(|l| l.split_once("foyer-meter ").map(|x| x.1)) {
         let line: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
         if line["what"] == "object" {
@@ -238,19 +235,30 @@ fn invocation_lines(gw: &Gateway) -> std::collections::HashMap<String, Vec<serde
     per_object
 }
 
-/// [`invocations`] once they read `want`, or after 5 s: a line reaches the log a moment after
-/// its invocation answered (here, 16 shards' at once).
-async fn settled_invocations(gw: &Gateway, want: &[usize]) -> Vec<usize> {
+/// [`invocation_lines`] once `done` holds of them, or after 5 s: a line reaches the log a
+/// moment after its invocation answered (here, 16 shards' at once).
+async fn settled_lines(gw: &Gateway, done: impl Fn(&PerObject) -> bool) -> PerObject {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-    while invocations(gw) != want && tokio::time::Instant::now() < deadline {
+    let mut per_object = invocation_lines(gw);
+    while !done(&per_object) && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        per_object = invocation_lines(gw);
     }
-    invocations(gw)
+    per_object
+}
+
+/// [`invocations`] once they read `want`, or after 5 s.
+async fn settled_invocations(gw: &Gateway, want: &[usize]) -> Vec<usize> {
+    counts(&settled_lines(gw, |per_object| counts(per_object) == want).await)
 }
 
 /// Invocations per object so far, fewest first.
 fn invocations(gw: &Gateway) -> Vec<usize> {
-    let mut counts: Vec<usize> = invocation_lines(gw).into_values().map(|lines| lines.len()).collect();
+    counts(&invocation_lines(gw))
+}
+
+fn counts(per_object: &PerObject) -> Vec<usize> {
+    let mut counts: Vec<usize> = per_object.values().map(|lines| lines.len()).collect();
     counts.sort();
     counts
 }
