@@ -1,6 +1,6 @@
 //! Foyer vs a plain-JavaScript Durable Object baseline, same machine, same load generator,
 //! same `wrangler dev`. Prints a side-by-side table, the ratios and the budget verdicts.
-//! Usage: cargo run --release -- [--quick]   (scripts/bench does the set-up)
+//! Usage: cargo run --release -- [--quick] [--paired]   (scripts/bench does the set-up)
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -101,7 +101,11 @@ impl Gateway {
             "JWT_KEYS='{}'\nJWT_ISSUER='{ISSUER}'\nPUBLISH_SECRETS='{SECRET}'\nRATE_LIMIT_MESSAGES='100000'\nMAX_SOCKETS_PER_USER='100000'\nAUTH_FAILURES_PER_MINUTE='1000000'\n",
             jwks(&[(&key(), Some("k"))])
         ) + if metered { "METER='log'\n" } else { "" }
-            + if name == "floor" && std::env::var("BENCH_FLOOR").is_ok_and(|v| v == "writes") { "FLOOR_WRITES='1'\n" } else { "" };
+            + match std::env::var("BENCH_FLOOR").as_deref() {
+                Ok("writes") if name == "floor" => "FLOOR_WRITES='1'\n",
+                Ok("contract") if name == "floor" => "FLOOR_WRITES='1'\nFLOOR_SIGNED='1'\n",
+                _ => "",
+            };
         std::fs::write(dir.join("env"), env).expect("env");
         let port = free_port();
         // scripts/gateway: wrangler dev with the project's Node in a process group of its own
@@ -174,11 +178,16 @@ impl Gateway {
     /// CPU seconds (ns resolution) of V8's background threads in its workerd processes: where
     /// V8 compiles hot code with its optimizing compiler (and marks garbage concurrently).
     fn v8_background(&self) -> f64 {
+        self.thread_cpu(|name| name.starts_with("V8"))
+    }
+
+    /// CPU seconds (ns resolution) of the workerd threads whose name passes `which`.
+    fn thread_cpu(&self, which: impl Fn(&str) -> bool) -> f64 {
         let mut ns = 0.0;
         for (dir, _) in self.workerd() {
             for task in std::fs::read_dir(dir.join("task")).into_iter().flatten().flatten() {
                 let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-                if name.starts_with("V8") {
+                if which(&name) {
                     let sched = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
                     ns += sched.split(' ').next().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
                 }
@@ -343,10 +352,16 @@ struct Received {
 }
 
 async fn receive(sockets: Vec<Ws>, expect: u64, quiet: Duration) -> Received {
+    receive_after(sockets, 0, expect, quiet).await.0
+}
+
+/// Events `after + 1 ..= upto` on each socket; the sockets come back for the next block.
+async fn receive_after(sockets: Vec<Ws>, after: u64, upto: u64, quiet: Duration) -> (Received, Vec<Ws>) {
     let tasks = sockets.into_iter().map(|mut ws| {
         tokio::spawn(async move {
-            let (mut last, mut count, mut lost, mut dup, mut lat) = (0u64, 0u64, 0u64, 0u64, Vec::new());
-            while let Ok(Some(Ok(msg))) = tokio::time::timeout(quiet, ws.next()).await {
+            let (mut last, mut count, mut lost, mut dup, mut lat) = (after, 0u64, 0u64, 0u64, Vec::new());
+            while last < upto {
+                let Ok(Some(Ok(msg))) = tokio::time::timeout(quiet, ws.next()).await else { break };
                 let Message::Text(t) = msg else { continue };
                 let at = now_us();
                 let Ok(v) = serde_json::from_str::<Value>(&t) else { continue };
@@ -364,23 +379,70 @@ async fn receive(sockets: Vec<Ws>, expect: u64, quiet: Duration) -> Received {
                 if let Some(sent) = v["data"]["sent_us"].as_u64() {
                     lat.push(at.saturating_sub(sent) as f64 / 1000.0);
                 }
-                if last >= expect {
-                    break;
-                }
             }
-            lost += expect.saturating_sub(last);
-            (count, lost, dup, lat)
+            lost += upto.saturating_sub(last);
+            (count, lost, dup, lat, ws)
         })
     });
     let mut r = Received { count: 0, lost: 0, dup: 0, latencies: Vec::new() };
+    let mut back = Vec::new();
     for t in futures_util::future::join_all(tasks).await.into_iter().flatten() {
         r.count += t.0;
         r.lost += t.1;
         r.dup += t.2;
         r.latencies.extend(t.3);
+        back.push(t.4);
     }
     r.latencies.sort_by(|a, b| a.total_cmp(b));
-    r
+    (r, back)
+}
+
+/// `n` single-event publishes to `channel`, 16 in flight (a Django backend's workers), ids
+/// `<prefix><i>`, each carrying its send time for the delivery latency.
+async fn single_publishes(port: u16, channel: &str, n: usize, prefix: &str) {
+    let ids = std::sync::atomic::AtomicUsize::new(0);
+    let worker = || async {
+        loop {
+            let i = ids.fetch_add(1, Ordering::Relaxed);
+            if i >= n {
+                break;
+            }
+            publish(port, &json!({"id": format!("{prefix}{i}"), "channels": [channel], "event": "x", "data": {"sent_us": now_us()}})).await;
+        }
+    };
+    futures_util::future::join_all((0..16).map(|_| worker())).await;
+}
+
+/// `each` single-event publishes to every room of `rooms`, round-robin, 16 in flight.
+async fn room_publishes(port: u16, rooms: &[String], each: usize) {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let worker = || async {
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= rooms.len() * each {
+                break;
+            }
+            let (room, k) = (&rooms[i % rooms.len()], i / rooms.len());
+            publish(port, &json!({"id": format!("r{k}"), "channels": [room], "event": "payment.update", "data": {"sent_us": now_us()}}))
+                .await;
+        }
+    };
+    futures_util::future::join_all((0..16).map(|_| worker())).await;
+}
+
+/// New payment rooms, one subscriber each (a customer's page), `key_prefix-<i>`.
+async fn new_rooms(port: u16, key_prefix: &str, n: usize) -> (Vec<String>, Vec<Ws>) {
+    let all: Vec<String> = (0..n).map(|i| format!("payment:{key_prefix}-{i}")).collect();
+    let mut sockets = Vec::new();
+    for chunk in all.chunks(50) {
+        let opens = chunk.iter().map(|c| {
+            let key = c.split_once(':').map_or("", |x| x.1).to_owned();
+            let t = token(&format!("cust-{key}"), &[c.as_str()], &[]);
+            async move { open(port, &format!("/ws/payment/{key}"), &t).await }
+        });
+        sockets.extend(futures_util::future::join_all(opens).await.into_iter().map(|w| w.expect("socket")));
+    }
+    (all, sockets)
 }
 
 const FANOUT: &str = "fan-out deliveries/s (200 sockets, saturated)";
@@ -466,23 +528,6 @@ async fn run(g: &Gateway, quick: bool, only: Option<&str>, f: &mut Figures) {
     // subscriber with 16 requests in flight, and to 200 subscribers; then new payment rooms,
     // one subscriber each, five single publishes each. Server CPU per publish.
     if want("single") {
-        let single = |channel: String, n: usize, prefix: &'static str| async move {
-            let ids = std::sync::atomic::AtomicUsize::new(0);
-            let worker = || async {
-                loop {
-                    let i = ids.fetch_add(1, Ordering::Relaxed);
-                    if i >= n {
-                        break;
-                    }
-                    publish(
-                        port,
-                        &json!({"id": format!("{prefix}{i}"), "channels": [&channel], "event": "x", "data": {"sent_us": now_us()}}),
-                    )
-                    .await;
-                }
-            };
-            futures_util::future::join_all((0..16).map(|_| worker())).await;
-        };
         for (label, subscribers, n) in
             [("1 subscriber", 1usize, if quick { 200 } else { 600 }), ("200 subscribers", 200, if quick { 100 } else { 400 })]
         {
@@ -492,7 +537,7 @@ async fn run(g: &Gateway, quick: bool, only: Option<&str>, f: &mut Figures) {
             phase(&format!("single {label}"));
             let cpu0 = g.usage().0;
             let started = Instant::now();
-            single(ch.clone(), n, "s").await;
+            single_publishes(port, &ch, n, "s").await;
             let cpu = g.usage().0 - cpu0;
             let r = rx.await.expect("rx");
             let secs = started.elapsed().as_secs_f64();
@@ -504,36 +549,12 @@ async fn run(g: &Gateway, quick: bool, only: Option<&str>, f: &mut Figures) {
             dup += r.dup;
         }
         let rooms = if quick { 100 } else { 300 };
-        let all: Vec<String> = (0..rooms).map(|i| format!("payment:single-{tag}-{i}")).collect();
-        let mut sockets = Vec::new();
-        for chunk in all.chunks(50) {
-            let opens = chunk.iter().map(|c| {
-                let key = c.split_once(':').map_or("", |x| x.1).to_owned();
-                let t = token(&format!("cust-{key}"), &[c.as_str()], &[]);
-                async move { open(port, &format!("/ws/payment/{key}"), &t).await }
-            });
-            sockets.extend(futures_util::future::join_all(opens).await.into_iter().map(|w| w.expect("socket")));
-        }
+        let (all, sockets) = new_rooms(port, &format!("single-{tag}"), rooms).await;
         let rx = tokio::spawn(receive(sockets, 5, Duration::from_secs(20)));
         phase("single new rooms");
         let cpu0 = g.usage().0;
         let started = Instant::now();
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let worker = || async {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= rooms * 5 {
-                    break;
-                }
-                let (room, k) = (&all[i % rooms], i / rooms);
-                publish(
-                    port,
-                    &json!({"id": format!("r{k}"), "channels": [room], "event": "payment.update", "data": {"sent_us": now_us()}}),
-                )
-                .await;
-            }
-        };
-        futures_util::future::join_all((0..16).map(|_| worker())).await;
+        room_publishes(port, &all, 5).await;
         let cpu = g.usage().0 - cpu0;
         let r = rx.await.expect("rx");
         let secs = started.elapsed().as_secs_f64();
@@ -1080,10 +1101,152 @@ fn token_microbench() -> Vec<(&'static str, f64)> {
         .collect()
 }
 
+/// `--paired`: the single-publish scenarios with every gateway up at once (Foyer, the baseline
+/// and, with `BENCH_FLOOR`, the floor) and short blocks alternating between them, the order
+/// turned each block. This machine's speed drifts by ±25% within minutes, more than a round of
+/// one gateway lasts, so rounds of whole gateways compare two different machines; here every
+/// block of Foyer has a block of the baseline beside it. A figure's ratio is the median of the
+/// per-block ratios (latency percentiles: of all blocks' deliveries pooled per gateway). The
+/// first block of each gateway warms it up and is not counted.
+async fn paired(blocks: usize) {
+    const ONE: usize = 150;
+    const MANY: usize = 50;
+    const ROOMS: usize = 25;
+    let foyer = foyer_config();
+    let floor = std::env::var_os("BENCH_FLOOR").is_some().then_some(("floor", "bench/floor/wrangler.toml"));
+    struct Side {
+        g: Gateway,
+        one: Vec<Ws>,
+        many: Vec<Ws>,
+        figures: Vec<Figures>,
+        one_latencies: Vec<f64>,
+        room_latencies: Vec<f64>,
+        lost: u64,
+        dup: u64,
+    }
+    let mut sides = Vec::new();
+    for (name, config) in [("foyer", foyer.as_str()), ("baseline", "bench/baseline/wrangler.toml")].into_iter().chain(floor) {
+        let g = Gateway::start(name, Some(config));
+        let one = clients(g.port, "orders:paired-1", 1).await;
+        let many = clients(g.port, "orders:paired-200", 200).await;
+        sides.push(Side { g, one, many, figures: Vec::new(), one_latencies: Vec::new(), room_latencies: Vec::new(), lost: 0, dup: 0 });
+    }
+    let cpu = |g: &Gateway| g.thread_cpu(|_| true);
+    let quiet = Duration::from_secs(20);
+    for block in 0..=blocks {
+        let mut order: Vec<usize> = (0..sides.len()).collect();
+        order.rotate_left(block % sides.len());
+        for i in order {
+            let side = &mut sides[i];
+            let port = side.g.port;
+            let mut f = Figures::default();
+
+            let (after, cpu0, started) = ((block * ONE) as u64, cpu(&side.g), Instant::now());
+            let rx = tokio::spawn(receive_after(std::mem::take(&mut side.one), after, after + ONE as u64, quiet));
+            single_publishes(port, "orders:paired-1", ONE, &format!("b{block}-")).await;
+            let (cpu1, (r, back)) = (cpu(&side.g), rx.await.expect("rx"));
+            f.add("events/s (1 subscriber)", ONE as f64 / started.elapsed().as_secs_f64(), true);
+            f.add("server CPU ms per publish (1 subscriber)", (cpu1 - cpu0) * 1000.0 / ONE as f64, false);
+            side.one = back;
+            let one = (r.latencies, r.lost, r.dup);
+
+            let (after, cpu0, started) = ((block * MANY) as u64, cpu(&side.g), Instant::now());
+            let rx = tokio::spawn(receive_after(std::mem::take(&mut side.many), after, after + MANY as u64, quiet));
+            single_publishes(port, "orders:paired-200", MANY, &format!("b{block}-")).await;
+            let (cpu1, (r, back)) = (cpu(&side.g), rx.await.expect("rx"));
+            f.add("deliveries/s (200 subscribers)", r.count as f64 / started.elapsed().as_secs_f64(), true);
+            f.add("server CPU ms per publish (200 subscribers)", (cpu1 - cpu0) * 1000.0 / MANY as f64, false);
+            side.many = back;
+            let many = (r.lost, r.dup);
+
+            let (all, sockets) = new_rooms(port, &format!("paired-{block}"), ROOMS).await;
+            let (cpu0, started) = (cpu(&side.g), Instant::now());
+            let rx = tokio::spawn(receive(sockets, 5, quiet));
+            room_publishes(port, &all, 5).await;
+            let (cpu1, r) = (cpu(&side.g), rx.await.expect("rx"));
+            f.add("events/s (new rooms, 5 each)", (ROOMS * 5) as f64 / started.elapsed().as_secs_f64(), true);
+            f.add("server CPU ms per publish (new rooms)", (cpu1 - cpu0) * 1000.0 / (ROOMS * 5) as f64, false);
+
+            if block > 0 {
+                side.figures.push(f);
+                side.one_latencies.extend(one.0);
+                side.room_latencies.extend(r.latencies);
+                side.lost += one.1 + many.0 + r.lost;
+                side.dup += one.2 + many.1 + r.dup;
+            }
+        }
+        eprint!(".");
+    }
+    eprintln!();
+
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let base = sides.iter().position(|s| s.g.name == "baseline").expect("baseline");
+    let names: Vec<String> = sides[0].figures[0].0.iter().map(|(n, ..)| n.clone()).collect();
+    println!("\nsingle-event publishes, {blocks} paired blocks ({ONE}, {MANY} and {ROOMS}x5 publishes a block)");
+    let header: Vec<String> = sides.iter().map(|s| format!("{:>10}", s.g.name)).collect();
+    let ratios: Vec<String> = sides.iter().filter(|s| s.g.name != "baseline").map(|s| format!("{:>16}", format!("{} / base", s.g.name))).collect();
+    println!("{:<44} {} {}", "figure (median of blocks)", header.join(" "), ratios.join(" "));
+    // Per-figure paired ratios, for the verdicts below.
+    let mut paired_ratio: HashMap<(String, &str), f64> = HashMap::new();
+    for name in &names {
+        let values: Vec<String> = sides.iter().map(|s| format!("{:>10.2}", median(s.figures.iter().map(|f| f.get(name)).collect()))).collect();
+        let mut cols = Vec::new();
+        for s in sides.iter().filter(|s| s.g.name != "baseline") {
+            let r = median(s.figures.iter().zip(&sides[base].figures).map(|(a, b)| a.get(name) / b.get(name)).collect());
+            paired_ratio.insert((name.clone(), s.g.name), r);
+            cols.push(format!("{r:>16.3}"));
+        }
+        println!("{name:<44} {} {}", values.join(" "), cols.join(" "));
+    }
+    for (label, p, pick) in [("publish -> delivery p50 ms (1 subscriber)", 0.5, 0), ("publish -> delivery p99 ms (new rooms)", 0.99, 1)] {
+        let of = |s: &Side| {
+            let mut v = if pick == 0 { s.one_latencies.clone() } else { s.room_latencies.clone() };
+            v.sort_by(f64::total_cmp);
+            pct(&v, p)
+        };
+        let values: Vec<String> = sides.iter().map(|s| format!("{:>10.2}", of(s))).collect();
+        let mut cols = Vec::new();
+        for s in sides.iter().filter(|s| s.g.name != "baseline") {
+            let r = of(s) / of(&sides[base]);
+            paired_ratio.insert((label.to_owned(), s.g.name), r);
+            cols.push(format!("{r:>16.3}"));
+        }
+        println!("{label:<44} {} {}", values.join(" "), cols.join(" "));
+    }
+    for s in &sides {
+        println!("{:<44} lost {} duplicated {}", s.g.name, s.lost, s.dup);
+    }
+    // The issue's budgets, on the paired ratios (for each gateway that is not the baseline).
+    println!("\nbudgets (paired)");
+    for s in sides.iter().filter(|s| s.g.name != "baseline") {
+        let r = |name: &str| paired_ratio.get(&(name.to_owned(), s.g.name)).copied().unwrap_or(f64::NAN);
+        let verdicts = [
+            (
+                "1 subscriber: events/s >= 1.10x, p50 <= 0.95x",
+                r("events/s (1 subscriber)") >= 1.10 && r("publish -> delivery p50 ms (1 subscriber)") <= 0.95,
+            ),
+            ("200 subscribers: deliveries/s >= 1.10x", r("deliveries/s (200 subscribers)") >= 1.10),
+            (
+                "new rooms: events/s >= 1.0x, p99 <= 1.0x",
+                r("events/s (new rooms, 5 each)") >= 1.0 && r("publish -> delivery p99 ms (new rooms)") <= 1.0,
+            ),
+            ("server CPU per publish <= baseline", names.iter().filter(|n| n.starts_with("server CPU")).all(|n| r(n) <= 1.0)),
+            ("zero lost or duplicated", s.lost == 0 && s.dup == 0),
+        ];
+        for (name, ok) in verdicts {
+            println!("  {} {:<8} {name}", if ok { "PASS" } else { "MISS" }, s.g.name);
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     // --only=storm|single|fanout|steady|rooms|rooms-reused|connect|chat|inbox|cost: one scenario (for profiling).
+    // --paired[=BLOCKS]: the single publishes, every gateway up at once, blocks alternating.
     let only = std::env::args().find_map(|a| a.strip_prefix("--only=").map(str::to_owned));
     if std::env::args().any(|a| a == "--micro") {
         for (alg, us) in token_microbench() {
@@ -1100,6 +1263,10 @@ async fn main() {
     // Rounds alternate Foyer and the baseline, each on a fresh gateway; a figure is the
     // median over rounds (lost and duplicated events: the total), so one noisy run of a
     // shared machine does not decide a verdict.
+    if let Some(blocks) = std::env::args().find_map(|a| a.strip_prefix("--paired").map(|n| n.trim_start_matches('=').parse().unwrap_or(15))) {
+        paired(blocks).await;
+        return;
+    }
     let rounds = std::env::args()
         .find_map(|a| a.strip_prefix("--rounds=").and_then(|n| n.parse::<usize>().ok()))
         .unwrap_or(if quick { 1 } else { 3 })
