@@ -1258,15 +1258,16 @@ async fn main() {
         print_floor(floor_microbench().await);
         return;
     }
+    if let Some(blocks) = std::env::args().find_map(|a| a.strip_prefix("--paired").map(|n| n.trim_start_matches('=').parse().unwrap_or(15))) {
+        println!("Foyer benchmark (paired), same machine, same load generator, wrangler dev");
+        paired(blocks).await;
+        return;
+    }
     println!("Foyer benchmark ({}), same machine, same load generator, wrangler dev", if quick { "quick" } else { "full" });
 
     // Rounds alternate Foyer and the baseline, each on a fresh gateway; a figure is the
     // median over rounds (lost and duplicated events: the total), so one noisy run of a
     // shared machine does not decide a verdict.
-    if let Some(blocks) = std::env::args().find_map(|a| a.strip_prefix("--paired").map(|n| n.trim_start_matches('=').parse().unwrap_or(15))) {
-        paired(blocks).await;
-        return;
-    }
     let rounds = std::env::args()
         .find_map(|a| a.strip_prefix("--rounds=").and_then(|n| n.parse::<usize>().ok()))
         .unwrap_or(if quick { 1 } else { 3 })
