@@ -1,6 +1,6 @@
 //! Foyer vs a plain-JavaScript Durable Object baseline, same machine, same load generator,
 //! same `wrangler dev`. Prints a side-by-side table, the ratios and the budget verdicts.
-//! Usage: cargo run --release -- [--quick] [--paired]   (scripts/bench does the set-up)
+//! Usage: cargo run --release -- [--quick] [--paired] [--paired-storm]   (scripts/bench does the set-up)
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -454,6 +454,68 @@ const PEAK_MEMORY: &str = "server peak memory MiB";
 const FIRST_STORM_P50: &str = "first storm p50 ms (new users, closing)";
 const FIRST_STORM_P99: &str = "first storm p99 ms (new users, closing)";
 
+/// A first storm's figures: welcome p50 and p99 (ms), server CPU ms per connect, and the CPU
+/// of V8's background threads over it (ms).
+struct Storm {
+    p50: f64,
+    p99: f64,
+    cpu_ms: f64,
+    v8_ms: f64,
+}
+
+/// The interval's first storm: `storm` never-seen users, 50 at a time, to a fresh orders
+/// channel, each closing right after its welcome (phones coming and going). Time to welcome.
+async fn first_storm(g: &Gateway, storm: usize, tag: &str) -> Storm {
+    let port = g.port;
+    let ch = format!("orders:first-storm-{tag}");
+    let path = format!("/ws/orders/{}", ch.trim_start_matches("orders:"));
+    let tokens: Vec<String> = (0..storm).map(|i| token(&format!("fresh-{tag}-{i}"), &[ch.as_str()], &[])).collect();
+    // Diagnostic only (BENCH_STORM_WARMUP=N): N users of distinct ids connect to another
+    // channel first, on both gateways, so the storm finds the objects it calls (and the
+    // code it runs) warm; what it saves is the storm's cold start.
+    if let Some(n) = std::env::var("BENCH_STORM_WARMUP").ok().and_then(|v| v.parse::<usize>().ok()) {
+        let warm_ch = format!("orders:warm-storm-{tag}");
+        let warm_path = format!("/ws/orders/{}", warm_ch.trim_start_matches("orders:"));
+        for i in 0..n {
+            if let Ok(mut ws) = open(port, &warm_path, &token(&format!("warm-{tag}-{i}"), &[warm_ch.as_str()], &[])).await {
+                let _ = ws.close(None).await;
+            }
+        }
+    }
+    phase("first storm");
+    let cpu_before = g.usage().0;
+    let v8_before = g.v8_background();
+    let mut times = Vec::new();
+    for batch in tokens.chunks(50) {
+        let opens = batch.iter().map(|t| {
+            let path = &path;
+            async move {
+                let start = Instant::now();
+                let r = open(port, path, t).await;
+                let ms = start.elapsed().as_secs_f64() * 1000.0;
+                if let Ok(mut ws) = r {
+                    let _ = ws.close(None).await;
+                }
+                ms
+            }
+        });
+        let done = futures_util::future::join_all(opens).await;
+        if std::env::var_os("BENCH_BATCHES").is_some() {
+            let mut ms = done.clone();
+            ms.sort_by(f64::total_cmp);
+            eprintln!("[batch] first storm: p50 {:.0} max {:.0} ms", pct(&ms, 0.5), pct(&ms, 1.0));
+        }
+        times.extend(done);
+    }
+    times.sort_by(f64::total_cmp);
+    Storm {
+        p50: pct(&times, 0.5),
+        p99: pct(&times, 0.99),
+        cpu_ms: (g.usage().0 - cpu_before) * 1000.0 / storm as f64,
+        v8_ms: (g.v8_background() - v8_before) * 1000.0,
+    }
+}
+
 async fn run(g: &Gateway, quick: bool, only: Option<&str>, f: &mut Figures) {
     let port = g.port;
     let tag = format!("{}{}", g.name, now_us() % 1_000_000);
@@ -464,54 +526,13 @@ async fn run(g: &Gateway, quick: bool, only: Option<&str>, f: &mut Figures) {
     // 50 at a time, to a fresh orders channel, each closing right after its welcome (phones
     // coming and going). Time to welcome.
     if want("storm") {
-        let storm = if quick { 100 } else { 500 };
-        let ch = format!("orders:first-storm-{tag}");
-        let path = format!("/ws/orders/{}", ch.trim_start_matches("orders:"));
-        let tokens: Vec<String> = (0..storm).map(|i| token(&format!("fresh-{tag}-{i}"), &[ch.as_str()], &[])).collect();
-        // Diagnostic only (BENCH_STORM_WARMUP=N): N users of distinct ids connect to another
-        // channel first, on both gateways, so the storm finds the objects it calls (and the
-        // code it runs) warm; what it saves is the storm's cold start.
-        if let Some(n) = std::env::var("BENCH_STORM_WARMUP").ok().and_then(|v| v.parse::<usize>().ok()) {
-            let warm_ch = format!("orders:warm-storm-{tag}");
-            let warm_path = format!("/ws/orders/{}", warm_ch.trim_start_matches("orders:"));
-            for i in 0..n {
-                if let Ok(mut ws) = open(port, &warm_path, &token(&format!("warm-{tag}-{i}"), &[warm_ch.as_str()], &[])).await {
-                    let _ = ws.close(None).await;
-                }
-            }
-        }
-        phase("first storm");
-        let cpu_before = g.usage().0;
-        let v8_before = g.v8_background();
-        let mut times = Vec::new();
-        for batch in tokens.chunks(50) {
-            let opens = batch.iter().map(|t| {
-                let path = &path;
-                async move {
-                    let start = Instant::now();
-                    let r = open(port, path, t).await;
-                    let ms = start.elapsed().as_secs_f64() * 1000.0;
-                    if let Ok(mut ws) = r {
-                        let _ = ws.close(None).await;
-                    }
-                    ms
-                }
-            });
-            let done = futures_util::future::join_all(opens).await;
-            if std::env::var_os("BENCH_BATCHES").is_some() {
-                let mut ms = done.clone();
-                ms.sort_by(f64::total_cmp);
-                eprintln!("[batch] first storm: p50 {:.0} max {:.0} ms", pct(&ms, 0.5), pct(&ms, 1.0));
-            }
-            times.extend(done);
-        }
-        times.sort_by(f64::total_cmp);
-        f.add(FIRST_STORM_P50, pct(&times, 0.5), false);
-        f.add(FIRST_STORM_P99, pct(&times, 0.99), false);
-        f.add("first storm server CPU ms per connect", (g.usage().0 - cpu_before) * 1000.0 / storm as f64, false);
+        let storm = first_storm(g, if quick { 100 } else { 500 }, &tag).await;
+        f.add(FIRST_STORM_P50, storm.p50, false);
+        f.add(FIRST_STORM_P99, storm.p99, false);
+        f.add("first storm server CPU ms per connect", storm.cpu_ms, false);
         // The part of it on V8's background threads: on a fresh isolate, mostly compiling the
         // hot code (bench/README.md, "Where the first storm's extra CPU goes").
-        f.add("first storm V8 background CPU ms (compiling, GC)", (g.v8_background() - v8_before) * 1000.0, false);
+        f.add("first storm V8 background CPU ms (compiling, GC)", storm.v8_ms, false);
     }
 
     // Warm-up, not measured: the first requests compile the Worker (and instantiate the
@@ -1242,11 +1263,64 @@ async fn paired(blocks: usize) {
     }
 }
 
+/// `--paired-storm[=ROUNDS]`: the first storm, each round on fresh gateways (Foyer, the
+/// baseline and, with `BENCH_FLOOR`, the floor) started together and stormed one right after
+/// the other, the order turned each round: seconds apart, where a full run's rounds put a
+/// gateway's whole run between them. A ratio is the median of the rounds' ratios.
+async fn paired_storm(rounds: usize) {
+    let foyer = foyer_config();
+    let floor = std::env::var_os("BENCH_FLOOR").is_some().then_some(("floor", "bench/floor/wrangler.toml"));
+    let configs: Vec<(&'static str, &str)> =
+        [("foyer", foyer.as_str()), ("baseline", "bench/baseline/wrangler.toml")].into_iter().chain(floor).collect();
+    let mut figures: HashMap<&str, Vec<Storm>> = HashMap::new();
+    for round in 0..rounds {
+        let gateways: Vec<Gateway> = configs.iter().map(|(name, config)| Gateway::start(name, Some(config))).collect();
+        let mut order: Vec<usize> = (0..gateways.len()).collect();
+        order.rotate_left(round % gateways.len());
+        for i in order {
+            let g = &gateways[i];
+            let storm = first_storm(g, 500, &format!("{}{}", g.name, now_us() % 1_000_000)).await;
+            eprintln!("round {}/{rounds}: {} p50 {:.1} p99 {:.1} ms, CPU {:.2} ms a connect", round + 1, g.name, storm.p50, storm.p99, storm.cpu_ms);
+            figures.entry(g.name).or_default().push(storm);
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let base = &figures["baseline"];
+    let others: Vec<&str> = configs.iter().map(|(n, _)| *n).filter(|n| *n != "baseline").collect();
+    println!("\nthe first storm (500 never-seen users, 50 at a time, closing), {rounds} paired rounds");
+    let ratios: Vec<String> = others.iter().map(|n| format!("{:>16}", format!("{n} / base"))).collect();
+    let names: Vec<String> = configs.iter().map(|(n, _)| format!("{n:>10}")).collect();
+    println!("{:<44} {} {}", "figure (median of rounds)", names.join(" "), ratios.join(" "));
+    let mut verdict: HashMap<&str, bool> = HashMap::new();
+    let labels = ["welcome p50 ms", "welcome p99 ms", "server CPU ms per connect", "V8 background CPU ms (compiling, GC)"];
+    for (i, label) in labels.into_iter().enumerate() {
+        let get = |s: &Storm| [s.p50, s.p99, s.cpu_ms, s.v8_ms][i];
+        let values: Vec<String> = configs.iter().map(|(n, _)| format!("{:>10.2}", median(figures[n].iter().map(get).collect()))).collect();
+        let mut cols = Vec::new();
+        for n in &others {
+            let r = median(figures[n].iter().zip(base).map(|(a, b)| get(a) / get(b)).collect());
+            if label.starts_with("welcome") {
+                *verdict.entry(n).or_insert(true) &= r <= 1.0;
+            }
+            cols.push(format!("{r:>16.3}"));
+        }
+        println!("{label:<44} {} {}", values.join(" "), cols.join(" "));
+    }
+    println!("\nbudgets (paired)");
+    for n in &others {
+        println!("  {} {n:<8} first storm p50 and p99 <= 1.0x baseline (new users, closing)", if verdict[n] { "PASS" } else { "MISS" });
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     // --only=storm|single|fanout|steady|rooms|rooms-reused|connect|chat|inbox|cost: one scenario (for profiling).
     // --paired[=BLOCKS]: the single publishes, every gateway up at once, blocks alternating.
+    // --paired-storm[=ROUNDS]: the first storm, on fresh gateways started together each round.
     let only = std::env::args().find_map(|a| a.strip_prefix("--only=").map(str::to_owned));
     if std::env::args().any(|a| a == "--micro") {
         for (alg, us) in token_microbench() {
@@ -1256,6 +1330,11 @@ async fn main() {
             println!("token verify {alg:<6} (gateway, µs/op) {us:>8.2}   (the runtime's own verify alone: {floor:.2})");
         }
         print_floor(floor_microbench().await);
+        return;
+    }
+    if let Some(rounds) = std::env::args().find_map(|a| a.strip_prefix("--paired-storm").map(|n| n.trim_start_matches('=').parse().unwrap_or(5))) {
+        println!("Foyer benchmark (paired storms), same machine, same load generator, wrangler dev");
+        paired_storm(rounds.max(1)).await;
         return;
     }
     if let Some(blocks) = std::env::args().find_map(|a| a.strip_prefix("--paired").map(|n| n.trim_start_matches('=').parse().unwrap_or(15))) {
