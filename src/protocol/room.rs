@@ -216,10 +216,10 @@ pub struct Member {
 /// (the two forms cannot collide: their prefixes differ).
 pub fn member_tag(sub: &str) -> String {
     if sub.len() <= 200 {
-        format!("sub:{sub}")
+        ["sub:", sub].concat()
     } else {
         use sha2::{Digest, Sha256};
-        format!("sub#{}", super::signature::hex(&Sha256::digest(sub.as_bytes())))
+        ["sub#", &super::signature::hex(&Sha256::digest(sub.as_bytes()))].concat()
     }
 }
 
@@ -534,7 +534,7 @@ impl<'a, S: Store> Room<'a, S> {
                     ts: now_ms,
                     source: None,
                 };
-                self.accept(&format!("p:{}", d.id), event)
+                self.accept(&["p:", &d.id].concat(), event)
             })
             .collect();
         self.housekeeping(now_ms)?;

@@ -100,7 +100,11 @@ pub fn directory_shard(channel: &Channel) -> String {
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(channel.to_string().as_bytes());
     let n = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]) % DIRECTORY_SHARDS;
-    format!("shard-{n}")
+    shard_name(n)
+}
+
+fn shard_name(n: u32) -> String {
+    ["shard-", &n.to_string()].concat()
 }
 
 /// Where a `/revoke` goes, with each shard's share of the scope: every shard when it covers
@@ -108,7 +112,7 @@ pub fn directory_shard(channel: &Channel) -> String {
 /// answers some room's questions); otherwise the named channels' shards, each with its own.
 pub fn revoke_routes(channels: Option<&[Channel]>) -> Vec<(String, Option<Vec<Channel>>)> {
     let Some(named) = channels else {
-        return (0..DIRECTORY_SHARDS).map(|n| (format!("shard-{n}"), None)).collect();
+        return (0..DIRECTORY_SHARDS).map(|n| (shard_name(n), None)).collect();
     };
     let mut routes: Vec<(String, Option<Vec<Channel>>)> = Vec::new();
     for channel in named {
