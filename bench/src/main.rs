@@ -1339,7 +1339,7 @@ async fn main() {
     }
     if let Some(blocks) = std::env::args().find_map(|a| a.strip_prefix("--paired").map(|n| n.trim_start_matches('=').parse().unwrap_or(15))) {
         println!("Foyer benchmark (paired), same machine, same load generator, wrangler dev");
-        paired(blocks).await;
+        paired(blocks.max(1)).await;
         return;
     }
     println!("Foyer benchmark ({}), same machine, same load generator, wrangler dev", if quick { "quick" } else { "full" });
