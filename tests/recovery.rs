@@ -228,3 +228,25 @@ async fn a_socket_that_relied_on_an_alarm_write_that_failed_still_closes_at_its_
     let code = second.close_code_within(40).await.expect("the second socket closed within 40 s");
     assert_eq!(code, Some(4401));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_socket_that_connects_while_the_last_departure_drops_the_alarm_still_closes_at_its_expiry() {
+    // Every alarm write is held 1 s. The first socket leaves, the room's last: its departure
+    // drops the alarm (the delete held). The second socket connects meanwhile, with a later
+    // expiry than the alarm being dropped: it must not rely on that alarm. (It used to: the
+    // room still believed in the old time until the delete landed, and the second socket
+    // stayed open past its expiry with no alarm at all.)
+    let gw = Gateway::start("alarm-drop", &[("TEST_FAILPOINT", "alarm_writes_held")]);
+    let key = unique("alarmd");
+    let ch = format!("orders:{key}");
+    let path = format!("/ws/orders/{key}");
+    let mut first = connect(&gw, &path, &token_expiring_in("staff-alarm", &ch, 6)).await;
+    assert_eq!(first.frame().await["type"], "welcome");
+    first.close().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut second = connect(&gw, &path, &token_expiring_in("staff-alarm", &ch, 9)).await;
+    assert_eq!(second.frame().await["type"], "welcome");
+    // Its token expires 9 s after it was minted; the contract allows 30 s more.
+    let code = second.close_code_within(40).await.expect("the second socket closed within 40 s");
+    assert_eq!(code, Some(4401));
+}

@@ -70,19 +70,38 @@ impl RoomObject {
             Some(channel) => self.with_room(&channel, |room| room.poll_timeout(members.iter()))?,
             None => room::poll_timeout(members.iter(), None),
         };
-        let storage = self.state.storage();
         match deadline {
-            Some(at) => {
-                // An integer here is an offset from now, not a timestamp.
-                storage.set_alarm(at.saturating_sub(now).max(1)).await?;
-                self.alarm_at.set(Alarm::At(at));
-            }
+            Some(at) => self.set_alarm(at, now).await,
             None => {
-                storage.delete_alarm().await?;
+                // Known before the delete's await, as a time is (`set_alarm`).
                 self.alarm_at.set(Alarm::None);
+                self.write_alarm(None, now).await.map_err(|e| {
+                    self.alarm_at.set(Alarm::Unknown);
+                    Error::from(e)
+                })
             }
         }
-        Ok(())
+    }
+
+    /// Sets the alarm to `at`. The new time is known here before the write's await, and the
+    /// write is shared with the calls whose time it covers until it lands: a connect that
+    /// resumes meanwhile must see this time (or none), never the one it replaces, or it may
+    /// rely on an alarm about to move past its token's expiry (a socket's last departure
+    /// used to drop the alarm that way under a connect that had just relied on it).
+    async fn set_alarm(&self, at: i64, now: i64) -> Result<()> {
+        self.alarm_at.set(Alarm::At(at));
+        let write = self.write_alarm(Some(at), now);
+        *self.alarm_write.borrow_mut() = Some((at, write.clone()));
+        let done = write.clone().await;
+        // Landed or failed: `alarm_at` says which (unless a newer write took the slot).
+        let mut slot = self.alarm_write.borrow_mut();
+        if slot.as_ref().is_some_and(|(_, w)| w.ptr_eq(&write)) {
+            *slot = None;
+        }
+        done.map_err(|e| {
+            self.alarm_at.set(Alarm::Unknown);
+            Error::from(e)
+        })
     }
 
     /// Makes sure the alarm fires no later than `at` (ms), touching storage only when the
@@ -124,35 +143,31 @@ impl RoomObject {
                 }
                 return Ok(());
             }
-            self.alarm_at.set(Alarm::At(at));
-            let write = self.write_alarm(at, now);
-            *self.alarm_write.borrow_mut() = Some((at, write.clone()));
-            let done = write.clone().await;
-            // Landed or failed: `alarm_at` says which (unless a newer write took the slot).
-            let mut slot = self.alarm_write.borrow_mut();
-            if slot.as_ref().is_some_and(|(_, w)| w.ptr_eq(&write)) {
-                *slot = None;
-            }
-            return done.map_err(|e| {
-                self.alarm_at.set(Alarm::Unknown);
-                Error::from(e)
-            });
+            return self.set_alarm(at, now).await;
         }
         Err(Error::from("the alarm could not be set"))
     }
 
-    /// Starts setting the stored alarm to `at`. Justified failpoint: the runtime cannot be
-    /// made to fail an alarm write.
-    fn write_alarm(&self, at: i64, now: i64) -> Writing {
-        let fail = config(&self.env).failpoint("alarm_write_fails_once") && !self.alarm_write_failed.replace(true);
+    /// Starts setting the stored alarm to `at`, or deleting it. Justified failpoints: the
+    /// runtime cannot be made to fail an alarm write, nor to hold one back.
+    fn write_alarm(&self, at: Option<i64>, now: i64) -> Writing {
+        let config = config(&self.env);
+        let fail = at.is_some() && config.failpoint("alarm_write_fails_once") && !self.alarm_write_failed.replace(true);
+        let held = config.failpoint("alarm_writes_held");
         let storage = self.state.storage();
         async move {
-            if fail {
+            if fail || held {
                 worker::Delay::from(std::time::Duration::from_millis(1_000)).await;
+            }
+            if fail {
                 return Err("failpoint alarm_write_fails_once".to_owned());
             }
-            // An integer here is an offset from now, not a timestamp.
-            storage.set_alarm(at.saturating_sub(now).max(1)).await.map_err(|e| e.to_string())
+            match at {
+                // An integer here is an offset from now, not a timestamp.
+                Some(at) => storage.set_alarm(at.saturating_sub(now).max(1)).await,
+                None => storage.delete_alarm().await,
+            }
+            .map_err(|e| e.to_string())
         }
         .boxed_local()
         .shared()
