@@ -294,6 +294,12 @@ async fn open(port: u16, path: &str, token: &str) -> Result<Ws, Option<u16>> {
     }
 }
 
+/// The middle value (the upper one of an even count); NaN for none.
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
 fn pct(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -312,13 +318,8 @@ impl Figures {
         let mut out = Figures::default();
         let Some(first) = rounds.first() else { return out };
         for (name, _, higher_better) in &first.0 {
-            let mut values: Vec<f64> = rounds.iter().map(|f| f.get(name)).collect();
-            let value = if name.contains("lost") || name.contains("duplicated") {
-                values.iter().sum()
-            } else {
-                values.sort_by(f64::total_cmp);
-                values[values.len() / 2]
-            };
+            let values: Vec<f64> = rounds.iter().map(|f| f.get(name)).collect();
+            let value = if name.contains("lost") || name.contains("duplicated") { values.iter().sum() } else { median(values) };
             out.add(name, value, *higher_better);
         }
         out
@@ -892,10 +893,6 @@ async fn inbox(quick: bool, floor: bool) -> (Vec<(String, f64)>, Vec<(&'static s
         with.push(inbox_pass(&g, quick, true, false, 3 * pass + 1).await);
         loaded.push(inbox_pass(&g, quick, false, true, 3 * pass + 2).await);
     }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     let own_without = median(without.iter().map(|p| pct(&p.own, 0.99)).collect());
     let own_with = median(with.iter().map(|p| pct(&p.own, 0.99)).collect());
     let own_loaded = median(loaded.iter().map(|p| pct(&p.own, 0.99)).collect());
@@ -1122,6 +1119,13 @@ fn token_microbench() -> Vec<(&'static str, f64)> {
         .collect()
 }
 
+/// The gateways a run compares: Foyer (its bench config), the baseline and, with
+/// `BENCH_FLOOR`, the floor (bench/floor; a floor of the runtime, never part of a verdict).
+fn gateways(foyer: &str) -> Vec<(&'static str, &str)> {
+    let floor = std::env::var_os("BENCH_FLOOR").is_some().then_some(("floor", "bench/floor/wrangler.toml"));
+    [("foyer", foyer), ("baseline", "bench/baseline/wrangler.toml")].into_iter().chain(floor).collect()
+}
+
 /// `--paired`: the single-publish scenarios with every gateway up at once (Foyer, the baseline
 /// and, with `BENCH_FLOOR`, the floor) and short blocks alternating between them, the order
 /// turned each block. This machine's speed drifts by ±25% within minutes, more than a round of
@@ -1134,7 +1138,6 @@ async fn paired(blocks: usize) {
     const MANY: usize = 50;
     const ROOMS: usize = 25;
     let foyer = foyer_config();
-    let floor = std::env::var_os("BENCH_FLOOR").is_some().then_some(("floor", "bench/floor/wrangler.toml"));
     struct Side {
         g: Gateway,
         one: Vec<Ws>,
@@ -1146,7 +1149,7 @@ async fn paired(blocks: usize) {
         dup: u64,
     }
     let mut sides = Vec::new();
-    for (name, config) in [("foyer", foyer.as_str()), ("baseline", "bench/baseline/wrangler.toml")].into_iter().chain(floor) {
+    for (name, config) in gateways(&foyer) {
         let g = Gateway::start(name, Some(config));
         let one = clients(g.port, "orders:paired-1", 1).await;
         let many = clients(g.port, "orders:paired-200", 200).await;
@@ -1200,20 +1203,18 @@ async fn paired(blocks: usize) {
     }
     eprintln!();
 
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     let base = sides.iter().position(|s| s.g.name == "baseline").expect("baseline");
     let names: Vec<String> = sides[0].figures[0].0.iter().map(|(n, ..)| n.clone()).collect();
     println!("\nsingle-event publishes, {blocks} paired blocks ({ONE}, {MANY} and {ROOMS}x5 publishes a block)");
     let header: Vec<String> = sides.iter().map(|s| format!("{:>10}", s.g.name)).collect();
-    let ratios: Vec<String> = sides.iter().filter(|s| s.g.name != "baseline").map(|s| format!("{:>16}", format!("{} / base", s.g.name))).collect();
+    let ratios: Vec<String> =
+        sides.iter().filter(|s| s.g.name != "baseline").map(|s| format!("{:>16}", format!("{} / base", s.g.name))).collect();
     println!("{:<44} {} {}", "figure (median of blocks)", header.join(" "), ratios.join(" "));
     // Per-figure paired ratios, for the verdicts below.
     let mut paired_ratio: HashMap<(String, &str), f64> = HashMap::new();
     for name in &names {
-        let values: Vec<String> = sides.iter().map(|s| format!("{:>10.2}", median(s.figures.iter().map(|f| f.get(name)).collect()))).collect();
+        let values: Vec<String> =
+            sides.iter().map(|s| format!("{:>10.2}", median(s.figures.iter().map(|f| f.get(name)).collect()))).collect();
         let mut cols = Vec::new();
         for s in sides.iter().filter(|s| s.g.name != "baseline") {
             let r = median(s.figures.iter().zip(&sides[base].figures).map(|(a, b)| a.get(name) / b.get(name)).collect());
@@ -1269,9 +1270,7 @@ async fn paired(blocks: usize) {
 /// gateway's whole run between them. A ratio is the median of the rounds' ratios.
 async fn paired_storm(rounds: usize) {
     let foyer = foyer_config();
-    let floor = std::env::var_os("BENCH_FLOOR").is_some().then_some(("floor", "bench/floor/wrangler.toml"));
-    let configs: Vec<(&'static str, &str)> =
-        [("foyer", foyer.as_str()), ("baseline", "bench/baseline/wrangler.toml")].into_iter().chain(floor).collect();
+    let configs = gateways(&foyer);
     let mut figures: HashMap<&str, Vec<Storm>> = HashMap::new();
     for round in 0..rounds {
         let gateways: Vec<Gateway> = configs.iter().map(|(name, config)| Gateway::start(name, Some(config))).collect();
@@ -1280,14 +1279,17 @@ async fn paired_storm(rounds: usize) {
         for i in order {
             let g = &gateways[i];
             let storm = first_storm(g, 500, &format!("{}{}", g.name, now_us() % 1_000_000)).await;
-            eprintln!("round {}/{rounds}: {} p50 {:.1} p99 {:.1} ms, CPU {:.2} ms a connect", round + 1, g.name, storm.p50, storm.p99, storm.cpu_ms);
+            eprintln!(
+                "round {}/{rounds}: {} p50 {:.1} p99 {:.1} ms, CPU {:.2} ms a connect",
+                round + 1,
+                g.name,
+                storm.p50,
+                storm.p99,
+                storm.cpu_ms
+            );
             figures.entry(g.name).or_default().push(storm);
         }
     }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     let base = &figures["baseline"];
     let others: Vec<&str> = configs.iter().map(|(n, _)| *n).filter(|n| *n != "baseline").collect();
     println!("\nthe first storm (500 never-seen users, 50 at a time, closing), {rounds} paired rounds");
@@ -1332,12 +1334,15 @@ async fn main() {
         print_floor(floor_microbench().await);
         return;
     }
-    if let Some(rounds) = std::env::args().find_map(|a| a.strip_prefix("--paired-storm").map(|n| n.trim_start_matches('=').parse().unwrap_or(5))) {
+    if let Some(rounds) =
+        std::env::args().find_map(|a| a.strip_prefix("--paired-storm").map(|n| n.trim_start_matches('=').parse().unwrap_or(5)))
+    {
         println!("Foyer benchmark (paired storms), same machine, same load generator, wrangler dev");
         paired_storm(rounds.max(1)).await;
         return;
     }
-    if let Some(blocks) = std::env::args().find_map(|a| a.strip_prefix("--paired").map(|n| n.trim_start_matches('=').parse().unwrap_or(15))) {
+    if let Some(blocks) = std::env::args().find_map(|a| a.strip_prefix("--paired").map(|n| n.trim_start_matches('=').parse().unwrap_or(15)))
+    {
         println!("Foyer benchmark (paired), same machine, same load generator, wrangler dev");
         paired(blocks.max(1)).await;
         return;
@@ -1378,13 +1383,10 @@ async fn main() {
     let mut chat_figures = (0.0, 0);
     let foyer = foyer_config();
     for round in 0..rounds {
-        // BENCH_FLOOR=1: a third gateway that only moves the bytes (bench/floor), a floor of
-        // the runtime for the ratios; not part of any verdict.
-        let floor = std::env::var_os("BENCH_FLOOR").is_some().then_some(("floor", Some("bench/floor/wrangler.toml")));
-        for (name, config) in [("foyer", Some(foyer.as_str())), ("baseline", Some("bench/baseline/wrangler.toml"))].into_iter().chain(floor)
-        {
+        // BENCH_FLOOR=1: a third gateway that only moves the bytes (bench/floor).
+        for (name, config) in gateways(&foyer) {
             println!("round {}/{rounds}: {name}", round + 1);
-            let g = Gateway::start(name, config);
+            let g = Gateway::start(name, Some(config));
             let mut f = Figures::default();
             run(&g, quick, only.as_deref(), &mut f).await;
             phase("end");
