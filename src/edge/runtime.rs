@@ -23,26 +23,30 @@ thread_local! {
 
 /// The deployment's settings. Problems are logged once, when first read.
 pub fn config(env: &Env) -> Rc<Config> {
-    CONFIG.with(|cell| {
-        cell.get_or_init(|| {
-            // The token keys load with the configuration; their curves must be ready first.
-            super::crypto::install();
-            let config = Config::from_lookup(|name| env.var(name).ok().map(|v| v.to_string()));
-            super::meter::set_on(config.meter);
-            let problem = |text: String| super::log::write(Level::Error, "config", serde_json::json!({ "problem": text }));
-            if let Err(reason) = &config.tokens {
-                problem(format!("sockets are refused: {reason}"));
-            }
-            if config.publish_secrets.is_empty() {
-                problem("/publish, /links, /revoke and reads are refused: PUBLISH_SECRETS is not set".into());
-            }
-            for p in &config.problems {
-                problem(p.clone());
-            }
-            Rc::new(config)
-        })
-        .clone()
-    })
+    CONFIG.with(|cell| cell.get_or_init(|| load(env)).clone())
+}
+
+/// The first read, kept out of `config`: every request calls that, so V8 optimizes it, and
+/// with this inlined it would compile the whole settings parse that runs once (10 KB of wasm;
+/// bench/README.md, "What V8 optimizes over a first storm").
+#[cold]
+#[inline(never)]
+fn load(env: &Env) -> Rc<Config> {
+    // The token keys load with the configuration; their curves must be ready first.
+    super::crypto::install();
+    let config = Config::from_lookup(|name| env.var(name).ok().map(|v| v.to_string()));
+    super::meter::set_on(config.meter);
+    let problem = |text: String| super::log::write(Level::Error, "config", serde_json::json!({ "problem": text }));
+    if let Err(reason) = &config.tokens {
+        problem(format!("sockets are refused: {reason}"));
+    }
+    if config.publish_secrets.is_empty() {
+        problem("/publish, /links, /revoke and reads are refused: PUBLISH_SECRETS is not set".into());
+    }
+    for p in &config.problems {
+        problem(p.clone());
+    }
+    Rc::new(config)
 }
 
 /// The clock, without building a JS `Date` object each time (`Date.now()`).

@@ -112,7 +112,7 @@ impl RoomObject {
                 log::internal(&self.env, Some(channel), "accept", e);
                 self.connect_line(channel, close::INTERNAL, "internal", now_ms);
                 // Marked as closing first: until the runtime drops it, the socket is still listed.
-                self.close_socket(&socket, close::INTERNAL, "internal error").await;
+                self.close_socket(&socket, close::INTERNAL, "internal error").boxed_local().await;
             }
         }
         Ok(js::upgraded(pair.client.as_ref(), if ticket.subprotocol { SUBPROTOCOL } else { "" }))
@@ -163,7 +163,7 @@ impl RoomObject {
             self.fan_out(presence);
         }
         if let Some((code, reason)) = join.close {
-            self.close_socket(socket, code, reason).await;
+            self.close_socket(socket, code, reason).boxed_local().await;
         }
         // The alarm must fire by this token's expiry.
         self.alarm_by(member.exp.saturating_mul(1000)).await?;
@@ -189,6 +189,19 @@ impl RoomObject {
         if let Some(settled) = settled() {
             return Ok(settled);
         }
+        // Boxed: a function of its own, which a storm of known users never makes hot, so V8
+        // does not optimize it with every connect (bench/README.md, "What V8 optimizes").
+        self.ask_directory(member, channel, now_ms).boxed_local().await
+    }
+
+    /// [`Self::revocation_of`] for a user the room's memory does not settle.
+    async fn ask_directory(&self, member: &Member, channel: &Channel, now_ms: i64) -> Result<Option<i64>> {
+        let sub = &member.sub;
+        let settled = || match self.memory.borrow().revocations.verdict(sub, member.iat.is_some(), now_ms) {
+            Verdict::Known(revoked) => Some(revoked),
+            Verdict::Leased => Some(None),
+            Verdict::Ask => None,
+        };
         let shard = directory_shard(channel);
         // A record of this user under way is shared rather than leased over (their tabs).
         let recording = self.recording.borrow().contains_key(sub);
