@@ -229,7 +229,7 @@ fn display(s: &Option<String>) -> Option<String> {
 
 /// A token's claims as the Worker verified them for one channel: what a room needs to build
 /// its member, and nothing more (the grants are decided; the token itself stays behind).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Verified {
     pub sub: String,
     pub name: Option<String>,
@@ -239,7 +239,6 @@ pub struct Verified {
     /// The token's `publish` grant covers the channel.
     pub can_publish: bool,
     /// On an inbox: the chats the token may post to through it (see [`Room::keep_answers`]).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub answers: Vec<String>,
 }
 

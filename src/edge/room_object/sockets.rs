@@ -54,9 +54,11 @@ impl Attachment {
         ws.as_ref().serialize_attachment(wasm_bindgen::JsValue::from_str(&text)).map_err(Error::from)
     }
 
+    /// Read from bytes, as a connect's ticket is: the same deserializer for the member in both
+    /// (`from_str` would be a second copy of it for V8 to optimize).
     pub(super) fn load(ws: &WebSocket) -> Option<Attachment> {
         use worker::worker_sys::ext::WebSocketExt;
-        serde_json::from_str(&ws.as_ref().deserialize_attachment().ok()?.as_string()?).ok()
+        serde_json::from_slice(ws.as_ref().deserialize_attachment().ok()?.as_string()?.as_bytes()).ok()
     }
 }
 
@@ -64,10 +66,10 @@ impl RoomObject {
     pub(super) async fn connect(&self, req: &web_sys::Request) -> Result<web_sys::Response> {
         let raw = req.headers().get(TICKET_HEADER)?.ok_or_else(|| Error::from("no ticket"))?;
         let bytes = URL_SAFE_NO_PAD.decode(raw).map_err(|_| Error::from("bad ticket"))?;
-        let mut ticket: Ticket = serde_json::from_slice(&bytes)?;
-        let answers = std::mem::take(&mut ticket.claims.answers);
-        let channel = &ticket.channel;
-        let mut member = Member::admit(runtime::random_id(), ticket.claims);
+        let ticket: Ticket = serde_json::from_slice(&bytes)?;
+        let (channel, answers) = (&ticket.channel, &ticket.answers);
+        let mut member = ticket.member;
+        member.conn = runtime::random_id();
 
         let now_ms = runtime::now_ms();
         member.joined_ms = now_ms;
@@ -95,7 +97,7 @@ impl RoomObject {
         self.memory.borrow_mut().socket_opened();
         let builds =
             Builds { server: runtime::BUILD_ID, client: ticket.build.as_deref(), require_current: config(&self.env).require_current_build };
-        match self.admit(&socket, &member, &answers, ticket.since, builds, channel, &others, now_ms).await {
+        match self.admit(&socket, &member, answers, ticket.since, builds, channel, &others, now_ms).await {
             Ok(closed) => {
                 let (code, reason) = match closed {
                     None => (101, "welcome"),
