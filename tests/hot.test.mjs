@@ -117,6 +117,15 @@ test("open_socket hands the ticket to the room's /connect as an upgrade", async 
   assert.deepEqual(seen[0].init.headers, { Upgrade: "websocket", "X-Foyer-Ticket": "abc" });
 });
 
+test("open_socket answers 500 when the room cannot be reached (the Worker does not await it)", async (t) => {
+  const logged = t.mock.method(console, "error", () => {});
+  const env = { PAYMENT: namespace(() => Promise.reject(new Error("room down")), []) };
+  const answer = await hot.open_socket(env, "PAYMENT", "payment:o-1", "X-Foyer-Ticket", "abc");
+  assert.equal(answer.status, 500);
+  assert.equal(await answer.text(), "INTERNAL SERVER ERROR");
+  assert.match(logged.mock.calls[0].arguments[0], /room down/);
+});
+
 test("refuse accepts, closes with the code, and selects the subprotocol only when asked; upgraded hands a socket over", () => {
   const closed = [];
   globalThis.WebSocketPair = function () {

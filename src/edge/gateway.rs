@@ -7,7 +7,8 @@ use base64::Engine;
 use futures::future::join_all;
 use futures::FutureExt;
 use serde::Serialize;
-use worker::{event, web_sys, Context, Env, Request, Response, Result};
+use wasm_bindgen::prelude::{wasm_bindgen, JsValue};
+use worker::{event, web_sys, Env, Request, Response, Result};
 
 use super::js;
 use super::log;
@@ -21,7 +22,7 @@ use crate::protocol::links;
 use crate::protocol::publish::{self, BodyError, MAX_BODY_BYTES};
 use crate::protocol::reading::{self, Read};
 use crate::protocol::revocation;
-use crate::protocol::room::Verified;
+use crate::protocol::room::{Member, Verified};
 use crate::protocol::signature;
 
 #[event(start)]
@@ -29,22 +30,46 @@ fn start() {
     console_error_panic_hook::set_once();
 }
 
-#[event(fetch)]
-async fn fetch(req: web_sys::Request, env: Env, _ctx: Context) -> Result<web_sys::Response> {
-    // The runtime's own request and response types, unconverted: a socket's connect path
-    // makes no copy of either (see Benchmark in the README); other paths convert.
+/// The Worker's entry (what `#[event(fetch)]` would export, without its task): a socket's
+/// connect runs to its end here and returns the room's promise or a refusal as they are, so
+/// the hot path makes no Rust future, promise or microtask of its own (js::answer_soon).
+/// The runtime's own request and response types, unconverted: a socket's connect path makes
+/// no copy of either (see Benchmark in the README); other paths convert.
+#[wasm_bindgen]
+pub fn fetch(req: web_sys::Request, env: Env, _ctx: worker::worker_sys::Context) -> JsValue {
     let url = req.url();
     let (origin, path, query) = handshake::split_url(&url);
-    let response = route(req, &env, origin, path, query).await;
+    if !(path == "/ws" || path.starts_with("/ws/")) {
+        let (path, query) = (path.to_owned(), query.to_owned());
+        return js::answer_soon(async move {
+            let answer = endpoint(req, &env, &path, &query).await;
+            meter::line(&env, "worker", || None);
+            Ok(answered(answer))
+        });
+    }
+    let answer = connect(&req, origin, path, &handshake::query_pairs(query), &env);
     meter::line(&env, "worker", || None);
-    response
+    answered(answer)
 }
 
-/// Each endpoint's future is boxed: awaited in place, every handler's state machine would be
-/// inlined into this one function (20 KB of wasm), and V8 compiles a hot function whole, so
-/// a storm of connects would pay to optimize the publish, revoke and link code too
-/// (bench/README.md, "Where the first storm's extra CPU goes").
-async fn route(req: web_sys::Request, env: &Env, origin: &str, path: &str, query: &str) -> Result<web_sys::Response> {
+/// An answer, or the 500 that `#[event(fetch)]` gives for an error (logged).
+fn answered<T: Into<JsValue>>(answer: Result<T>) -> JsValue {
+    match answer {
+        Ok(answer) => answer.into(),
+        Err(e) => {
+            worker::console_error!("{e}");
+            match Response::error("INTERNAL SERVER ERROR", 500) {
+                Ok(response) => web_sys::Response::from(response).into(),
+                Err(_) => JsValue::UNDEFINED,
+            }
+        }
+    }
+}
+
+/// Every request but a socket's. Each endpoint's future is boxed: awaited in place, every
+/// handler's state machine would be inlined into this one function (20 KB of wasm), and V8
+/// compiles a hot function whole (bench/README.md, "Where the first storm's extra CPU goes").
+async fn endpoint(req: web_sys::Request, env: &Env, path: &str, query: &str) -> Result<web_sys::Response> {
     match path {
         "/healthz" => Ok(Response::from_json(&serde_json::json!({"ok": true, "build": BUILD_ID}))?.into()),
         "/publish" => logged(env, "publish", &[200], publish(&req, env).boxed_local()).await,
@@ -52,13 +77,13 @@ async fn route(req: web_sys::Request, env: &Env, origin: &str, path: &str, query
         "/revoke" => logged(env, "revoke", &[200, 503], async { revoke(&req, env).await.map(Into::into) }.boxed_local()).await,
         "/links" => logged(env, "links", &[200], async { link(&req, env).await.map(Into::into) }.boxed_local()).await,
         p if p.starts_with("/channels/") => Ok(read_channel(&req, p, query, env).boxed_local().await?.into()),
-        p if p == "/ws" || p.starts_with("/ws/") => connect(&req, origin, p, &handshake::query_pairs(query), env).boxed_local().await,
         // Everything else is a static asset (the platform serves those before the Worker runs).
         _ => Ok(env.assets("ASSETS")?.fetch_request(Request::from(req)).boxed_local().await?.into()),
     }
 }
 
-async fn connect(req: &web_sys::Request, own_origin: &str, path: &str, query: &[(String, String)], env: &Env) -> Result<web_sys::Response> {
+/// A socket's connect: every check, then the room's promise (js::connect_room) or a refusal.
+fn connect(req: &web_sys::Request, own_origin: &str, path: &str, query: &[(String, String)], env: &Env) -> Result<JsValue> {
     let headers = req.headers();
     let header = |name: &str| headers.get(name).ok().flatten();
     let upgrade = header("Upgrade").is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"));
@@ -82,17 +107,20 @@ async fn connect(req: &web_sys::Request, own_origin: &str, path: &str, query: &[
     match verdict {
         Verdict::Http(status, message) => {
             refused(env, path, status, now_ms);
-            Ok(json_error(status, "handshake", message)?.into())
+            Ok(web_sys::Response::from(json_error(status, "handshake", message)?).into())
         }
         Verdict::Close { code, reason, offered_subprotocol } => {
             refused(env, path, code, now_ms);
-            Ok(runtime::accept_and_close(code, reason, offered_subprotocol))
+            Ok(runtime::accept_and_close(code, reason, offered_subprotocol).into())
         }
         Verdict::Admit(admitted) => {
             // The room checks revocation (from what it knows, or with the directory) and
             // builds its member: see protocol/revocation.rs.
+            let mut verified = Verified::new(&admitted.claims, &admitted.channel);
+            let answers = std::mem::take(&mut verified.answers);
             let ticket = Ticket {
-                claims: Verified::new(&admitted.claims, &admitted.channel),
+                member: Member::admit(String::new(), verified),
+                answers,
                 since: admitted.since,
                 build: admitted.build,
                 subprotocol: admitted.offered_subprotocol,
@@ -100,7 +128,7 @@ async fn connect(req: &web_sys::Request, own_origin: &str, path: &str, query: &[
             };
             // Base64url: header values must be Latin-1, and names may be any Unicode.
             let ticket_header = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&ticket)?);
-            js::connect_room(env, runtime::room(&ticket.channel), TICKET_HEADER, &ticket_header).await
+            Ok(js::connect_room(env, runtime::room(&ticket.channel), TICKET_HEADER, &ticket_header).into())
         }
     }
 }

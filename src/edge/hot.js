@@ -135,10 +135,19 @@ export function json_text(text, status) {
   return new Response(text, { status, headers: { "Content-Type": "application/json" } });
 }
 
-/** Hands a verified socket to its room; the room's 101 answer is returned as is. */
+/**
+ * Hands a verified socket to its room; the room's 101 answer is returned as is. The Worker
+ * returns this promise without awaiting it, so a failed call is answered here: 500, logged,
+ * as any other failure of the Worker is.
+ */
 export function open_socket(env, binding, name, ticket_header, ticket) {
   const headers = { Upgrade: "websocket", [ticket_header]: ticket };
-  return stub(env, binding, name).fetch(OBJECT_ORIGIN + "/connect", { headers });
+  return stub(env, binding, name)
+    .fetch(OBJECT_ORIGIN + "/connect", { headers })
+    .catch((e) => {
+      console.error(`connect: the room could not be reached: ${e?.message ?? e}`);
+      return new Response("INTERNAL SERVER ERROR", { status: 500 });
+    });
 }
 
 // EdDSA and ES256 token signatures with the runtime's native crypto (BoringSSL in workerd),

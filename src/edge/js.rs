@@ -93,13 +93,54 @@ pub fn json<T: serde::Serialize>(value: &T) -> Result<worker::web_sys::Response>
     Ok(json_text(&serde_json::to_string(value)?, 200))
 }
 
-/// Hands a verified socket to its room: the room's answer (101 with the socket) is returned
-/// to the client as is, never converted.
-pub async fn connect_room(env: &Env, room: Object, ticket_header: &str, ticket: &str) -> Result<worker::web_sys::Response> {
-    use wasm_bindgen::JsCast;
-    let promise = open_socket(env.as_ref(), room.binding, &room.name, ticket_header, ticket);
-    let response = JsFuture::from(promise).await.map_err(js_error)?;
-    Ok(response.dyn_into::<worker::web_sys::Response>()?)
+/// Hands a verified socket to its room: the promise of the room's answer (101 with the
+/// socket), returned to the client as is. Not awaited here: the Worker has nothing left to
+/// do with it (a failed call answers 500, hot.js).
+pub fn connect_room(env: &Env, room: Object, ticket_header: &str, ticket: &str) -> Promise {
+    open_socket(env.as_ref(), room.binding, &room.name, ticket_header, ticket)
+}
+
+/// An invocation's answer, run until its first wait. Most answers never wait (a room's
+/// connect, a socket's departure): those return as they are, with no promise, no task and no
+/// microtask (workerd's `queueMicrotask`, which the futures executor schedules each task
+/// with, cost more than the whole token check; bench/README.md). An answer that must wait
+/// becomes a promise; an error, a rejected one.
+pub fn answer_soon<F>(answer: F) -> JsValue
+where
+    F: std::future::Future<Output = std::result::Result<JsValue, JsValue>> + 'static,
+{
+    use std::sync::{Arc, Mutex};
+    use std::task::{Context, Poll, Wake, Waker};
+
+    /// Wakes whichever task polls the answer after its first poll: a future may keep the
+    /// first poll's waker (workers-rs' `Delay` does), and that poll had no task yet.
+    struct Forward(Mutex<Option<Waker>>);
+    impl Wake for Forward {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            let task = self.0.lock().ok().and_then(|task| task.clone());
+            if let Some(task) = task {
+                task.wake();
+            }
+        }
+    }
+
+    let forward = Arc::new(Forward(Mutex::new(None)));
+    let first = Waker::from(forward.clone());
+    let mut answer = Box::pin(answer);
+    match answer.as_mut().poll(&mut Context::from_waker(&first)) {
+        Poll::Ready(Ok(value)) => value,
+        Poll::Ready(Err(error)) => Promise::reject(&error).into(),
+        Poll::Pending => worker::wasm_bindgen_futures::future_to_promise(std::future::poll_fn(move |cx| {
+            if let Ok(mut task) = forward.0.lock() {
+                *task = Some(cx.waker().clone());
+            }
+            answer.as_mut().poll(cx)
+        }))
+        .into(),
+    }
 }
 
 fn js_error(e: JsValue) -> Error {

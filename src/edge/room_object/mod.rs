@@ -342,16 +342,21 @@ impl RoomClass {
         Self { room: Rc::new(RoomObject::new(State::from(state), env)) }
     }
 
-    pub async fn fetch(&self, req: web_sys::Request) -> std::result::Result<JsValue, JsValue> {
-        let response = match self.room.fetch(req).await {
-            Ok(response) => response,
-            Err(e) => {
-                crate::edge::log::internal(&self.room.env, self.room.channel().as_ref(), "request", e);
-                json_error(500, "internal", "the room could not complete the request").map(web_sys::Response::from)?
-            }
-        };
-        self.room.meter("object");
-        Ok(response.into())
+    /// Sync, not `async`: a connect (and most requests) never waits, and is answered without
+    /// a task or promise of its own (js::answer_soon). So are the socket handlers below.
+    pub fn fetch(&self, req: web_sys::Request) -> JsValue {
+        let room = self.room.clone();
+        js::answer_soon(async move {
+            let response = match room.fetch(req).await {
+                Ok(response) => response,
+                Err(e) => {
+                    crate::edge::log::internal(&room.env, room.channel().as_ref(), "request", e);
+                    json_error(500, "internal", "the room could not complete the request").map(web_sys::Response::from)?
+                }
+            };
+            room.meter("object");
+            Ok(response.into())
+        })
     }
 
     /// `/publish` over RPC (entry.js): JSON text in, JSON text out; a failure throws, and
@@ -373,34 +378,38 @@ impl RoomClass {
     }
 
     #[wasm_bindgen(js_name = webSocketMessage)]
-    pub async fn websocket_message(&self, ws: web_sys::WebSocket, message: JsValue) -> std::result::Result<JsValue, JsValue> {
+    pub fn websocket_message(&self, ws: web_sys::WebSocket, message: JsValue) -> JsValue {
         let message = match message.as_string() {
             Some(text) => WebSocketIncomingMessage::String(text),
             None => WebSocketIncomingMessage::Binary(worker::js_sys::Uint8Array::new(&message).to_vec()),
         };
-        let done = self.room.message(ws.into(), message).await;
-        self.room.meter("ws_message");
-        done.map(|()| JsValue::UNDEFINED).map_err(JsValue::from)
+        let room = self.room.clone();
+        js::answer_soon(async move {
+            let done = room.message(ws.into(), message).await;
+            room.meter("ws_message");
+            done.map(|()| JsValue::UNDEFINED).map_err(JsValue::from)
+        })
     }
 
     #[wasm_bindgen(js_name = webSocketClose)]
-    pub async fn websocket_close(
-        &self,
-        ws: web_sys::WebSocket,
-        code: u16,
-        _reason: String,
-        _clean: bool,
-    ) -> std::result::Result<JsValue, JsValue> {
-        let done = self.room.closed(ws.into(), code).await;
-        self.room.meter("ws_close");
-        done.map(|()| JsValue::UNDEFINED).map_err(JsValue::from)
+    pub fn websocket_close(&self, ws: web_sys::WebSocket, code: u16, _reason: String, _clean: bool) -> JsValue {
+        self.departed(ws, code)
     }
 
     #[wasm_bindgen(js_name = webSocketError)]
-    pub async fn websocket_error(&self, ws: web_sys::WebSocket, _error: JsValue) -> std::result::Result<JsValue, JsValue> {
+    pub fn websocket_error(&self, ws: web_sys::WebSocket, _error: JsValue) -> JsValue {
         // 1006: closed abnormally (no close frame).
-        let done = self.room.closed(ws.into(), 1006).await;
-        self.room.meter("ws_close");
-        done.map(|()| JsValue::UNDEFINED).map_err(JsValue::from)
+        self.departed(ws, 1006)
+    }
+}
+
+impl RoomClass {
+    fn departed(&self, ws: web_sys::WebSocket, code: u16) -> JsValue {
+        let room = self.room.clone();
+        js::answer_soon(async move {
+            let done = room.closed(ws.into(), code).await;
+            room.meter("ws_close");
+            done.map(|()| JsValue::UNDEFINED).map_err(JsValue::from)
+        })
     }
 }
