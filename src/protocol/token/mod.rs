@@ -246,11 +246,38 @@ fn segment(s: &str) -> Result<Vec<u8>, TokenError> {
     URL_SAFE_NO_PAD.decode(s).map_err(|_| TokenError::Malformed)
 }
 
-fn json_object(bytes: &[u8], err: TokenError) -> Result<Map<String, Value>, TokenError> {
-    match serde_json::from_slice(bytes) {
-        Ok(Value::Object(map)) => Ok(map),
-        _ => Err(err),
+/// A segment's JSON object, parsed once, with the names of the members it repeats (a JSON
+/// object keeps the last copy; the rules below refuse a repeat, and which one decides the
+/// answer). One pass where checking repeats used to parse each segment again, twice for the
+/// claims.
+struct Object {
+    members: Map<String, Value>,
+    repeated: Vec<String>,
+}
+
+fn json_object(bytes: &[u8], err: TokenError) -> Result<Object, TokenError> {
+    struct Members;
+    impl<'de> serde::de::Visitor<'de> for Members {
+        type Value = Object;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Object, A::Error> {
+            let mut object = Object { members: Map::new(), repeated: Vec::new() };
+            while let Some(name) = map.next_key::<String>()? {
+                let value = map.next_value::<Value>()?;
+                if object.members.contains_key(&name) {
+                    object.repeated.push(name.clone());
+                }
+                object.members.insert(name, value);
+            }
+            Ok(object)
+        }
     }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let object = serde::Deserializer::deserialize_map(&mut de, Members).map_err(|_| err)?;
+    de.end().map_err(|_| err)?;
+    Ok(object)
 }
 
 /// Verifies `token` against `keys` and `expect` at time `now` (Unix seconds).
@@ -264,8 +291,7 @@ pub fn verify(token: &str, keys: &KeySet, expect: &Expectations, now: i64) -> Re
     };
     let (header, payload, signature) = (segment(h64)?, segment(p64)?, segment(s64)?);
 
-    let header_bytes = header;
-    let header = json_object(&header_bytes, TokenError::BadHeader)?;
+    let Object { members: header, repeated } = json_object(&header, TokenError::BadHeader)?;
     if FORBIDDEN_HEADER_PARAMS.iter().any(|p| header.contains_key(*p)) {
         return Err(TokenError::ForbiddenHeaderParam);
     }
@@ -283,7 +309,7 @@ pub fn verify(token: &str, keys: &KeySet, expect: &Expectations, now: i64) -> Re
     if signature.is_empty() {
         return Err(TokenError::BadSignature);
     }
-    if !header_members_typed(&header, &header_bytes) {
+    if !header_members_typed(&header, &repeated) {
         return Err(TokenError::BadHeader);
     }
     let signed = &token[..h64.len() + 1 + p64.len()];
@@ -292,11 +318,11 @@ pub fn verify(token: &str, keys: &KeySet, expect: &Expectations, now: i64) -> Re
         Ok(false) => return Err(TokenError::BadSignature),
         Err(_) => return Err(TokenError::Malformed),
     }
-    let claims = json_object(&payload, TokenError::BadClaims)?;
-    match library_refusal(&claims, &payload) {
+    let Object { members: claims, repeated } = json_object(&payload, TokenError::BadClaims)?;
+    match library_refusal(&claims, &repeated) {
         // Foyer's rules name the claim first, in their fixed order.
         Some(refused) => Err(check_claims(&claims, expect, now).err().unwrap_or(refused)),
-        None if !members_unique(&payload) => Err(TokenError::BadClaims),
+        None if !repeated.is_empty() => Err(TokenError::BadClaims),
         None => check_claims(&claims, expect, now),
     }
 }
@@ -305,9 +331,9 @@ pub fn verify(token: &str, keys: &KeySet, expect: &Expectations, now: i64) -> Re
 /// readers could take different copies), the parameters JWS defines as text (`typ`, `cty`,
 /// `x5t`, `x5t#S256`, `url`, `nonce`, `enc`, `zip`) a string or null, and any member Foyer
 /// does not know a string. `alg` and `kid` are checked where they are read.
-fn header_members_typed(header: &Map<String, Value>, bytes: &[u8]) -> bool {
+fn header_members_typed(header: &Map<String, Value>, repeated: &[String]) -> bool {
     const TEXT: [&str; 8] = ["typ", "cty", "x5t", "x5t#S256", "url", "nonce", "enc", "zip"];
-    members_unique(bytes)
+    repeated.is_empty()
         && header.iter().all(|(name, value)| match name.as_str() {
             "alg" | "kid" => true,
             n if TEXT.contains(&n) => value.is_string() || value.is_null(),
@@ -318,45 +344,16 @@ fn header_members_typed(header: &Map<String, Value>, bytes: &[u8]) -> bool {
 /// The claims jsonwebtoken's validation refused and Foyer's own checks would not, named as
 /// they were then: one of its fields (`exp`, `nbf`, `sub`, `iss`, `aud`) repeated, and an
 /// `aud` array holding a non-string. Every other claim it refused, Foyer's checks refuse too,
-/// and name first.
-fn library_refusal(claims: &Map<String, Value>, payload: &[u8]) -> Option<TokenError> {
-    if !members_unique_among(payload, &["exp", "nbf", "sub", "iss", "aud"]) {
+/// and name first. (Any other member repeated is refused after these: docs/protocol.md,
+/// Tokens.)
+fn library_refusal(claims: &Map<String, Value>, repeated: &[String]) -> Option<TokenError> {
+    if repeated.iter().any(|name| ["exp", "nbf", "sub", "iss", "aud"].contains(&name.as_str())) {
         return Some(TokenError::BadClaims);
     }
     match claims.get("aud") {
         Some(Value::Array(items)) if !items.iter().all(Value::is_string) => Some(TokenError::WrongAudience),
         _ => None,
     }
-}
-
-/// Whether a JSON object names each member once. serde_json keeps the last of a repeated
-/// member, so a token repeating `channels` (or `iat`, `publish`, `name`, `role`) would be
-/// read as whichever copy came last: ambiguous, so refused (docs/protocol.md, Tokens).
-fn members_unique(bytes: &[u8]) -> bool {
-    members_unique_among(bytes, &[])
-}
-
-/// [`members_unique`] for the members named in `only` (all of them when empty).
-fn members_unique_among(bytes: &[u8], only: &[&str]) -> bool {
-    struct Unique<'o>(&'o [&'o str]);
-    impl<'de> serde::de::Visitor<'de> for Unique<'_> {
-        type Value = ();
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("a JSON object")
-        }
-        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-            let mut seen = std::collections::HashSet::new();
-            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                if (self.0.is_empty() || self.0.contains(&key.as_ref())) && !seen.insert(key.into_owned()) {
-                    return Err(serde::de::Error::custom("a member is repeated"));
-                }
-                map.next_value::<serde::de::IgnoredAny>()?;
-            }
-            Ok(())
-        }
-    }
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    serde::Deserializer::deserialize_map(&mut de, Unique(only)).is_ok()
 }
 
 /// A time claim: a JSON number (fractions are truncated), never a string.
