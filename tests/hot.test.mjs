@@ -117,6 +117,13 @@ test("open_socket hands the ticket to the room's /connect as an upgrade", async 
   assert.deepEqual(seen[0].init.headers, { Upgrade: "websocket", "X-Foyer-Ticket": "abc" });
 });
 
+test("handshake_headers reads the four handshake headers in one string, an absent one as NUL", () => {
+  const request = { headers: new Headers({ Upgrade: "websocket", "Sec-WebSocket-Protocol": "foyer.v1, bearer.x" }) };
+  assert.equal(hot.handshake_headers(request), "websocket\n\0\nfoyer.v1, bearer.x\n\0");
+  const all = new Headers({ Upgrade: "WebSocket", Origin: "https://a.example", "Sec-WebSocket-Protocol": "", "CF-Connecting-IP": "203.0.113.7" });
+  assert.equal(hot.handshake_headers({ headers: all }), "WebSocket\nhttps://a.example\n\n203.0.113.7");
+});
+
 test("open_socket answers 500 when the room cannot be reached (the Worker does not await it)", async (t) => {
   const logged = t.mock.method(console, "error", () => {});
   const env = { PAYMENT: namespace(() => Promise.reject(new Error("room down")), []) };

@@ -84,22 +84,22 @@ async fn endpoint(req: web_sys::Request, env: &Env, path: &str, query: &str) -> 
 
 /// A socket's connect: every check, then the room's promise (js::connect_room) or a refusal.
 fn connect(req: &web_sys::Request, own_origin: &str, path: &str, query: &[(String, String)], env: &Env) -> Result<JsValue> {
-    let headers = req.headers();
-    let header = |name: &str| headers.get(name).ok().flatten();
-    let upgrade = header("Upgrade").is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"));
-    let origin = header("Origin");
-    let protocols = header("Sec-WebSocket-Protocol");
+    let headers = js::handshake_headers(req);
+    let mut headers = headers.split('\n').map(|v| (v != "\0").then_some(v));
+    let mut header = || headers.next().flatten();
+    let (upgrade, origin, protocols, client) = (header(), header(), header(), header());
+    let upgrade = upgrade.is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"));
     let config = config(env);
-    let request = ConnectRequest { path, query, upgrade, origin: origin.as_deref(), own_origin, protocols: protocols.as_deref() };
+    let request = ConnectRequest { path, query, upgrade, origin, own_origin, protocols };
     let now_ms = runtime::now_ms();
     let now = now_ms / 1000;
     let verdict = match config.auth_failures_per_minute {
         None => handshake::check(&request, &config, now),
         Some(limit) => {
             // Guesses are counted per client address (set by Cloudflare's edge).
-            let client = header("CF-Connecting-IP").unwrap_or_else(|| "unknown".into());
+            let client = client.unwrap_or("unknown");
             AUTH_FAILURES.with(|f| {
-                let guard = Guard { failures: &mut f.borrow_mut(), client: &client, limit };
+                let guard = Guard { failures: &mut f.borrow_mut(), client, limit };
                 handshake::check_guarded(&request, &config, now, Some(guard))
             })
         }

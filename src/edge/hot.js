@@ -136,6 +136,17 @@ export function json_text(text, status) {
 }
 
 /**
+ * The headers a socket's handshake reads, in one crossing into wasm rather than one each:
+ * joined by "\n", an absent one as "\0" (a header value holds neither).
+ */
+export function handshake_headers(request) {
+  const headers = request.headers;
+  return [headers.get("Upgrade"), headers.get("Origin"), headers.get("Sec-WebSocket-Protocol"), headers.get("CF-Connecting-IP")]
+    .map((value) => value ?? "\0")
+    .join("\n");
+}
+
+/**
  * Hands a verified socket to its room; the room's 101 answer is returned as is. The Worker
  * returns this promise without awaiting it, so a failed call is answered here: 500, logged,
  * as any other failure of the Worker is.

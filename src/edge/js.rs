@@ -24,6 +24,9 @@ extern "C" {
     pub fn refuse(code: u16, reason: &str, subprotocol: &str) -> worker::web_sys::Response;
     /// The 101 answer handing `client` (one end of a socket pair) to the caller.
     pub fn upgraded(client: &worker::web_sys::WebSocket, subprotocol: &str) -> worker::web_sys::Response;
+    /// The headers a socket's handshake reads, in one crossing: `Upgrade`, `Origin`,
+    /// `Sec-WebSocket-Protocol` and `CF-Connecting-IP`, joined by `\n`, an absent one `\0`.
+    pub fn handshake_headers(request: &worker::web_sys::Request) -> String;
     /// A JSON answer between objects: `text` as is, with `status`.
     pub fn json_text(text: &str, status: u16) -> worker::web_sys::Response;
     fn post(env: &JsValue, binding: &str, name: &str, path: &str, body: &str, within_ms: f64) -> Promise;
