@@ -59,12 +59,26 @@ pub fn now_secs() -> i64 {
 }
 
 /// A random connection id (64 bits, hex).
+/// Drawn from a pool of random bytes filled 32 ids at a time: each fill is a call into the
+/// runtime's `crypto.getRandomValues`, which cost more than the rest of making an id.
 pub fn random_id() -> String {
-    let mut bytes = [0u8; 8];
-    // On failure the id is still unique enough within a room: fall back to the clock.
-    if getrandom::getrandom(&mut bytes).is_err() {
-        bytes = (now_ms() as u64).to_be_bytes();
+    thread_local! {
+        static POOL: std::cell::RefCell<([u8; 256], usize)> = const { std::cell::RefCell::new(([0; 256], 256)) };
     }
+    let bytes = POOL.with(|pool| {
+        let (bytes, used) = &mut *pool.borrow_mut();
+        if *used + 8 > bytes.len() {
+            // On failure an id is still unique enough within a room: fall back to the clock.
+            if getrandom::getrandom(bytes).is_err() {
+                return (now_ms() as u64).to_be_bytes();
+            }
+            *used = 0;
+        }
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&bytes[*used..*used + 8]);
+        *used += 8;
+        id
+    });
     crate::protocol::signature::hex(&bytes)
 }
 
