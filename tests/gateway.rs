@@ -122,6 +122,20 @@ async fn ping_is_answered_with_pong() {
     assert_eq!(c.next().await, Got::Text("pong".into()));
 }
 
+/// The runtime does not answer a hibernatable socket's close frame itself: the room must,
+/// or the client waits and sees 1006 (a build without it failed here after 3 s).
+#[tokio::test]
+async fn a_client_close_is_answered_with_a_close_frame() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame};
+    let venue = unique("bye");
+    let mut c = connect(shared(), &orders(&venue), &token("u", &[&format!("orders:{venue}")])).await;
+    c.frame().await;
+    let bye = CloseFrame { code: CloseCode::Normal, reason: "bye".into() };
+    c.ws.send(tokio_tungstenite::tungstenite::Message::Close(Some(bye))).await.expect("send close");
+    assert_eq!(c.close_code_within(3).await, Some(Some(1000)));
+}
+
 #[tokio::test]
 async fn malformed_client_frames_get_error_frames() {
     let venue = unique("junk");

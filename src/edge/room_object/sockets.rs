@@ -466,7 +466,10 @@ impl RoomObject {
     pub(super) async fn closed(&self, ws: WebSocket, code: u16) -> Result<()> {
         // No attachment write: nothing else arrives for a socket the client closed.
         let departing = Attachment::load(&ws).filter(|a| !a.closing).map(|a| a.member);
-        // Fails only if the socket is already closed, which is the goal anyway.
+        // The close frame back: the runtime does not answer a hibernatable socket's close
+        // itself (compatibility flag `web_socket_auto_reply_to_close` notwithstanding), and
+        // the client would wait, then see 1006 (tests/protocol.rs). Fails only if the socket
+        // is already closed, which is the goal anyway.
         let _ = ws.close(Some(close::NORMAL), Some("closed"));
         if let Some(member) = departing {
             self.depart(&ws, &member, code).await;
