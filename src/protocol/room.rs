@@ -184,31 +184,42 @@ impl Default for Limits {
     }
 }
 
-/// One socket of the room, as stored in its hibernation attachment.
+/// One socket of the room, as stored in its hibernation attachment (and handed over in a
+/// connect's ticket). A member at a default (no name, no strikes yet) leaves it out: every
+/// connect writes one and every departure reads one, field by field.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Member {
+    /// Empty only in a ticket: the room gives it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub conn: String,
     pub sub: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
     /// Token expiry (Unix seconds); the socket is closed with 4401 once it passes.
     pub exp: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<i64>,
     /// The token's `publish` grant covers this channel.
     pub can_publish: bool,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub window_start: i64,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub window_count: u32,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub strikes: u32,
     /// Tokens of this `sub` issued at or before this time (Unix seconds) were revoked:
     /// a refresh with one is refused.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_before: Option<i64>,
     /// When the socket connected (ms): how long it stayed open is in its `closed` log line.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub joined_ms: i64,
+}
+
+fn is_zero<T: Default + PartialEq>(n: &T) -> bool {
+    *n == T::default()
 }
 
 /// The runtime tag a member's socket carries, so the host can find one user's sockets
@@ -1098,6 +1109,20 @@ enum Replayed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_member_is_stored_without_its_defaults_and_reads_back_whole() {
+        let fresh = Member::admit(String::new(), Verified::new(&claims("u", &["orders:v"], &[]), &Channel::parse("orders:v").unwrap()));
+        let text = serde_json::to_string(&fresh).unwrap();
+        let (exp, iat) = (fresh.exp, fresh.iat.unwrap());
+        assert_eq!(text, format!(r#"{{"sub":"u","name":"u-name","role":"customer","exp":{exp},"iat":{iat},"can_publish":false}}"#));
+        assert_eq!(serde_json::from_str::<Member>(&text).unwrap(), fresh);
+        let bare = Member { name: None, role: None, iat: None, ..fresh.clone() };
+        assert_eq!(serde_json::to_string(&bare).unwrap(), format!(r#"{{"sub":"u","exp":{exp},"can_publish":false}}"#));
+        assert_eq!(serde_json::from_str::<Member>(&serde_json::to_string(&bare).unwrap()).unwrap(), bare);
+        let busy = Member { conn: "c".into(), window_count: 3, strikes: 1, revoked_before: Some(9), joined_ms: 5, ..fresh };
+        assert_eq!(serde_json::from_str::<Member>(&serde_json::to_string(&busy).unwrap()).unwrap(), busy);
+    }
 
     /// `let $ch = Channel::parse($name)`, and `let mut $room`: a room with default limits over
     /// fresh in-memory storage and memory.
