@@ -181,14 +181,7 @@ impl RoomObject {
     ///
     /// [`LEASE_FROM_ASK`]: crate::protocol::revocation::LEASE_FROM_ASK
     pub(super) async fn revocation_of(&self, member: &Member, channel: &Channel, now_ms: i64) -> Result<Option<i64>> {
-        let sub = &member.sub;
-        // What the room's memory settles; `None`: ask the room's shard.
-        let settled = || match self.memory.borrow().revocations.verdict(sub, member.iat.is_some(), now_ms) {
-            Verdict::Known(revoked) => Some(revoked),
-            Verdict::Leased => Some(None),
-            Verdict::Ask => None,
-        };
-        if let Some(settled) = settled() {
+        if let Some(settled) = self.settled(member, now_ms) {
             return Ok(settled);
         }
         // Boxed: a function of its own, which a storm of known users never makes hot, so V8
@@ -196,21 +189,26 @@ impl RoomObject {
         self.ask_directory(member, channel, now_ms).boxed_local().await
     }
 
-    /// [`Self::revocation_of`] for a user the room's memory does not settle.
-    async fn ask_directory(&self, member: &Member, channel: &Channel, now_ms: i64) -> Result<Option<i64>> {
-        let sub = &member.sub;
-        let settled = || match self.memory.borrow().revocations.verdict(sub, member.iat.is_some(), now_ms) {
+    /// The revocation that applies to the member as far as the room's memory settles it;
+    /// `None`: ask the room's shard.
+    fn settled(&self, member: &Member, now_ms: i64) -> Option<Option<i64>> {
+        match self.memory.borrow().revocations.verdict(&member.sub, member.iat.is_some(), now_ms) {
             Verdict::Known(revoked) => Some(revoked),
             Verdict::Leased => Some(None),
             Verdict::Ask => None,
-        };
+        }
+    }
+
+    /// [`Self::revocation_of`] for a user the room's memory does not settle.
+    async fn ask_directory(&self, member: &Member, channel: &Channel, now_ms: i64) -> Result<Option<i64>> {
+        let sub = &member.sub;
         let shard = directory_shard(channel);
         // A record of this user under way is shared rather than leased over (their tabs).
         let recording = self.recording.borrow().contains_key(sub);
         if !recording && member.iat.is_some() && self.memory.borrow_mut().revocations.wants_lease() {
             self.lease(&shard, sub, channel, now_ms).await?;
             // Without a lease (the shard has too many revocations or leaseholders): recorded alone.
-            if let Some(settled) = settled() {
+            if let Some(settled) = self.settled(member, now_ms) {
                 return Ok(settled);
             }
         }
@@ -468,7 +466,7 @@ impl RoomObject {
         let departing = Attachment::load(&ws).filter(|a| !a.closing).map(|a| a.member);
         // The close frame back: the runtime does not answer a hibernatable socket's close
         // itself (compatibility flag `web_socket_auto_reply_to_close` notwithstanding), and
-        // the client would wait, then see 1006 (tests/protocol.rs). Fails only if the socket
+        // the client would wait, then see 1006 (tests/gateway.rs). Fails only if the socket
         // is already closed, which is the goal anyway.
         let _ = ws.close(Some(close::NORMAL), Some("closed"));
         if let Some(member) = departing {
