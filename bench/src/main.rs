@@ -175,6 +175,24 @@ impl Gateway {
         (cpu, peak)
     }
 
+    /// Waits until the gateway is idle: under 5% of a core over a quarter second (at most
+    /// 15 s). A scenario's sockets are dropped when it ends, and their departures run for a
+    /// while after; the next scenario must not be timed over them.
+    async fn settle(&self) {
+        let started = Instant::now();
+        let mut cpu = self.thread_cpu(|_| true);
+        while started.elapsed() < Duration::from_secs(15) {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let now = self.thread_cpu(|_| true);
+            if now - cpu < 0.0125 {
+                eprintln!("[settle] {}: idle after {} ms", self.name, started.elapsed().as_millis());
+                return;
+            }
+            cpu = now;
+        }
+        eprintln!("[settle] {}: still busy after 15 s", self.name);
+    }
+
     /// CPU seconds (ns resolution) of V8's background threads in its workerd processes: where
     /// V8 compiles hot code with its optimizing compiler (and marks garbage concurrently).
     fn v8_background(&self) -> f64 {
@@ -589,6 +607,7 @@ async fn run(g: &Gateway, quick: bool, only: Option<&str>, f: &mut Figures) {
 
     // Saturated fan-out: 200 sockets, events published back to back in batches.
     if want("fanout") {
+        g.settle().await;
         let (sockets_n, batches) = (200usize, if quick { 10 } else { 40 });
         let ch = format!("orders:sat-{tag}");
         let sockets = clients(port, &ch, sockets_n).await;
@@ -609,6 +628,7 @@ async fn run(g: &Gateway, quick: bool, only: Option<&str>, f: &mut Figures) {
 
     // Steady fan-out: many sockets, 10 events/s, latency publish → delivery.
     if want("steady") {
+        g.settle().await;
         let (n, events) = if quick { (200, 30) } else { (1000, 100) };
         let ch = format!("orders:steady-{tag}");
         let sockets = clients(port, &ch, n).await;
@@ -632,6 +652,7 @@ async fn run(g: &Gateway, quick: bool, only: Option<&str>, f: &mut Figures) {
         if !want(variant) {
             continue;
         }
+            g.settle().await;
         let rooms = if quick { 100 } else { 1000 };
         phase(&format!("{variant} connect"));
         let all: Vec<String> = (0..rooms).map(|i| format!("payment:{tag}-{variant}-{i}")).collect();
@@ -664,6 +685,7 @@ async fn run(g: &Gateway, quick: bool, only: Option<&str>, f: &mut Figures) {
     // Connect storms: sockets 50 at a time, time to welcome (one staff user on every
     // socket, then a new user on each), and to the 4401 of a bad token.
     if want("connect") {
+        g.settle().await;
         let storm = if quick { 100 } else { 500 };
         let variants = [(CONNECT_P99, Some(false)), (CONNECT_DISTINCT_P99, Some(true)), (BAD_TOKEN_P99, None)];
         // Every socket stays open until all storms are done: a storm must not overlap the
