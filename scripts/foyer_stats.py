@@ -77,9 +77,11 @@ class Stats:
             event, v = r.get("event"), venue(r)
             row = rows[v]
             if event == "connect":
-                row["connects"] += 1
+                # A refusal line in a flood stands for `count` refusals (docs/operations.md).
+                n = r.get("count", 1)
+                row["connects"] += n
                 if r.get("outcome") != "welcome":
-                    row["refused"][str(r.get("code"))] += 1
+                    row["refused"][str(r.get("code"))] += n
             elif event == "delivery":
                 row["publishes"] += r.get("events", 0)
                 row["delivered"] += r.get("delivered", 0)

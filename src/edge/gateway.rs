@@ -37,6 +37,7 @@ fn start() {
 /// no copy of either (see Benchmark in the README); other paths convert.
 #[wasm_bindgen]
 pub fn fetch(req: web_sys::Request, env: Env, _ctx: worker::worker_sys::Context) -> JsValue {
+    log::flush_refusals();
     let url = req.url();
     let (origin, path, query) = handshake::split_url(&url);
     if !(path == "/ws" || path.starts_with("/ws/")) {
@@ -151,17 +152,8 @@ fn refused(env: &Env, path: &str, code: u16, started_ms: i64) {
         .trim_end_matches('/')
         .split_once('/')
         .and_then(|(kind, key)| Channel::new(crate::protocol::channel::Kind::parse(kind)?, key).ok());
-    let fields = serde_json::json!({"outcome": "refused", "code": code, "reason": reason, "ms": ms});
+    log::refused(env, named.as_ref(), code, reason, ms);
     let (kind, key) = named.as_ref().map_or(("", ""), |c| (c.kind().as_str(), c.key()));
-    log::line(
-        env,
-        Level::Warn,
-        "connect",
-        match &named {
-            Some(channel) => log::with(channel, fields),
-            None => fields,
-        },
-    );
     log::point(env, key, &["connect", kind, &code.to_string(), reason], &[1.0, ms]);
 }
 

@@ -5,12 +5,15 @@
 //! Callers pass channels, codes and counts: never a token, a secret, a signature, a query
 //! string or chat text.
 
+use std::cell::RefCell;
+
 use serde_json::{json, Map, Value};
 use worker::Env;
 
 use super::js;
 use super::runtime::{self, config};
 use crate::protocol::channel::Channel;
+use crate::protocol::coalesce::Coalescer;
 use crate::protocol::config::Level;
 
 /// One line: `event` and `level` first, then `fields` (an object), then `ts` (ms).
@@ -57,6 +60,58 @@ pub fn with(channel_: &Channel, more: Value) -> Value {
         fields.extend(more);
     }
     fields
+}
+
+/// A kind of refused connect: the channel its path names (if any), its code and reason word.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Refusal {
+    channel: Option<Channel>,
+    code: u16,
+    reason: &'static str,
+}
+
+thread_local! {
+    /// This isolate's refusals not yet in a line (protocol/coalesce.rs).
+    static REFUSALS: RefCell<Coalescer<Refusal>> = RefCell::new(Coalescer::default());
+}
+
+/// A refused connect's `connect` line (warn), with how many refusals it stands for
+/// (`count`): in a flood, those of its kind within a second are one line
+/// (protocol/coalesce.rs). `ms` is this refusal's.
+pub fn refused(env: &Env, channel: Option<&Channel>, code: u16, reason: &'static str, ms: f64) {
+    if !enabled(env, Level::Warn) {
+        return;
+    }
+    let kind = Refusal { channel: channel.cloned(), code, reason };
+    if let Some(count) = REFUSALS.with(|r| r.borrow_mut().line(&kind, runtime::now_ms())) {
+        write(Level::Warn, "connect", refusal_fields(&kind, count, Some(ms)));
+    }
+}
+
+/// The refusal lines whose second has passed, written as a request arrives (no timer).
+pub fn flush_refusals() {
+    let due = REFUSALS.with(|r| {
+        let mut r = r.borrow_mut();
+        if r.is_empty() {
+            Vec::new()
+        } else {
+            r.due(runtime::now_ms())
+        }
+    });
+    for (kind, count) in due {
+        write(Level::Warn, "connect", refusal_fields(&kind, count, None));
+    }
+}
+
+fn refusal_fields(kind: &Refusal, count: u64, ms: Option<f64>) -> Value {
+    let mut fields = json!({"outcome": "refused", "code": kind.code, "reason": kind.reason, "count": count});
+    if let (Some(ms), Value::Object(f)) = (ms, &mut fields) {
+        f.insert("ms".into(), ms.into());
+    }
+    match &kind.channel {
+        Some(channel) => with(channel, fields),
+        None => fields,
+    }
 }
 
 /// Every 1011 and every failed object call, with where and why.

@@ -6,9 +6,11 @@
 //! [`publish`] → [`room`]; client chat messages go back out through [`webhook`]. [`wire`] names the protocol's words and codes; [`config`]
 //! reads the deployment's settings; [`reading`] is the backend's read of a channel; [`revocation`] is `/revoke`: the directory's rules and a room's memory of them.
 //! [`links`] links channels into inboxes and forwards their events; [`retry`] is the one
-//! retry rule of every call a room keeps trying (webhook, forwards).
+//! retry rule of every call a room keeps trying (webhook, forwards); [`coalesce`] sums the
+//! refusal log lines of a flood.
 
 pub mod channel;
+pub mod coalesce;
 pub mod config;
 pub mod frame;
 pub mod handshake;

@@ -64,6 +64,7 @@ impl Attachment {
 
 impl RoomObject {
     pub(super) async fn connect(&self, req: &web_sys::Request) -> Result<web_sys::Response> {
+        log::flush_refusals();
         let raw = req.headers().get(TICKET_HEADER)?.ok_or_else(|| Error::from("no ticket"))?;
         let bytes = URL_SAFE_NO_PAD.decode(raw).map_err(|_| Error::from("bad ticket"))?;
         let ticket: Ticket = serde_json::from_slice(&bytes)?;
@@ -121,11 +122,16 @@ impl RoomObject {
     }
 
     /// A connect's outcome here: a welcome (`code` 101) or the close code, with a reason word.
-    fn connect_line(&self, channel: &Channel, code: u16, reason: &str, started_ms: i64) {
+    fn connect_line(&self, channel: &Channel, code: u16, reason: &'static str, started_ms: i64) {
         let ms = (runtime::now_ms() - started_ms) as f64;
-        let (outcome, level) = if code == 101 { ("welcome", Level::Debug) } else { ("refused", Level::Warn) };
-        if log::enabled(&self.env, level) {
-            log::write(level, "connect", log::with(channel, json!({"outcome": outcome, "code": code, "reason": reason, "ms": ms})));
+        if code != 101 {
+            log::refused(&self.env, Some(channel), code, reason, ms);
+        } else if log::enabled(&self.env, Level::Debug) {
+            log::write(
+                Level::Debug,
+                "connect",
+                log::with(channel, json!({"outcome": "welcome", "code": code, "reason": reason, "ms": ms})),
+            );
         }
         if log::metrics_bound(&self.env) {
             log::point(&self.env, channel.key(), &["connect", channel.kind().as_str(), &code.to_string(), reason], &[1.0, ms]);
