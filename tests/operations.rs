@@ -194,14 +194,17 @@ async fn the_worker_runs_with_the_metrics_binding_configured() {
     let healthz = gw.get("/healthz").await.map(|r| r.status);
     assert_eq!(healthz, Ok(200), "a request after the second: the summed line is written then");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let refusal_lines = || -> Vec<Value> { lines(&gw).into_iter().filter(|l| l["event"] == "connect" && l["key"] == flooded.as_str()).collect() };
+    let refusal_lines =
+        || -> Vec<Value> { lines(&gw).into_iter().filter(|l| l["event"] == "connect" && l["key"] == flooded.as_str()).collect() };
     while refusal_lines().iter().map(|l| l["count"].as_u64().unwrap_or(0)).sum::<u64>() < 30 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let flood = refusal_lines();
     assert_eq!(flood.iter().map(|l| l["count"].as_u64().unwrap_or(0)).sum::<u64>(), 30, "{flood:#?}");
     assert!(flood.len() <= 4, "30 refusals in a second or so: {} lines {flood:#?}", flood.len());
-    assert!(flood.iter().all(|l| (l["code"].as_u64(), l["reason"].as_str(), l["level"].as_str()) == (Some(4401), Some("bad_token"), Some("warn"))));
+    assert!(flood
+        .iter()
+        .all(|l| (l["code"].as_u64(), l["reason"].as_str(), l["level"].as_str()) == (Some(4401), Some("bad_token"), Some("warn"))));
     let out =
         Command::new(repo_root().join("scripts/foyer")).args(["stats", "--once"]).arg(gw.log_path()).output().expect("scripts/foyer stats");
     let text = String::from_utf8_lossy(&out.stdout);
