@@ -652,7 +652,7 @@ async fn run(g: &Gateway, quick: bool, only: Option<&str>, f: &mut Figures) {
         if !want(variant) {
             continue;
         }
-            g.settle().await;
+        g.settle().await;
         let rooms = if quick { 100 } else { 1000 };
         phase(&format!("{variant} connect"));
         let all: Vec<String> = (0..rooms).map(|i| format!("payment:{tag}-{variant}-{i}")).collect();
