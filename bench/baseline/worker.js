@@ -45,7 +45,7 @@ async function verifyToken(env, token, channel) {
   return (c.channels ?? []).includes(channel) ? c : 4403;
 }
 
-function closeWith(code, offered) {
+export function closeWith(code, offered) {
   const [client, server] = Object.values(new WebSocketPair());
   server.accept();
   server.close(code, "refused");

@@ -1,7 +1,9 @@
 // The baseline (bench/baseline/worker.js), its token check in Rust compiled to wasm
-// (check.rs): the least a Rust gateway runs in wasm on a connect. Its Room is the baseline's.
+// (check.rs): the least a Rust gateway runs in wasm on a connect. Its Room and refusals are
+// the baseline's.
 // Only the routes of the first storm: /healthz and the sockets.
 import check from "../target/wasm-token/check.wasm";
+import { closeWith } from "../baseline/worker.js";
 export { Room } from "../baseline/worker.js";
 
 const enc = new TextEncoder();
@@ -32,13 +34,6 @@ function verifyToken(env, token, channel) {
   }
   const exp = wasm.check(...put(token, channel, env.JWT_ISSUER), Date.now() / 1000);
   return exp < 0 ? -exp : { exp };
-}
-
-function closeWith(code, offered) {
-  const [client, server] = Object.values(new WebSocketPair());
-  server.accept();
-  server.close(code, "refused");
-  return new Response(null, { status: 101, webSocket: client, headers: offered ? { "Sec-WebSocket-Protocol": "foyer.v1" } : {} });
 }
 
 export default {
