@@ -1349,9 +1349,9 @@ async fn paired_storm(rounds: usize) {
         "first batch's slowest welcome ms",
         "other batches' slowest welcome ms (median)",
     ];
+    let first_batch = |s: &Storm| s.batch_max.first().copied().unwrap_or(0.0);
+    let later_batches = |s: &Storm| median(s.batch_max.iter().skip(1).copied().collect());
     for (i, label) in labels.into_iter().enumerate() {
-        let first_batch = |s: &Storm| s.batch_max.first().copied().unwrap_or(0.0);
-        let later_batches = |s: &Storm| median(s.batch_max.iter().skip(1).copied().collect());
         let get = |s: &Storm| [s.p50, s.p99, s.cpu_ms, s.v8_ms, s.main_ms, first_batch(s), later_batches(s)][i];
         let values: Vec<String> = configs.iter().map(|(n, _)| format!("{:>10.2}", median(figures[n].iter().map(get).collect()))).collect();
         let mut cols = Vec::new();
