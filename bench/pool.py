@@ -1,19 +1,28 @@
 #!/usr/bin/env python3
 """Pools the rounds of several `scripts/bench --paired-storm` logs.
 
-    python3 bench/pool.py bench/runs/paired-storm-2026-12-04j*.log
+    python3 bench/pool.py LOG [LOG ...]     # logs of one tree: a diagnostic's Foyer is another
 
 One paired run is the median of its rounds, and on this 2-core machine two runs of the same
 tree differ by more than the budget's margin. Pooled, each gateway's ratio to the baseline is
 the median over every round of every log (each round's own ratio: its gateways ran side by
-side), with how many rounds read at or under 1.0.
+side), with how many rounds read at or under 1.0, and a 90% interval for that median (a
+bootstrap over the rounds, seeded: the same logs print the same interval).
 """
 import collections
+import random
 import re
 import statistics
 import sys
 
 ROUND = re.compile(r"round (\d+)/\d+: ([\w-]+) p50 ([\d.]+) p99 ([\d.]+) ms, CPU ([\d.]+)")
+
+
+def interval(values, draws=2000):
+    """The 5th and 95th percentiles of the median of `values` resampled with replacement."""
+    rng = random.Random(1)
+    medians = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(draws))
+    return medians[draws // 20], medians[draws - draws // 20 - 1]
 
 
 def main(paths):
@@ -32,12 +41,12 @@ def main(paths):
                     ratios[name].append(tuple(f / b for f, b in zip(figures, base)))
     print(f"{len(paths)} logs; each gateway / the baseline, the median over all rounds")
     for name, rows in ratios.items():
-        p50, p99, cpu = (statistics.median(r[i] for r in rows) for i in range(3))
-        under = [sum(r[i] <= 1.0 for r in rows) for i in range(2)]
-        print(
-            f"  {name:<11} {len(rows):>3} rounds: p50 {p50:.3f} ({under[0]} at or under 1.0), "
-            f"p99 {p99:.3f} ({under[1]}), CPU a connect {cpu:.3f}"
-        )
+        print(f"  {name} ({len(rows)} rounds)")
+        for i, figure in enumerate(["welcome p50", "welcome p99", "CPU a connect"]):
+            values = [r[i] for r in rows]
+            low, high = interval(values)
+            under = sum(v <= 1.0 for v in values)
+            print(f"    {figure:<14} {statistics.median(values):.3f}  (90%: {low:.3f}-{high:.3f}; {under} rounds at or under 1.0)")
 
 
 if __name__ == "__main__":
