@@ -22,7 +22,7 @@ function meterLine(env, what, ctx) {
   if (ctx) Object.assign(line, { object: ctx.id.toString(), bytes: ctx.storage.sql.databaseSize });
   console.log(`foyer-meter ${JSON.stringify(line)}`);
 }
-const b64url = (s) => Uint8Array.from(atob(s.replace(/-/g, "+").replace(/_/g, "/")), (c) => c.charCodeAt(0));
+export const b64url = (s) => Uint8Array.from(atob(s.replace(/-/g, "+").replace(/_/g, "/")), (c) => c.charCodeAt(0));
 let keyPromise, pubKeyPromise;
 
 function jwtKey(env) {

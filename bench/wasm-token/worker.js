@@ -3,7 +3,7 @@
 // the baseline's.
 // Only the routes of the first storm: /healthz and the sockets.
 import check from "../target/wasm-token/check.wasm";
-import { closeWith } from "../baseline/worker.js";
+import { b64url, closeWith } from "../baseline/worker.js";
 export { Room } from "../baseline/worker.js";
 
 const enc = new TextEncoder();
@@ -25,8 +25,7 @@ function put(...strings) {
 
 function verifyToken(env, token, channel) {
   if (!keyed) {
-    const k = JSON.parse(env.JWT_KEYS).keys[0].k;
-    const raw = Uint8Array.from(atob(k.replace(/-/g, "+").replace(/_/g, "/")), (c) => c.charCodeAt(0));
+    const raw = b64url(JSON.parse(env.JWT_KEYS).keys[0].k);
     const at = wasm.buffer(raw.length);
     new Uint8Array(wasm.memory.buffer).set(raw, at);
     wasm.set_key(raw.length);
