@@ -190,9 +190,20 @@ impl RoomObject {
         if let Some(settled) = self.settled(member, now_ms) {
             return Ok(settled);
         }
-        // Boxed: a function of its own, which a storm of known users never makes hot, so V8
-        // does not optimize it with every connect (bench/README.md, "What V8 optimizes").
-        self.ask_directory(member, channel, now_ms).boxed_local().await
+        // While the shard answers, the room's own writes for this connect (its channel's name,
+        // the alarm by the token's expiry: a fresh room's first) go out and commit, instead of
+        // after the answer, where every welcome waiting on it would wait for them too (a first
+        // storm's first batch: 5 ms less, bench/README.md). Both are harmless if the user is
+        // refused (an alarm with no socket to close re-arms for nothing); `admit` finds them done.
+        self.remember_channel(channel)?;
+        let (revoked, alarm) = futures::join!(
+            // Boxed: a function of its own, which a storm of known users never makes hot, so V8
+            // does not optimize it with every connect (bench/README.md, "What V8 optimizes").
+            self.ask_directory(member, channel, now_ms).boxed_local(),
+            self.alarm_by(member.exp.saturating_mul(1000)).boxed_local()
+        );
+        alarm.map_err(|e| Error::from(["alarm: ", &e.to_string()].concat()))?;
+        revoked
     }
 
     /// The revocation that applies to the member as far as the room's memory settles it;
