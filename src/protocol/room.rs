@@ -44,6 +44,13 @@ pub const MAX_READ_BYTES: usize = 4 * 1024 * 1024;
 pub const MAX_PRESENCE_LISTED: usize = 100;
 /// Users whose per-user rate window is tracked; beyond it, expired windows are dropped.
 const MAX_TRACKED_RATES: usize = 10_000;
+/// How long a room keeps its alarm after its last socket left (ms). At an interval phones
+/// come and go, and a room empties and fills again many times a second: dropping the alarm
+/// at each emptying and setting it again at the next connect was two storage writes each
+/// time, the slowest part of a connect storm (bench/README.md). Kept this long, the next
+/// connects find it set; it fires once, at most this long after the room emptied, finds
+/// nothing to do, and is not set again: an idle room then holds none.
+pub const LINGER_MS: i64 = 2_000;
 /// Users whose socket bound a room keeps; beyond it, a connect counts (correct, slower).
 const MAX_SOCKET_BOUNDS: usize = 10_000;
 /// After this many malformed or unexpected frames a connection is closed with 4400.
@@ -89,6 +96,9 @@ pub struct Memory {
     socket_bounds: HashMap<String, usize>,
     /// The room's open sockets, once counted in this instance ([`Memory::socket_left`]).
     open_sockets: Option<usize>,
+    /// When the room last emptied (ms), until a socket opens: its alarm lingers
+    /// ([`LINGER_MS`]).
+    emptied_ms: Option<i64>,
     /// Forwarding calls under way, by inbox.
     forwarding: InFlight,
     /// Copies given up (a day of failures, or past [`links::FORWARD_QUEUE_MAX`]) since the
@@ -120,6 +130,7 @@ impl Memory {
 
     /// A socket was accepted here (counted when the room's count is known).
     pub fn socket_opened(&mut self) {
+        self.emptied_ms = None;
         if let Some(n) = &mut self.open_sockets {
             *n += 1;
         }
@@ -135,7 +146,7 @@ impl Memory {
     /// [`MAX_TRACKED_RATES`] bounds the map): closing and reconnecting does not reset it.
     /// What the room knows of their revocation stays (until it expires): the directory's
     /// record of them here stays too, so a reconnect soon after costs no question.
-    pub fn socket_left(&mut self, sub: &str, count: impl FnOnce() -> usize) -> bool {
+    pub fn socket_left(&mut self, sub: &str, now_ms: i64, count: impl FnOnce() -> usize) -> bool {
         if let Some(bound) = self.socket_bounds.get_mut(sub) {
             *bound = bound.saturating_sub(1);
             if *bound == 0 {
@@ -147,7 +158,16 @@ impl Memory {
             None => count(),
         };
         self.open_sockets = Some(open);
+        if open == 0 {
+            self.emptied_ms = Some(now_ms);
+        }
         open == 0
+    }
+
+    /// Until when an emptied room keeps its alarm ([`LINGER_MS`]); `None` once that has passed,
+    /// or while the room has sockets.
+    fn lingers_until(&self, now_ms: i64) -> Option<i64> {
+        self.emptied_ms.map(|t| t.saturating_add(LINGER_MS)).filter(|&until| until > now_ms)
     }
 
     /// Whether `sub` surely holds fewer than `cap` sockets here, counting one more for the
@@ -1002,8 +1022,9 @@ impl<'a, S: Store> Room<'a, S> {
         Ok(Due { webhooks: self.webhooks_due(now_ms)?, forwards: self.forwards_due(now_ms)? })
     }
 
-    /// The room's one deadline, for the shell's one alarm: see [`poll_timeout`].
-    pub fn poll_timeout<'m>(&self, members: impl Iterator<Item = &'m Member>) -> Result<Option<i64>, String> {
+    /// The room's one deadline, for the shell's one alarm: see [`poll_timeout`]. A room that
+    /// emptied less than [`LINGER_MS`] ago keeps one until then.
+    pub fn poll_timeout<'m>(&self, members: impl Iterator<Item = &'m Member>, now_ms: i64) -> Result<Option<i64>, String> {
         // Only client messages queue webhook calls: other kinds never hold an outbox, and
         // asking the store whether one exists costs a schema query per instance.
         let webhook_due = if self.policy.clients_may_send { self.store.outbox_next_due()? } else { None };
@@ -1016,7 +1037,8 @@ impl<'a, S: Store> Room<'a, S> {
                 self.memory.forwarding.next_due(links.iter().filter(|l| l.pending(latest)))
             }
         };
-        Ok(poll_timeout(members, [webhook_due, forward_due].into_iter().flatten().min()))
+        let linger = self.memory.lingers_until(now_ms);
+        Ok(poll_timeout(members, [webhook_due, forward_due, linger].into_iter().flatten().min()))
     }
 }
 
@@ -1051,8 +1073,9 @@ pub fn is_expired(member: &Member, now: i64) -> bool {
 }
 
 /// The one instant the room next needs to run (ms): the first token expiry or the next
-/// call due (webhook or forward). `None`: nothing to time, so the room holds no alarm and an idle room
-/// costs nothing (history is pruned when the room is next written, not by a timer).
+/// call due (webhook or forward, or the end of a [`LINGER_MS`]). `None`: nothing to time, so
+/// the room holds no alarm and an idle room costs nothing (history is pruned when the room is
+/// next written, not by a timer).
 pub fn poll_timeout<'m>(members: impl Iterator<Item = &'m Member>, call_due: Option<i64>) -> Option<i64> {
     let expiry = members.map(|m| m.exp.saturating_mul(1000)).min();
     [expiry, call_due].into_iter().flatten().min()
@@ -1292,7 +1315,7 @@ mod tests {
             let ch = Channel::parse(name).unwrap();
             let (mut store, mut mem) = (MemStore::default(), Memory::default());
             let mut room = Room::new(&ch, &mut store, &mut mem, Limits::default());
-            room.poll_timeout([].iter()).unwrap();
+            room.poll_timeout([].iter(), T0).unwrap();
             room.handle_timeout(T0).unwrap();
             assert_eq!(room.store.upkeep_queries.get() > 0, looks, "{name}");
         }
@@ -1325,15 +1348,15 @@ mod tests {
         let due = room.handle_timeout(T0).unwrap().webhooks;
         assert_eq!(due.len(), 1, "queued once per id");
         assert_eq!(json(&due[0].body)["channel"], "chat:r");
-        assert_eq!(room.poll_timeout([].iter()).unwrap(), Some(T0));
+        assert_eq!(room.poll_timeout([].iter(), T0).unwrap(), Some(T0));
         // A failure is retried after the backoff, and the room's deadline follows it.
         assert_eq!(room.webhook_attempted(&due[0], false, T0).unwrap(), Settled::RetryAt(T0 + 1_000));
         assert!(room.webhooks_due(T0 + 999).unwrap().is_empty());
-        assert_eq!(room.poll_timeout([].iter()).unwrap(), Some(T0 + 1_000));
+        assert_eq!(room.poll_timeout([].iter(), T0).unwrap(), Some(T0 + 1_000));
         let again = room.webhooks_due(T0 + 1_000).unwrap();
         assert_eq!(again[0].attempts, 1);
         assert_eq!(room.webhook_attempted(&again[0], true, T0 + 1_000).unwrap(), Settled::Delivered);
-        assert_eq!(room.poll_timeout([].iter()).unwrap(), None, "nothing left to time");
+        assert_eq!(room.poll_timeout([].iter(), T0).unwrap(), None, "nothing left to time");
     }
 
     #[test]
@@ -1539,12 +1562,12 @@ mod tests {
         assert!(!join(&mut memory, 3), "at the cap: counted, and the caller must look");
         assert_eq!(counted.get(), 3);
         // Departures lower the bound without a count: the bound (4) less two fits one more unread.
-        memory.socket_left("u", || 0);
-        memory.socket_left("u", || 0);
+        memory.socket_left("u", T0, || 0);
+        memory.socket_left("u", T0, || 0);
         assert!(join(&mut memory, 99));
         assert_eq!(counted.get(), 3);
         for _ in 0..3 {
-            memory.socket_left("u", || 0);
+            memory.socket_left("u", T0, || 0);
         }
         assert!(join(&mut memory, 0));
         assert_eq!(counted.get(), 4, "a user whose sockets all left is counted again");
@@ -1559,13 +1582,37 @@ mod tests {
             n
         };
         memory.socket_opened();
-        assert!(!memory.socket_left("a", || count(2)), "a woken room counts once: two still open");
+        assert!(!memory.socket_left("a", T0, || count(2)), "a woken room counts once: two still open");
         memory.socket_opened();
-        assert!(!memory.socket_left("b", || count(99)));
-        assert!(!memory.socket_left("c", || count(99)));
-        assert!(memory.socket_left("d", || count(99)), "the last one");
+        assert!(!memory.socket_left("b", T0, || count(99)));
+        assert!(!memory.socket_left("c", T0, || count(99)));
+        assert!(memory.socket_left("d", T0, || count(99)), "the last one");
         assert_eq!(counted.get(), 1, "counted once per instance");
-        assert!(memory.socket_left("e", || count(99)), "an extra departure never underflows");
+        assert!(memory.socket_left("e", T0, || count(99)), "an extra departure never underflows");
+    }
+
+    #[test]
+    fn an_emptied_room_keeps_its_alarm_for_a_linger_then_none() {
+        let ch = Channel::parse("orders:v").unwrap();
+        let (mut store, mut mem) = (MemStore::default(), Memory::default());
+        let room = Room::new(&ch, &mut store, &mut mem, Limits::default());
+        let m = member("c", "u", &ch);
+        assert_eq!(room.poll_timeout([].iter(), T0).unwrap(), None, "never used: nothing to time");
+        room.memory.socket_opened();
+        assert_eq!(room.poll_timeout([&m].into_iter(), T0).unwrap(), Some(m.exp * 1000), "a socket: its expiry");
+        assert!(room.memory.socket_left("u", T0, || 0));
+        assert_eq!(room.poll_timeout([].iter(), T0).unwrap(), Some(T0 + LINGER_MS), "emptied: it lingers");
+        assert_eq!(room.poll_timeout([].iter(), T0 + LINGER_MS - 1).unwrap(), Some(T0 + LINGER_MS));
+        assert_eq!(room.poll_timeout([].iter(), T0 + LINGER_MS).unwrap(), None, "then none");
+        // Filled and emptied again: the linger runs from the last emptying.
+        room.memory.socket_opened();
+        assert_eq!(room.poll_timeout([&m].into_iter(), T0 + 500).unwrap(), Some(m.exp * 1000), "no linger while open");
+        assert!(room.memory.socket_left("u", T0 + 600, || 0));
+        assert_eq!(room.poll_timeout([].iter(), T0 + LINGER_MS).unwrap(), Some(T0 + 600 + LINGER_MS));
+        // A woken instance never saw the room empty here: nothing lingers.
+        let (mut store, mut fresh) = (MemStore::default(), Memory::default());
+        let woken = Room::new(&ch, &mut store, &mut fresh, Limits::default());
+        assert_eq!(woken.poll_timeout([].iter(), T0).unwrap(), None);
     }
 
     #[test]
@@ -1726,7 +1773,7 @@ mod tests {
         assert_eq!(outcomes[39], "4429", "the socket that reaches twice the limit");
         // Closing every socket and reconnecting does not reset the user's window.
         for tab in &tabs {
-            room.memory.socket_left(&tab.sub, || 0);
+            room.memory.socket_left(&tab.sub, T0, || 0);
         }
         let mut again = member("c9", "u", &ch);
         let effects =
@@ -1884,7 +1931,7 @@ mod tests {
         fresh_room!(ch = "orders:v1", room);
         link(&mut room, "inbox:v1", false);
         publish_n(&mut room, 2, T0);
-        assert_eq!(room.poll_timeout([].iter()).unwrap(), Some(0), "copies are due at once");
+        assert_eq!(room.poll_timeout([].iter(), T0).unwrap(), Some(0), "copies are due at once");
         let first = room.forwards_due(T0).unwrap();
         assert_eq!(first[0].events.len(), 2);
         publish_n(&mut room, 1, T0 + 1);
@@ -1892,15 +1939,15 @@ mod tests {
         // The call fails: the inbox's events (the new one too) wait for the backoff.
         assert_eq!(room.forward_attempted(&first[0], false, T0 + 5).unwrap(), Settled::RetryAt(T0 + 1_005));
         assert!(room.forwards_due(T0 + 1_004).unwrap().is_empty());
-        assert_eq!(room.poll_timeout([].iter()).unwrap(), Some(T0 + 1_005));
+        assert_eq!(room.poll_timeout([].iter(), T0).unwrap(), Some(T0 + 1_005));
         publish_n(&mut room, 1, T0 + 6);
-        assert_eq!(room.poll_timeout([].iter()).unwrap(), Some(T0 + 1_005), "a new event waits with the others");
+        assert_eq!(room.poll_timeout([].iter(), T0).unwrap(), Some(T0 + 1_005), "a new event waits with the others");
         let again = room.forwards_due(T0 + 1_005).unwrap();
         assert_eq!(again[0].events.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3, 4], "the same events again, oldest first");
         assert_eq!(room.forward_attempted(&again[0], false, T0 + 1_010).unwrap(), Settled::RetryAt(T0 + 1_010 + 2_000), "doubling");
         let third = room.forwards_due(T0 + 3_010).unwrap();
         assert_eq!(room.forward_attempted(&third[0], true, T0 + 3_020).unwrap(), Settled::Delivered);
-        assert_eq!(room.poll_timeout([].iter()).unwrap(), None, "nothing owed: no alarm");
+        assert_eq!(room.poll_timeout([].iter(), T0).unwrap(), None, "nothing owed: no alarm");
         assert_eq!((room.store.links[0].sent, room.store.links[0].attempts), (4, 0));
         let _ = ch;
     }
@@ -1926,7 +1973,7 @@ mod tests {
         link(&mut room, "inbox:v1", false);
         publish_n(&mut room, 1, T0);
         assert_eq!(room.forwards_due(T0).unwrap().len(), 1);
-        assert_eq!(room.poll_timeout([].iter()).unwrap(), Some(T0 + links::FORWARD_CALL_MS));
+        assert_eq!(room.poll_timeout([].iter(), T0).unwrap(), Some(T0 + links::FORWARD_CALL_MS));
         assert_eq!(room.forwards_due(T0 + links::FORWARD_CALL_MS).unwrap().len(), 1, "the inbox dedupes a second copy");
         // An evicted instance forgets its calls: a fresh memory sends at once.
         room.memory.forwarding = InFlight::default();

@@ -366,9 +366,10 @@ impl RoomObject {
         }
     }
 
-    /// After a socket left: presence hears of it; when it was the room's last socket, the alarm is
-    /// recomputed (and usually dropped: an idle room holds none). The leaving socket is
-    /// excluded by identity: in its own close handler the runtime may still list it as open.
+    /// After a socket left: presence hears of it; when it was the room's last socket, the
+    /// alarm is recomputed (it lingers, then goes: an idle room holds none, `room::LINGER_MS`).
+    /// The leaving socket is excluded by identity: in its own close handler the runtime may
+    /// still list it as open.
     pub(super) async fn depart(&self, ws: &WebSocket, member: &Member, code: u16) {
         let Some(channel) = self.channel() else { return };
         if log::enabled(&self.env, Level::Debug) {
@@ -387,7 +388,9 @@ impl RoomObject {
         }
         // No call to the directory: the user's record there stays, and expires (revocation.rs).
         let leaving: &wasm_bindgen::JsValue = ws.as_ref();
-        let emptied = self.memory.borrow_mut().socket_left(&member.sub, || js::count_open(self.state.as_raw(), "", leaving) as usize);
+        let now_ms = runtime::now_ms();
+        let emptied =
+            self.memory.borrow_mut().socket_left(&member.sub, now_ms, || js::count_open(self.state.as_raw(), "", leaving) as usize);
         if emptied {
             if let Err(e) = self.schedule_alarm(Some(&member.conn)).await {
                 log::internal(&self.env, None, "alarm", e);

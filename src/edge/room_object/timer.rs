@@ -1,5 +1,6 @@
 //! The room's one timer: an alarm set to the engine's deadline ([`Room::poll_timeout`]) and
-//! nothing else. A room with no sockets and no pending call (webhook, forward) holds none.
+//! nothing else. A room with no sockets and no pending call (webhook, forward) holds none once
+//! its linger has passed ([`room::LINGER_MS`]).
 
 use futures::future::{LocalBoxFuture, Shared};
 use futures::FutureExt;
@@ -61,17 +62,22 @@ impl RoomObject {
         self.schedule_alarm(None).await
     }
 
-    /// Sets the alarm to the engine's next deadline, or drops it. `leaving`: the connection
-    /// of a socket in its own close handler, where the runtime may still list it.
+    /// Makes the alarm fire by the engine's next deadline, or drops it. An alarm already set
+    /// to fire by then stays (no write): it fires, and the room sets the next one. That is
+    /// how a room emptying and filling again in a storm writes no alarm (its linger's alarm
+    /// serves them all). `leaving`: the connection of a socket in its own close handler,
+    /// where the runtime may still list it.
     pub(super) async fn schedule_alarm(&self, leaving: Option<&str>) -> Result<()> {
         let now = runtime::now_ms();
         let members: Vec<Member> = self.sockets().into_iter().map(|(_, m)| m).filter(|m| Some(m.conn.as_str()) != leaving).collect();
         let deadline = match self.channel() {
-            Some(channel) => self.with_room(&channel, |room| room.poll_timeout(members.iter()))?,
+            Some(channel) => self.with_room(&channel, |room| room.poll_timeout(members.iter(), now))?,
             None => room::poll_timeout(members.iter(), None),
         };
         match deadline {
-            Some(at) => self.set_alarm(at, now).await,
+            Some(at) => self.alarm_by(at).await,
+            // None set, or it fired (an alarm that fired is gone): nothing to drop.
+            None if matches!(self.alarm_at.get(), Alarm::None) => Ok(()),
             None => {
                 // Known before the delete's await, as a time is (`set_alarm`).
                 self.alarm_at.set(Alarm::None);
