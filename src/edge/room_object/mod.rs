@@ -392,12 +392,12 @@ impl RoomClass {
     }
 
     #[wasm_bindgen(js_name = webSocketClose)]
-    pub fn websocket_close(&self, ws: web_sys::WebSocket, code: u16, _reason: String, _clean: bool) -> JsValue {
+    pub fn websocket_close(&self, ws: web_sys::WebSocket, code: u16) -> JsValue {
         self.departed(ws, code)
     }
 
     #[wasm_bindgen(js_name = webSocketError)]
-    pub fn websocket_error(&self, ws: web_sys::WebSocket, _error: JsValue) -> JsValue {
+    pub fn websocket_error(&self, ws: web_sys::WebSocket) -> JsValue {
         // 1006: closed abnormally (no close frame).
         self.departed(ws, 1006)
     }

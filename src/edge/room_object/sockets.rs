@@ -480,15 +480,11 @@ impl RoomObject {
         Ok(())
     }
 
-    /// A socket closed (by the client with `code`, or dropped) or errored.
+    /// A socket closed (by the client with `code`, or dropped) or errored; entry.js has sent
+    /// the close frame back.
     pub(super) async fn closed(&self, ws: WebSocket, code: u16) -> Result<()> {
         // No attachment write: nothing else arrives for a socket the client closed.
         let departing = Attachment::load(&ws).filter(|a| !a.closing).map(|a| a.member);
-        // The close frame back: the runtime does not answer a hibernatable socket's close
-        // itself (compatibility flag `web_socket_auto_reply_to_close` notwithstanding), and
-        // the client would wait, then see 1006 (tests/gateway.rs). Fails only if the socket
-        // is already closed, which is the goal anyway.
-        let _ = ws.close(Some(close::NORMAL), Some("closed"));
         if let Some(member) = departing {
             self.depart(&ws, &member, code).await;
         }
