@@ -284,6 +284,39 @@ async fn rooms_left_idle_hold_no_alarm() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_room_that_empties_and_fills_again_keeps_its_alarm_briefly_then_holds_none() {
+    // Phones coming and going: a room that empties twice within its linger (2 s) keeps its
+    // alarm that long instead of dropping it and setting it again at each emptying.
+    let gw = Gateway::start("linger", &[("METER", "log")]);
+    let key = unique("linger");
+    let ch = format!("orders:{key}");
+    let alarms = |log: String| log.matches(r#""what":"alarm""#).count();
+    let start = alarms(gw.log());
+    for _ in 0..2 {
+        let mut c = connect(&gw, &format!("/ws/orders/{key}"), &token("staff", &[&ch])).await;
+        c.until("welcome").await;
+        c.close().await;
+    }
+    // The tokens expire in 10 minutes: an alarm within seconds is the linger's.
+    let soon = || unix_now() * 1000 + 3_000;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let lingering = loop {
+        let state = gw.read(&format!("/channels/orders/{key}")).await.json();
+        match state["next_alarm"].as_i64() {
+            Some(at) if at <= soon() => break Some(at),
+            _ if Instant::now() > deadline => break None,
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    assert!(lingering.is_some(), "the emptied room keeps an alarm within its linger");
+    // It fires once, and the room then holds none.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let state = gw.read(&format!("/channels/orders/{key}")).await.json();
+    assert_eq!(state["next_alarm"], Value::Null);
+    assert_eq!(alarms(gw.log()) - start, 1, "one alarm invocation: the linger's");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_socket_the_room_could_not_take_is_closed_1011_and_never_counted() {
     // TEST_FAILPOINT makes the step after the accept fail, as a storage error would.
     let gw = Gateway::start("ghost", &[("TEST_FAILPOINT", "after_accept")]);

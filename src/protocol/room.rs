@@ -44,12 +44,14 @@ pub const MAX_READ_BYTES: usize = 4 * 1024 * 1024;
 pub const MAX_PRESENCE_LISTED: usize = 100;
 /// Users whose per-user rate window is tracked; beyond it, expired windows are dropped.
 const MAX_TRACKED_RATES: usize = 10_000;
-/// How long a room keeps its alarm after its last socket left (ms). At an interval phones
-/// come and go, and a room empties and fills again many times a second: dropping the alarm
-/// at each emptying and setting it again at the next connect was two storage writes each
-/// time, the slowest part of a connect storm (bench/README.md). Kept this long, the next
-/// connects find it set; it fires once, at most this long after the room emptied, finds
-/// nothing to do, and is not set again: an idle room then holds none.
+/// How long a churning room keeps its alarm after its last socket left (ms). At an interval
+/// phones come and go, and a room with no staff dashboard open empties and fills again many
+/// times a second: dropping the alarm at each emptying and setting it again at the next
+/// connect was two storage writes each time (20 in a storm of 500 users, 50 at a time:
+/// bench/README.md). A room that empties again within this long of its last emptying keeps
+/// its alarm this long: the next connects find it set; it fires once, finds nothing to do,
+/// and is not set again. A room that empties once (a payment page left) drops it at once,
+/// as an idle room holds none.
 pub const LINGER_MS: i64 = 2_000;
 /// Users whose socket bound a room keeps; beyond it, a connect counts (correct, slower).
 const MAX_SOCKET_BOUNDS: usize = 10_000;
@@ -96,9 +98,10 @@ pub struct Memory {
     socket_bounds: HashMap<String, usize>,
     /// The room's open sockets, once counted in this instance ([`Memory::socket_left`]).
     open_sockets: Option<usize>,
-    /// When the room last emptied (ms), until a socket opens: its alarm lingers
-    /// ([`LINGER_MS`]).
+    /// When the room last emptied (ms), and until when it keeps its alarm for that
+    /// ([`LINGER_MS`]; only while it has no socket).
     emptied_ms: Option<i64>,
+    linger_until: Option<i64>,
     /// Forwarding calls under way, by inbox.
     forwarding: InFlight,
     /// Copies given up (a day of failures, or past [`links::FORWARD_QUEUE_MAX`]) since the
@@ -130,7 +133,7 @@ impl Memory {
 
     /// A socket was accepted here (counted when the room's count is known).
     pub fn socket_opened(&mut self) {
-        self.emptied_ms = None;
+        self.linger_until = None;
         if let Some(n) = &mut self.open_sockets {
             *n += 1;
         }
@@ -159,15 +162,18 @@ impl Memory {
         };
         self.open_sockets = Some(open);
         if open == 0 {
+            // Emptied again soon after the last time: churning, so the alarm lingers.
+            let churning = self.emptied_ms.is_some_and(|t| now_ms.saturating_sub(t) < LINGER_MS);
+            self.linger_until = churning.then(|| now_ms.saturating_add(LINGER_MS));
             self.emptied_ms = Some(now_ms);
         }
         open == 0
     }
 
     /// Until when an emptied room keeps its alarm ([`LINGER_MS`]); `None` once that has passed,
-    /// or while the room has sockets.
+    /// while the room has sockets, and when it is not churning.
     fn lingers_until(&self, now_ms: i64) -> Option<i64> {
-        self.emptied_ms.map(|t| t.saturating_add(LINGER_MS)).filter(|&until| until > now_ms)
+        self.linger_until.filter(|&until| until > now_ms)
     }
 
     /// Whether `sub` surely holds fewer than `cap` sockets here, counting one more for the
@@ -1022,8 +1028,8 @@ impl<'a, S: Store> Room<'a, S> {
         Ok(Due { webhooks: self.webhooks_due(now_ms)?, forwards: self.forwards_due(now_ms)? })
     }
 
-    /// The room's one deadline, for the shell's one alarm: see [`poll_timeout`]. A room that
-    /// emptied less than [`LINGER_MS`] ago keeps one until then.
+    /// The room's one deadline, for the shell's one alarm: see [`poll_timeout`]. A churning
+    /// room that emptied less than [`LINGER_MS`] ago keeps one until then.
     pub fn poll_timeout<'m>(&self, members: impl Iterator<Item = &'m Member>, now_ms: i64) -> Result<Option<i64>, String> {
         // Only client messages queue webhook calls: other kinds never hold an outbox, and
         // asking the store whether one exists costs a schema query per instance.
@@ -1592,23 +1598,33 @@ mod tests {
     }
 
     #[test]
-    fn an_emptied_room_keeps_its_alarm_for_a_linger_then_none() {
+    fn a_churning_room_keeps_its_alarm_for_a_linger_then_none() {
         let ch = Channel::parse("orders:v").unwrap();
         let (mut store, mut mem) = (MemStore::default(), Memory::default());
         let room = Room::new(&ch, &mut store, &mut mem, Limits::default());
         let m = member("c", "u", &ch);
+        let exp = m.exp * 1000;
         assert_eq!(room.poll_timeout([].iter(), T0).unwrap(), None, "never used: nothing to time");
         room.memory.socket_opened();
-        assert_eq!(room.poll_timeout([&m].into_iter(), T0).unwrap(), Some(m.exp * 1000), "a socket: its expiry");
+        assert_eq!(room.poll_timeout([&m].into_iter(), T0).unwrap(), Some(exp), "a socket: its expiry");
         assert!(room.memory.socket_left("u", T0, || 0));
-        assert_eq!(room.poll_timeout([].iter(), T0).unwrap(), Some(T0 + LINGER_MS), "emptied: it lingers");
-        assert_eq!(room.poll_timeout([].iter(), T0 + LINGER_MS - 1).unwrap(), Some(T0 + LINGER_MS));
-        assert_eq!(room.poll_timeout([].iter(), T0 + LINGER_MS).unwrap(), None, "then none");
-        // Filled and emptied again: the linger runs from the last emptying.
+        assert_eq!(room.poll_timeout([].iter(), T0).unwrap(), None, "emptied once (a payment page left): none");
+        // Filled and emptied again soon after: churning, the alarm lingers.
         room.memory.socket_opened();
-        assert_eq!(room.poll_timeout([&m].into_iter(), T0 + 500).unwrap(), Some(m.exp * 1000), "no linger while open");
-        assert!(room.memory.socket_left("u", T0 + 600, || 0));
-        assert_eq!(room.poll_timeout([].iter(), T0 + LINGER_MS).unwrap(), Some(T0 + 600 + LINGER_MS));
+        assert_eq!(room.poll_timeout([&m].into_iter(), T0 + 100).unwrap(), Some(exp), "no linger while open");
+        assert!(room.memory.socket_left("u", T0 + 200, || 0));
+        let until = T0 + 200 + LINGER_MS;
+        assert_eq!(room.poll_timeout([].iter(), T0 + 200).unwrap(), Some(until), "churning: it lingers");
+        assert_eq!(room.poll_timeout([].iter(), until - 1).unwrap(), Some(until));
+        assert_eq!(room.poll_timeout([].iter(), until).unwrap(), None, "then none");
+        // Again within the linger: it runs from the last emptying.
+        room.memory.socket_opened();
+        assert!(room.memory.socket_left("u", T0 + 900, || 0));
+        assert_eq!(room.poll_timeout([].iter(), T0 + 900).unwrap(), Some(T0 + 900 + LINGER_MS));
+        // Emptied long after its last emptying: not churning.
+        room.memory.socket_opened();
+        assert!(room.memory.socket_left("u", T0 + 900 + LINGER_MS, || 0));
+        assert_eq!(room.poll_timeout([].iter(), T0 + 900 + LINGER_MS).unwrap(), None);
         // A woken instance never saw the room empty here: nothing lingers.
         let (mut store, mut fresh) = (MemStore::default(), Memory::default());
         let woken = Room::new(&ch, &mut store, &mut fresh, Limits::default());

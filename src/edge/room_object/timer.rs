@@ -1,6 +1,6 @@
 //! The room's one timer: an alarm set to the engine's deadline ([`Room::poll_timeout`]) and
 //! nothing else. A room with no sockets and no pending call (webhook, forward) holds none once
-//! its linger has passed ([`room::LINGER_MS`]).
+//! its linger, if it is churning, has passed ([`room::LINGER_MS`]).
 
 use futures::future::{LocalBoxFuture, Shared};
 use futures::FutureExt;
