@@ -3,6 +3,9 @@
 
     python3 bench/pool.py LOG [LOG ...]     # logs of one tree: a diagnostic's Foyer is another
 
+With a snapshot side by side (BENCH_FOYER_B, bench/snapshot), `foyer / foyer-b` is the two
+trees' ratio, round by round.
+
 One paired run is the median of its rounds, and on this 2-core machine two runs of the same
 tree differ by more than the budget's margin. Pooled, each gateway's ratio to the baseline is
 the median over every round of every log (each round's own ratio: its gateways ran side by
@@ -39,6 +42,10 @@ def main(paths):
             for name, figures in gateways.items():
                 if base and name != "baseline":
                     ratios[name].append(tuple(f / b for f, b in zip(figures, base)))
+            # An A/B of two trees (BENCH_FOYER_B): the one over the other, round by round.
+            if "foyer" in gateways and "foyer-b" in gateways:
+                pair = zip(gateways["foyer"], gateways["foyer-b"])
+                ratios["foyer / foyer-b"].append(tuple(a / b for a, b in pair))
     print(f"{len(paths)} logs; each gateway / the baseline, the median over all rounds")
     for name, rows in ratios.items():
         print(f"  {name} ({len(rows)} rounds)")

@@ -1314,6 +1314,13 @@ async fn paired_storm(rounds: usize) {
         assert!(built, "bench/wasm-token/build failed");
         configs.push(("wasm-token", "bench/wasm-token/wrangler.toml"));
     }
+    // BENCH_FOYER_B=NAME: also Foyer as snapshotted under NAME (bench/snapshot), for an A/B of
+    // two trees side by side in every round.
+    let snapshot = std::env::var("BENCH_FOYER_B").ok().map(|name| format!("bench/target/snapshots/{name}/wrangler.toml"));
+    if let Some(config) = &snapshot {
+        assert!(root().join(config).exists(), "{config}: no such snapshot (bench/snapshot NAME)");
+        configs.push(("foyer-b", config.as_str()));
+    }
     let mut figures: HashMap<&str, Vec<Storm>> = HashMap::new();
     for round in 0..rounds {
         let gateways: Vec<Gateway> = configs.iter().map(|(name, config)| Gateway::start(name, Some(config))).collect();
