@@ -93,7 +93,21 @@ impl Gateway {
     }
 
     /// `metered`: the usage meter on (`METER=log`) and worker logs kept, for the cost scenario.
+    /// Tried three times: ports are picked free and released before wrangler binds them (and
+    /// its runtime binds ports of its own), so gateways started together can lose a race for
+    /// one ("Address already in use"), which once ended a 27-round run at its last round.
     fn start_with(name: &'static str, config: Option<&str>, metered: bool) -> Gateway {
+        for attempt in 1..=3 {
+            match Self::try_start(name, config, metered) {
+                Ok(g) => return g,
+                Err(log) if attempt < 3 => eprintln!("{name} did not start (attempt {attempt}, see {log}); again"),
+                Err(log) => panic!("{name} did not start; see {log}"),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    fn try_start(name: &'static str, config: Option<&str>, metered: bool) -> Result<Gateway, String> {
         let dir = root().join("bench/target/run").join(if metered { format!("{name}-cost") } else { name.to_owned() });
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("dir");
@@ -138,8 +152,12 @@ impl Gateway {
         let mut line = String::new();
         let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().expect("stdout")), &mut line);
         let g = Gateway { name, port, child, log: dir.join("log") };
-        assert!(line.starts_with("ready "), "{name} did not start; see {}", g.log.display());
-        g
+        // Not ready: dropped, which stops its process group.
+        if line.starts_with("ready ") {
+            Ok(g)
+        } else {
+            Err(g.log.display().to_string())
+        }
     }
 
     /// Its workerd processes: their /proc directories, with the `stat` fields after the name.
