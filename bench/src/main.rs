@@ -509,6 +509,16 @@ struct Storm {
     batch_max: Vec<f64>,
 }
 
+/// An orders channel, named from `prefix`, whose revocation shard is `ch`'s.
+fn same_shard_channel(ch: &str, prefix: &str) -> String {
+    use foyer::protocol::{channel::Channel, revocation::directory_shard};
+    let shard = |name: &str| Channel::parse(name).map(|c| directory_shard(&c)).ok();
+    (0..)
+        .map(|i| format!("orders:{prefix}-{i}"))
+        .find(|name| shard(name) == shard(ch))
+        .expect("one of every 16 names shares the shard")
+}
+
 /// The interval's first storm: `storm` never-seen users, 50 at a time, to a fresh orders
 /// channel, each closing right after its welcome (phones coming and going). Time to welcome.
 async fn first_storm(g: &Gateway, storm: usize, tag: &str) -> Storm {
@@ -519,8 +529,14 @@ async fn first_storm(g: &Gateway, storm: usize, tag: &str) -> Storm {
     // Diagnostic only (BENCH_STORM_WARMUP=N): N users of distinct ids connect to another
     // channel first, on both gateways, so the storm finds the objects it calls (and the
     // code it runs) warm; what it saves is the storm's cold start.
+    // With BENCH_STORM_WARMUP_SHARD=1 that channel shares the storm's revocation shard, so
+    // the storm finds Foyer's shard warm too, and only its room fresh.
     if let Some(n) = std::env::var("BENCH_STORM_WARMUP").ok().and_then(|v| v.parse::<usize>().ok()) {
-        let warm_ch = format!("orders:warm-storm-{tag}");
+        let warm_ch = if std::env::var_os("BENCH_STORM_WARMUP_SHARD").is_some() {
+            same_shard_channel(&ch, &format!("warm-storm-{tag}"))
+        } else {
+            format!("orders:warm-storm-{tag}")
+        };
         let warm_path = format!("/ws/orders/{}", warm_ch.trim_start_matches("orders:"));
         for i in 0..n {
             if let Ok(mut ws) = open(port, &warm_path, &token(&format!("warm-{tag}-{i}"), &[warm_ch.as_str()], &[])).await {
